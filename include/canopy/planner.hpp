@@ -1,0 +1,30 @@
+// The planner: PrefixTree + AttentionSpec -> Plan. Documented in docs/planner.md.
+#pragma once
+
+#include <vector>
+
+#include "canopy/batch.hpp"
+#include "canopy/cost_model.hpp"
+#include "canopy/plan.hpp"
+#include "canopy/tree.hpp"
+
+namespace canopy {
+
+struct PlannerOptions {
+  CostModel cost_model;                     ///< also gives num_sms and arch
+  std::vector<KernelConfig> candidates;     ///< empty: default_kernel_configs(spec)
+  bool allow_absorb = true;                 ///< let children absorb a parent's KV (profit rule)
+  bool allow_split = true;                  ///< split long KV ranges to fill the GPU
+  int waves = 2;                            ///< aim for this many items per SM when splitting
+  int min_split_tokens = 256;               ///< never split a range into pieces shorter than this
+};
+
+/// The tile configurations the planner chooses among (all shipped kernels).
+std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec);
+
+/// Deterministic: the same inputs give the same plan.
+Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options = {});
+/// discover_prefix_tree + make_plan.
+Plan make_plan(const AttentionSpec& spec, const BlockTables& tables, const PlannerOptions& options = {});
+
+}  // namespace canopy

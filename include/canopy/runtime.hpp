@@ -1,0 +1,89 @@
+// canopy::Runtime: plan on the host, run on the GPU through the CUDA driver API.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "canopy/batch.hpp"
+#include "canopy/plan.hpp"
+#include "canopy/planner.hpp"
+#include "canopy/spec.hpp"
+#include "canopy/tree.hpp"
+
+namespace canopy {
+
+/// Device pointers (CUdeviceptr values) of one layer's tensors; shapes in AttentionSpec.
+struct DeviceTensors {
+  std::uint64_t q = 0;
+  std::uint64_t k_cache = 0;
+  std::uint64_t v_cache = 0;
+  std::uint64_t out = 0;
+  std::uint64_t lse = 0;  ///< required iff spec.with_lse
+};
+
+struct RuntimeOptions {
+  int device = 0;         ///< CUDA device ordinal
+  std::string cache_dir;  ///< empty: $CANOPY_CACHE_DIR, $XDG_CACHE_HOME/canopy, ~/.cache/canopy; "off" disables
+};
+
+class Runtime;
+
+/// A plan with its kernels loaded and its metadata on the device. Built by
+/// Runtime::plan; reusable for every layer of the step. Move-only.
+class PreparedPlan {
+ public:
+  PreparedPlan();
+  ~PreparedPlan();
+  PreparedPlan(PreparedPlan&&) noexcept;
+  PreparedPlan& operator=(PreparedPlan&&) noexcept;
+  const Plan& plan() const;
+  std::int64_t workspace_bytes() const;
+
+  struct State;  // defined in runtime/, opaque here
+
+ private:
+  friend class Runtime;
+  std::unique_ptr<State> state_;
+};
+
+class Runtime {
+ public:
+  /// Loads libcuda.so.1, picks the device, retains its primary context.
+  /// Throws Error(kNoDevice) saying why when there is no driver or GPU.
+  explicit Runtime(RuntimeOptions options = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  /// The device's SM count and arch folded into the default cost model.
+  const CostModel& cost_model() const;
+  std::string device_name() const;
+  int arch() const;  ///< e.g. 90
+
+  /// Discovers the tree, plans, compiles and loads every kernel the plan needs,
+  /// and uploads the plan's metadata. `workspace` (device pointer of at least
+  /// plan.workspace_bytes() bytes) may be given by the caller; 0 lets the
+  /// prepared plan own it. May synchronize; never called inside capture.
+  PreparedPlan plan(const AttentionSpec& spec, const BlockTables& tables,
+                    const PlannerOptions& options = {}, std::uint64_t workspace = 0);
+  PreparedPlan plan(const AttentionSpec& spec, const PrefixTree& tree,
+                    const PlannerOptions& options = {}, std::uint64_t workspace = 0);
+  PreparedPlan prepare(Plan plan, std::uint64_t workspace = 0);
+
+  /// Launches the plan's kernels on `stream` (a CUstream, null: the legacy
+  /// stream). No allocation, no synchronization, no compilation: capturable
+  /// into a CUDA graph.
+  void run(const PreparedPlan& plan, const DeviceTensors& tensors, void* stream = nullptr) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+/// True when libcuda.so.1 loads and reports at least one device; otherwise
+/// false with the reason in `why`. Never throws.
+bool gpu_available(std::string* why = nullptr);
+
+}  // namespace canopy

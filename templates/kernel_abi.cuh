@@ -1,0 +1,57 @@
+// Kernel ABI: the parameter blocks and the device work-item record, shared by
+// the generated kernels (compiled by NVRTC) and the host runtime (g++), so the
+// two can never disagree. Plain C++17, no CUDA headers.
+#pragma once
+
+namespace canopy_abi {
+
+/// One WorkItem on the device: 8 int32, see canopy::WorkItem for meanings.
+struct DeviceWorkItem {
+  int kv_page_offset;     // into kv_pages
+  int token_begin;        // segment-relative, inclusive
+  int token_end;          // segment-relative, exclusive
+  int kv_head;
+  int row_begin;          // into query_rows; also the first partial slot
+  int row_count;          // <= the kernel's tile_q
+  int path_token_offset;  // informational (coverage); kernels do not need it
+  int reserved;
+};
+static_assert(sizeof(DeviceWorkItem) == 32, "DeviceWorkItem must stay 8 int32");
+
+/// Partial attention over items[item_begin + blockIdx.x]; one thread block per item.
+///   q          [batch, num_qo_heads, head_dim]             q dtype
+///   k/v_cache  paged, layout and dtype from the KernelSpec
+///   partial_o  [num_partial_slots, head_dim] float32 (normalised: o / l)
+///   partial_lse[num_partial_slots] float32, natural log: m + log(l)
+///   query_rows[slot] = request * num_qo_heads + qo_head
+struct PartialParams {
+  const void* q;
+  const void* k_cache;
+  const void* v_cache;
+  float* partial_o;
+  float* partial_lse;
+  const DeviceWorkItem* items;
+  const int* query_rows;
+  const int* kv_pages;
+  int item_begin;
+  int num_qo_heads;
+  int num_kv_heads;
+  int page_size;
+  float sm_scale;
+  float soft_cap;  // used only when the spec has soft_cap
+};
+
+/// Merge: output row r = request * num_qo_heads + qo_head combines partial
+/// slots merge_indices[merge_indptr[r] .. merge_indptr[r + 1]) in order.
+///   out [num_rows, head_dim] o dtype; lse [num_rows] float32 (only with_lse)
+struct MergeParams {
+  const float* partial_o;
+  const float* partial_lse;
+  const int* merge_indptr;
+  const int* merge_indices;
+  void* out;
+  float* lse;
+  int num_rows;
+};
+
+}  // namespace canopy_abi
