@@ -22,8 +22,8 @@ struct BlockTables {
   /// From a padded table [batch, max_pages] (row-major; entries past a request's
   /// used pages are ignored and may hold any value, e.g. -1).
   static BlockTables from_padded(const std::vector<std::int32_t>& table, int max_pages,
-                                 const std::vector<std::int32_t>& seq_lens,
-                                 std::int64_t num_pages, int page_size);
+                                 const std::vector<std::int32_t>& seq_lens, std::int64_t num_pages,
+                                 int page_size);
 };
 
 /// An explicit prefix tree, for research use: each node owns a run of whole
@@ -31,13 +31,13 @@ struct BlockTables {
 /// node where their sequence ends, which may be an inner node.
 struct ExplicitTree {
   struct Node {
-    int parent = -1;                    ///< -1 for a root; several roots allowed
-    std::vector<std::int32_t> pages;    ///< this node's pages, in order
-    int num_tokens = 0;                 ///< tokens in pages; only a childless node's last page may be partial
-    std::vector<int> requests;          ///< requests whose sequence ends here
+    int parent = -1;                  ///< -1 for a root; several roots allowed
+    std::vector<std::int32_t> pages;  ///< this node's pages, in order
+    int num_tokens = 0;  ///< tokens in pages; only a childless node's last page may be partial
+    std::vector<int> requests;  ///< requests whose sequence ends here
   };
   std::vector<Node> nodes;
-  int batch_size = 0;                   ///< every request 0..batch_size-1 ends at exactly one node
+  int batch_size = 0;  ///< every request 0..batch_size-1 ends at exactly one node
   std::int64_t num_pages = 0;
 };
 

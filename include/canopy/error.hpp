@@ -1,6 +1,8 @@
 // canopy::Error: the one exception type Canopy throws, with a kind and context.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -22,15 +24,22 @@ const char* to_string(ErrorKind kind) noexcept;
 
 class Error : public std::runtime_error {
  public:
-  Error(ErrorKind kind, const std::string& message)
-      : std::runtime_error(message), kind_(kind) {}
+  Error(ErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
   ErrorKind kind() const noexcept { return kind_; }
 
  private:
   ErrorKind kind_;
 };
 
-/// Throws Error(kind, message) when `condition` is false. The message should say
+/// Throws Error(kind, fmt::format(...)) when `condition` is false; the message
+/// is only formatted on failure, so this is cheap inside loops.
+#define CANOPY_CHECK(condition, kind, ...)                                       \
+  do {                                                                           \
+    if (!(condition)) throw ::canopy::Error((kind), ::fmt::format(__VA_ARGS__)); \
+  } while (0)
+
+/// Throws Error(kind, message) when `condition` is false (message built eagerly:
+/// prefer CANOPY_CHECK in loops). The message should say
 /// what was expected and what was found, naming the request, node or field.
 inline void check(bool condition, ErrorKind kind, const std::string& message) {
   if (!condition) throw Error(kind, message);

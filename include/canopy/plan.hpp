@@ -15,7 +15,7 @@ struct KernelConfig {
   int tile_q = 16;   ///< query rows per thread block (multiple of 16 for tensor cores)
   int tile_kv = 64;  ///< KV tokens per pipeline step
   int warps = 4;
-  int stages = 2;    ///< KV pipeline depth
+  int stages = 2;                 ///< KV pipeline depth
   std::string to_string() const;  ///< "q16_kv64_w4_s2"
   bool operator==(const KernelConfig&) const = default;
 };
@@ -29,17 +29,17 @@ struct KernelConfig {
 /// The item writes one partial state (output row, log-sum-exp) per query row
 /// into partial slots row_begin .. row_begin + row_count - 1.
 struct WorkItem {
-  std::int32_t node = 0;              ///< deepest tree node of the segment
-  std::int32_t config = 0;            ///< index into Plan::configs
+  std::int32_t node = 0;    ///< deepest tree node of the segment
+  std::int32_t config = 0;  ///< index into Plan::configs
   std::int32_t kv_head = 0;
-  std::int32_t kv_page_offset = 0;    ///< into Plan::kv_pages
-  std::int32_t token_begin = 0;       ///< segment-relative, inclusive
-  std::int32_t token_end = 0;         ///< segment-relative, exclusive
-  std::int32_t path_token_offset = 0; ///< segment token 0's position in its requests
-  std::int32_t row_begin = 0;         ///< into Plan::query_rows; also the first partial slot
+  std::int32_t kv_page_offset = 0;     ///< into Plan::kv_pages
+  std::int32_t token_begin = 0;        ///< segment-relative, inclusive
+  std::int32_t token_end = 0;          ///< segment-relative, exclusive
+  std::int32_t path_token_offset = 0;  ///< segment token 0's position in its requests
+  std::int32_t row_begin = 0;          ///< into Plan::query_rows; also the first partial slot
   std::int32_t row_count = 0;
-  float predicted_us = 0;             ///< the cost model's estimate
-  std::int32_t sm = 0;                ///< SM the balancer assigned (for inspection)
+  float predicted_us = 0;  ///< the cost model's estimate
+  std::int32_t sm = 0;     ///< SM the balancer assigned (for inspection)
 };
 
 /// One kernel launch of the plan: items [item_begin, item_end) run config `config`.
@@ -53,21 +53,21 @@ struct LaunchGroup {
 struct Plan {
   AttentionSpec spec;
   int batch_size = 0;
-  int tree_depth = 0;                       ///< max nodes on a root-to-leaf path
+  int tree_depth = 0;  ///< max nodes on a root-to-leaf path
   std::vector<KernelConfig> configs;
-  std::vector<WorkItem> items;              ///< grouped by config; longest first within a group
+  std::vector<WorkItem> items;  ///< grouped by config; longest first within a group
   std::vector<LaunchGroup> launches;
-  std::vector<std::int32_t> query_rows;     ///< row id = request * num_qo_heads + qo_head
-  std::vector<std::int32_t> kv_pages;       ///< concatenated segment page lists
+  std::vector<std::int32_t> query_rows;  ///< row id = request * num_qo_heads + qo_head
+  std::vector<std::int32_t> kv_pages;    ///< concatenated segment page lists
   /// Merge schedule, CSR over output rows (request * num_qo_heads + qo_head):
   /// row combines partial slots merge_indices[merge_indptr[row] ..
   /// merge_indptr[row+1]) in that order (fixed order: deterministic results).
   std::vector<std::int32_t> merge_indptr;
   std::vector<std::int32_t> merge_indices;
   int max_merge_fan_in = 0;
-  std::int64_t num_partial_slots = 0;       ///< == query_rows.size()
-  std::vector<float> sm_load_us;            ///< predicted busy time per SM
-  float predicted_us = 0;                   ///< max over SMs plus launch and merge costs
+  std::int64_t num_partial_slots = 0;  ///< == query_rows.size()
+  std::vector<float> sm_load_us;       ///< predicted busy time per SM
+  float predicted_us = 0;              ///< max over SMs plus launch and merge costs
   int num_sms = 0;
 
   /// Device workspace: partial outputs (float32, [slots, head_dim]) and their

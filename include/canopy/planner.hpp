@@ -11,20 +11,22 @@
 namespace canopy {
 
 struct PlannerOptions {
-  CostModel cost_model;                     ///< also gives num_sms and arch
-  std::vector<KernelConfig> candidates;     ///< empty: default_kernel_configs(spec)
-  bool allow_absorb = true;                 ///< let children absorb a parent's KV (profit rule)
-  bool allow_split = true;                  ///< split long KV ranges to fill the GPU
-  int waves = 2;                            ///< aim for this many items per SM when splitting
-  int min_split_tokens = 256;               ///< never split a range into pieces shorter than this
+  CostModel cost_model;                  ///< also gives num_sms and arch
+  std::vector<KernelConfig> candidates;  ///< empty: default_kernel_configs(spec)
+  bool allow_absorb = true;              ///< let children absorb a parent's KV (profit rule)
+  bool allow_split = true;               ///< split long KV ranges to fill the GPU
+  int waves = 8;  ///< splitting tries 1, 2, 4 .. up to this many items per SM and keeps the fastest
+  int min_split_tokens = 256;  ///< never split a range into pieces shorter than this
 };
 
 /// The tile configurations the planner chooses among (all shipped kernels).
 std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec);
 
 /// Deterministic: the same inputs give the same plan.
-Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options = {});
+Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree,
+               const PlannerOptions& options = {});
 /// discover_prefix_tree + make_plan.
-Plan make_plan(const AttentionSpec& spec, const BlockTables& tables, const PlannerOptions& options = {});
+Plan make_plan(const AttentionSpec& spec, const BlockTables& tables,
+               const PlannerOptions& options = {});
 
 }  // namespace canopy

@@ -24,7 +24,8 @@ struct DeviceTensors {
 
 struct RuntimeOptions {
   int device = 0;         ///< CUDA device ordinal
-  std::string cache_dir;  ///< empty: $CANOPY_CACHE_DIR, $XDG_CACHE_HOME/canopy, ~/.cache/canopy; "off" disables
+  std::string cache_dir;  ///< empty: $CANOPY_CACHE_DIR, $XDG_CACHE_HOME/canopy, ~/.cache/canopy;
+                          ///< "off" disables
 };
 
 class Runtime;

@@ -36,8 +36,8 @@ struct AttentionSpec {
   DType kv_dtype = DType::kF16;
   DType o_dtype = DType::kF16;
   KvLayout kv_layout = KvLayout::kNHD;
-  int page_size = 16;    ///< tokens per page, 1..256
-  double sm_scale = 0;   ///< 0 means 1/sqrt(head_dim)
+  int page_size = 16;          ///< tokens per page, 1..256
+  double sm_scale = 0;         ///< 0 means 1/sqrt(head_dim)
   double logits_soft_cap = 0;  ///< >0: s = cap * tanh(s / cap) after scaling
   bool with_lse = false;       ///< also write the log-sum-exp of each (request, head)
 

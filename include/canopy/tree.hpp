@@ -21,27 +21,27 @@ namespace canopy {
 struct PrefixTree {
   struct Node {
     int parent = -1;
-    int depth = 0;                 ///< 0 for roots
-    std::int32_t page_begin = 0;   ///< this node's pages: pages[page_begin .. page_begin+page_count)
+    int depth = 0;                ///< 0 for roots
+    std::int32_t page_begin = 0;  ///< this node's pages: pages[page_begin .. page_begin+page_count)
     std::int32_t page_count = 0;
-    std::int32_t num_tokens = 0;   ///< <= page_count * page_size
-    std::int32_t prefix_tokens = 0;  ///< tokens on the path above this node
-    std::vector<int> children;     ///< in order of first appearance
-    std::vector<int> requests;     ///< requests ending here, ascending
+    std::int32_t num_tokens = 0;        ///< <= page_count * page_size
+    std::int32_t prefix_tokens = 0;     ///< tokens on the path above this node
+    std::vector<int> children;          ///< in order of first appearance
+    std::vector<int> requests;          ///< requests ending here, ascending
     std::int32_t subtree_requests = 0;  ///< requests ending in this subtree
   };
 
   int page_size = 16;
   int batch_size = 0;
-  std::vector<Node> nodes;           ///< parents before children (topological)
-  std::vector<std::int32_t> pages;   ///< all nodes' pages, concatenated
+  std::vector<Node> nodes;          ///< parents before children (topological)
+  std::vector<std::int32_t> pages;  ///< all nodes' pages, concatenated
   std::vector<int> roots;
-  std::vector<int> request_node;     ///< [batch] the node where each request ends
+  std::vector<int> request_node;  ///< [batch] the node where each request ends
 
-  int max_depth() const;             ///< nodes on the longest root-to-leaf path
+  int max_depth() const;  ///< nodes on the longest root-to-leaf path
   /// Requests in a node's subtree, ascending (computed on demand).
   std::vector<int> subtree_request_list(int node) const;
-  std::string to_string() const;     ///< indented, human readable
+  std::string to_string() const;  ///< indented, human readable
 };
 
 /// Builds the tree from block tables: requests whose used pages share leading

@@ -1,0 +1,83 @@
+// KernelSpec: its canonical string, symbol name, hash, and the specs a plan needs.
+#include "canopy/kernel_spec.hpp"
+
+#include <fmt/format.h>
+
+namespace canopy {
+
+std::string KernelSpec::to_string() const {
+  const char* kind_name = kind == KernelKind::kPartialAttention ? "partial" : "merge";
+  return fmt::format("{}_hd{}_q-{}_kv-{}_o-{}_{}_q{}_kv{}_w{}_s{}_cap{}_lse{}_fan{}_sm{}",
+                     kind_name, head_dim, canopy::to_string(q_dtype), canopy::to_string(kv_dtype),
+                     canopy::to_string(o_dtype), canopy::to_string(kv_layout), tile.tile_q,
+                     tile.tile_kv, tile.warps, tile.stages, soft_cap ? 1 : 0, with_lse ? 1 : 0,
+                     merge_fan_in, arch);
+}
+
+std::string KernelSpec::kernel_name() const {
+  // A C identifier: the spec string with '-' turned into '_'.
+  std::string name = "canopy_" + to_string();
+  for (char& c : name) {
+    if (c == '-') c = '_';
+  }
+  return name;
+}
+
+std::uint64_t KernelSpec::hash() const {
+  // FNV-1a 64 over the canonical string: stable across runs and builds.
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : to_string()) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, int arch) {
+  // Fields the partial kernel ignores are normalised so equal code has one spec:
+  // it always writes float32 partial states and never an lse of its own.
+  KernelSpec k;
+  k.kind = KernelKind::kPartialAttention;
+  k.head_dim = spec.head_dim;
+  k.q_dtype = spec.q_dtype;
+  k.kv_dtype = spec.kv_dtype;
+  k.o_dtype = DType::kF32;
+  k.kv_layout = spec.kv_layout;
+  k.tile = tile;
+  k.soft_cap = spec.logits_soft_cap > 0;
+  k.with_lse = false;
+  k.merge_fan_in = 0;
+  k.arch = arch;
+  return k;
+}
+
+namespace {
+
+// Unrolled merge kernels exist for fan-ins 1, 2, 4, 8, 16; others round up.
+int fan_in_bucket(int max_fan_in) {
+  if (max_fan_in <= 0 || max_fan_in > kMaxUnrolledFanIn) return 0;
+  int bucket = 1;
+  while (bucket < max_fan_in) bucket *= 2;
+  return bucket;
+}
+
+}  // namespace
+
+KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, int arch) {
+  // The merge reads float32 partials (q/kv dtype fp32) and ignores tile and layout.
+  KernelSpec k;
+  k.kind = KernelKind::kMergeStates;
+  k.head_dim = spec.head_dim;
+  k.q_dtype = DType::kF32;
+  k.kv_dtype = DType::kF32;
+  k.o_dtype = spec.o_dtype;
+  k.kv_layout = KvLayout::kNHD;
+  k.tile = KernelConfig{};
+  k.soft_cap = false;
+  k.with_lse = spec.with_lse;
+  k.merge_fan_in = fan_in_bucket(max_fan_in);
+  k.arch = arch;
+  return k;
+}
+
+}  // namespace canopy

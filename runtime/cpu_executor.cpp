@@ -1,0 +1,273 @@
+// Runs a Plan on the host in float64, exactly as the GPU kernels do: every
+// work item writes one normalised partial state (o / l, m + log l) per query
+// row, then every output row merges its partial slots in the plan's order.
+// Items are independent (disjoint slots) and each is computed sequentially, so
+// running them on several threads gives bit-identical results.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "canopy/cpu.hpp"
+#include "canopy/error.hpp"
+
+namespace canopy {
+
+namespace {
+
+template <class Fn>
+void parallel_for(std::int64_t n, Fn&& fn) {
+  unsigned hw = std::thread::hardware_concurrency();
+  std::int64_t threads = std::min<std::int64_t>(n, hw == 0 ? 1 : static_cast<std::int64_t>(hw));
+  if (threads <= 1) {
+    for (std::int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<std::int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto worker = [&] {
+    try {
+      for (;;) {
+        std::int64_t i = next.fetch_add(1);
+        if (i >= n) break;
+        fn(i);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next.store(n);
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<std::size_t>(threads));
+  for (std::int64_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+inline double dot(const double* a, const double* b, int n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+std::string item_name(std::size_t i) { return "plan item " + std::to_string(i); }
+
+/// Bounds checks, so that a corrupt plan throws instead of reading out of range.
+void check_plan_bounds(const Plan& plan, std::int64_t num_pages) {
+  const AttentionSpec& spec = plan.spec;
+  const std::int64_t rows = static_cast<std::int64_t>(plan.batch_size) * spec.num_qo_heads;
+  const std::int64_t slots = static_cast<std::int64_t>(plan.query_rows.size());
+  if (!(plan.batch_size >= 0))
+    throw Error(ErrorKind::kInvalidArgument,
+                "plan: batch_size is " + std::to_string(plan.batch_size));
+  if (!(plan.num_partial_slots == slots))
+    throw Error(ErrorKind::kInvalidArgument,
+                "plan: num_partial_slots is " + std::to_string(plan.num_partial_slots) +
+                    " but query_rows has " + std::to_string(slots) + " entries");
+  for (std::int64_t s = 0; s < slots; ++s) {
+    const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
+    if (!(row >= 0 && row < rows))
+      throw Error(ErrorKind::kInvalidArgument, "plan: query_rows[" + std::to_string(s) + "] is " +
+                                                   std::to_string(row) + ", out of range [0, " +
+                                                   std::to_string(rows) + ")");
+  }
+  const std::int64_t ps = spec.page_size;
+  for (std::size_t i = 0; i < plan.items.size(); ++i) {
+    const WorkItem& it = plan.items[i];
+    if (!(it.kv_head >= 0 && it.kv_head < spec.num_kv_heads))
+      throw Error(ErrorKind::kInvalidArgument,
+                  item_name(i) + ": kv_head " + std::to_string(it.kv_head) + " out of range");
+    if (!(it.row_begin >= 0 && it.row_count >= 0 &&
+          std::int64_t{it.row_begin} + it.row_count <= slots))
+      throw Error(ErrorKind::kInvalidArgument,
+                  item_name(i) + ": rows [" + std::to_string(it.row_begin) + ", +" +
+                      std::to_string(it.row_count) + ") outside query_rows (" +
+                      std::to_string(slots) + ")");
+    if (!(it.token_begin >= 0 && it.token_begin <= it.token_end))
+      throw Error(ErrorKind::kInvalidArgument, item_name(i) + ": bad token range [" +
+                                                   std::to_string(it.token_begin) + ", " +
+                                                   std::to_string(it.token_end) + ")");
+    if (it.token_end == it.token_begin) continue;
+    const std::int64_t first = it.kv_page_offset + it.token_begin / ps;
+    const std::int64_t last = it.kv_page_offset + (it.token_end - 1) / ps;
+    if (!(it.kv_page_offset >= 0 && last < static_cast<std::int64_t>(plan.kv_pages.size())))
+      throw Error(ErrorKind::kInvalidArgument,
+                  item_name(i) + ": pages [" + std::to_string(first) + ", " + std::to_string(last) +
+                      "] outside kv_pages (" + std::to_string(plan.kv_pages.size()) + ")");
+    for (std::int64_t p = first; p <= last; ++p) {
+      const std::int32_t page = plan.kv_pages[static_cast<std::size_t>(p)];
+      if (!(page >= 0 && page < num_pages))
+        throw Error(ErrorKind::kInvalidArgument, item_name(i) + ": page id " +
+                                                     std::to_string(page) + " out of range [0, " +
+                                                     std::to_string(num_pages) + ")");
+    }
+  }
+  // Every partial slot is written by at most one item (items run concurrently).
+  std::vector<std::int32_t> writer(static_cast<std::size_t>(slots), -1);
+  for (std::size_t i = 0; i < plan.items.size(); ++i) {
+    const WorkItem& it = plan.items[i];
+    for (std::int32_t s = it.row_begin; s < it.row_begin + it.row_count; ++s) {
+      auto& w = writer[static_cast<std::size_t>(s)];
+      if (!(w < 0))
+        throw Error(ErrorKind::kInvalidArgument, item_name(i) + ": partial slot " +
+                                                     std::to_string(s) + " is also written by " +
+                                                     item_name(static_cast<std::size_t>(w)));
+      w = static_cast<std::int32_t>(i);
+    }
+  }
+  if (!(static_cast<std::int64_t>(plan.merge_indptr.size()) == rows + 1))
+    throw Error(ErrorKind::kInvalidArgument,
+                "plan: merge_indptr has " + std::to_string(plan.merge_indptr.size()) +
+                    " entries, expected batch * num_qo_heads + 1 = " + std::to_string(rows + 1));
+  if (!(plan.merge_indptr[0] == 0 &&
+        static_cast<std::size_t>(plan.merge_indptr.back()) <= plan.merge_indices.size()))
+    throw Error(ErrorKind::kInvalidArgument, "plan: merge_indptr does not span merge_indices");
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const auto b = plan.merge_indptr[static_cast<std::size_t>(r)];
+    const auto e = plan.merge_indptr[static_cast<std::size_t>(r + 1)];
+    if (!(b <= e))
+      throw Error(ErrorKind::kInvalidArgument,
+                  "plan: merge_indptr decreases at row " + std::to_string(r));
+  }
+  for (std::size_t j = 0; j < plan.merge_indices.size(); ++j) {
+    const std::int32_t s = plan.merge_indices[j];
+    if (!(s >= 0 && s < slots))
+      throw Error(ErrorKind::kInvalidArgument,
+                  "plan: merge_indices[" + std::to_string(j) + "] is " + std::to_string(s) +
+                      ", out of range [0, " + std::to_string(slots) + ")");
+  }
+}
+
+}  // namespace
+
+void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, double* lse) {
+  const AttentionSpec& spec = plan.spec;
+  spec.validate();
+  if (!(in.q != nullptr && in.k != nullptr && in.v != nullptr && out != nullptr))
+    throw Error(ErrorKind::kInvalidArgument, "execute_plan_cpu: null q, k, v or out");
+  check_plan_bounds(plan, in.num_pages);
+
+  const int d = spec.head_dim;
+  const int ps = spec.page_size;
+  const int hq = spec.num_qo_heads;
+  const double scale = spec.effective_sm_scale();
+  const double cap = spec.logits_soft_cap;
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+
+  const std::size_t slots = plan.query_rows.size();
+  std::vector<double> part_o(slots * static_cast<std::size_t>(d), 0.0);
+  std::vector<double> part_lse(slots, neg_inf);
+
+  // Partial attention. Each query row's state depends only on its own item, so
+  // the work is cut into tasks of up to kRowBlock rows of one item and run on
+  // several threads; every row is computed sequentially, in token order.
+  constexpr int kRowBlock = 16;
+  struct Task {
+    std::int32_t item;
+    std::int32_t row0;
+  };
+  std::vector<Task> tasks;
+  for (std::size_t i = 0; i < plan.items.size(); ++i)
+    for (std::int32_t r0 = 0; r0 < plan.items[i].row_count; r0 += kRowBlock)
+      tasks.push_back({static_cast<std::int32_t>(i), r0});
+
+  parallel_for(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t idx) {
+    const Task task = tasks[static_cast<std::size_t>(idx)];
+    const WorkItem& it = plan.items[static_cast<std::size_t>(task.item)];
+    const int rows = std::min(kRowBlock, it.row_count - task.row0);
+    const int tokens = it.token_end - it.token_begin;
+    const std::int64_t slot0 = std::int64_t{it.row_begin} + task.row0;
+    double* o_base = part_o.data() + static_cast<std::size_t>(slot0) * d;
+    double* lse_base = part_lse.data() + slot0;
+    std::fill(o_base, o_base + static_cast<std::size_t>(rows) * d, 0.0);
+    if (tokens == 0) {  // empty range: the identity of the merge
+      std::fill(lse_base, lse_base + rows, neg_inf);
+      return;
+    }
+    const std::int32_t* row_ids = plan.query_rows.data() + slot0;
+    std::vector<double> scores(static_cast<std::size_t>(rows) * tokens);
+    for (int t = 0; t < tokens; ++t) {
+      const int st = it.token_begin + t;
+      const std::int32_t page =
+          plan.kv_pages[static_cast<std::size_t>(it.kv_page_offset + st / ps)];
+      const double* k = in.k + kv_offset(spec, page, st % ps, it.kv_head);
+      for (int i = 0; i < rows; ++i) {
+        const double* q = in.q + static_cast<std::int64_t>(row_ids[i]) * d;
+        double s = dot(q, k, d) * scale;
+        if (cap > 0) s = cap * std::tanh(s / cap);
+        scores[static_cast<std::size_t>(i) * tokens + t] = s;
+      }
+    }
+    double inv_l[kRowBlock];
+    for (int i = 0; i < rows; ++i) {
+      double* si = scores.data() + static_cast<std::size_t>(i) * tokens;
+      const double m = *std::max_element(si, si + tokens);
+      double l = 0;
+      for (int t = 0; t < tokens; ++t) {
+        si[t] = std::exp(si[t] - m);
+        l += si[t];
+      }
+      inv_l[i] = 1.0 / l;
+      lse_base[i] = m + std::log(l);
+    }
+    for (int t = 0; t < tokens; ++t) {
+      const int st = it.token_begin + t;
+      const std::int32_t page =
+          plan.kv_pages[static_cast<std::size_t>(it.kv_page_offset + st / ps)];
+      const double* v = in.v + kv_offset(spec, page, st % ps, it.kv_head);
+      for (int i = 0; i < rows; ++i) {
+        const double p = scores[static_cast<std::size_t>(i) * tokens + t];
+        double* o = o_base + static_cast<std::size_t>(i) * d;
+        for (int j = 0; j < d; ++j) o[j] += p * v[j];
+      }
+    }
+    for (int i = 0; i < rows; ++i) {
+      double* o = o_base + static_cast<std::size_t>(i) * d;
+      for (int j = 0; j < d; ++j) o[j] *= inv_l[i];
+    }
+  });
+
+  // Merge: every output row combines its partial slots in the plan's order.
+  const std::int64_t out_rows = static_cast<std::int64_t>(plan.batch_size) * hq;
+  for (std::int64_t row = 0; row < out_rows; ++row) {
+    const std::int32_t b = plan.merge_indptr[static_cast<std::size_t>(row)];
+    const std::int32_t e = plan.merge_indptr[static_cast<std::size_t>(row + 1)];
+    double m = neg_inf;
+    for (std::int32_t j = b; j < e; ++j)
+      m = std::max(m, part_lse[static_cast<std::size_t>(plan.merge_indices[j])]);
+    double* o = out + row * d;
+    std::fill(o, o + d, 0.0);
+    if (m == neg_inf) {  // nothing attended (cannot happen for a covering plan)
+      if (lse != nullptr) lse[row] = neg_inf;
+      continue;
+    }
+    double sum = 0;
+    for (std::int32_t j = b; j < e; ++j) {
+      const auto s = static_cast<std::size_t>(plan.merge_indices[j]);
+      const double w = std::exp(part_lse[s] - m);
+      sum += w;
+      const double* po = part_o.data() + s * d;
+      for (int i = 0; i < d; ++i) o[i] += w * po[i];
+    }
+    const double inv = 1.0 / sum;
+    for (int i = 0; i < d; ++i) o[i] *= inv;
+    if (lse != nullptr) lse[row] = m + std::log(sum);
+  }
+}
+
+}  // namespace canopy

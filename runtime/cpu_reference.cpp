@@ -1,0 +1,176 @@
+// Plan-free float64 reference attention: per request and head, gather the KV
+// through the block table, softmax, weighted sum. Multithreaded over requests.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "canopy/cpu.hpp"
+#include "canopy/error.hpp"
+
+namespace canopy {
+
+namespace {
+
+std::string req(int r) { return "request " + std::to_string(r); }
+
+/// Runs fn(i) for i in [0, n) on up to hardware_concurrency threads, first
+/// come first served; rethrows the first exception.
+template <class Fn>
+void parallel_for(std::int64_t n, Fn&& fn) {
+  unsigned hw = std::thread::hardware_concurrency();
+  std::int64_t threads = std::min<std::int64_t>(n, hw == 0 ? 1 : static_cast<std::int64_t>(hw));
+  if (threads <= 1) {
+    for (std::int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<std::int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto worker = [&] {
+    try {
+      for (;;) {
+        std::int64_t i = next.fetch_add(1);
+        if (i >= n) break;
+        fn(i);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next.store(n);
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<std::size_t>(threads));
+  for (std::int64_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+inline double dot(const double* a, const double* b, int n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+/// Checks the block tables against the spec and the KV cache size.
+void check_tables(const AttentionSpec& spec, const BlockTables& tables, std::int64_t num_pages) {
+  const int batch = tables.batch_size();
+  if (!(static_cast<int>(tables.indptr.size()) == batch + 1))
+    throw Error(ErrorKind::kInvalidArgument,
+                "block tables: indptr has " + std::to_string(tables.indptr.size()) +
+                    " entries, expected batch_size + 1 = " + std::to_string(batch + 1));
+  if (!(tables.indptr[0] == 0))
+    throw Error(ErrorKind::kInvalidArgument,
+                "block tables: indptr[0] is " + std::to_string(tables.indptr[0]) + ", expected 0");
+  if (!(tables.indptr[batch] <= static_cast<std::int64_t>(tables.indices.size())))
+    throw Error(ErrorKind::kInvalidArgument,
+                "block tables: indptr[batch] is " + std::to_string(tables.indptr[batch]) +
+                    " but indices has " + std::to_string(tables.indices.size()) + " entries");
+  for (int r = 0; r < batch; ++r) {
+    const std::int64_t have = std::int64_t{tables.indptr[r + 1]} - tables.indptr[r];
+    if (!(have >= 0))
+      throw Error(ErrorKind::kInvalidArgument, req(r) + ": indptr decreases (" +
+                                                   std::to_string(tables.indptr[r]) + " -> " +
+                                                   std::to_string(tables.indptr[r + 1]) + ")");
+    const std::int64_t len = tables.seq_lens[static_cast<std::size_t>(r)];
+    if (!(len >= 1))
+      throw Error(ErrorKind::kInvalidArgument,
+                  req(r) + ": seq_len is " + std::to_string(len) + ", expected >= 1");
+    const std::int64_t need = (len + spec.page_size - 1) / spec.page_size;
+    if (!(need <= have))
+      throw Error(ErrorKind::kInvalidArgument,
+                  req(r) + ": seq_len " + std::to_string(len) + " needs " + std::to_string(need) +
+                      " pages of " + std::to_string(spec.page_size) +
+                      " tokens but its table holds " + std::to_string(have));
+    for (std::int64_t p = 0; p < need; ++p) {
+      const std::int32_t page = tables.indices[static_cast<std::size_t>(tables.indptr[r] + p)];
+      if (!(page >= 0 && page < num_pages))
+        throw Error(ErrorKind::kInvalidArgument, req(r) + ": page id " + std::to_string(page) +
+                                                     " at table position " + std::to_string(p) +
+                                                     " is out of range [0, " +
+                                                     std::to_string(num_pages) + ")");
+    }
+  }
+}
+
+}  // namespace
+
+std::int64_t kv_offset(const AttentionSpec& spec, std::int64_t page, int slot, int kv_head) {
+  const std::int64_t ps = spec.page_size, hk = spec.num_kv_heads, d = spec.head_dim;
+  if (spec.kv_layout == KvLayout::kNHD) return ((page * ps + slot) * hk + kv_head) * d;
+  return ((page * hk + kv_head) * ps + slot) * d;
+}
+
+void reference_attention(const AttentionSpec& spec, const BlockTables& tables,
+                         const HostTensors& in, double* out, double* lse) {
+  spec.validate();
+  if (!(in.q != nullptr && in.k != nullptr && in.v != nullptr && out != nullptr))
+    throw Error(ErrorKind::kInvalidArgument, "reference_attention: null q, k, v or out");
+  // Page ids must be valid both for the tables' declared cache and the tensors given.
+  check_tables(spec, tables, std::min(in.num_pages, tables.num_pages));
+
+  const int hq = spec.num_qo_heads, hk = spec.num_kv_heads, d = spec.head_dim;
+  const int group = spec.group_size();
+  const int ps = spec.page_size;
+  const double scale = spec.effective_sm_scale();
+  const double cap = spec.logits_soft_cap;
+
+  parallel_for(tables.batch_size(), [&](std::int64_t r64) {
+    const int r = static_cast<int>(r64);
+    const int len = tables.seq_lens[static_cast<std::size_t>(r)];
+    const std::int32_t* pages = tables.indices.data() + tables.indptr[r];
+    std::vector<double> scores(static_cast<std::size_t>(group) * len);
+    std::vector<double> acc(static_cast<std::size_t>(group) * d);
+    for (int kvh = 0; kvh < hk; ++kvh) {
+      const double* q = in.q + (static_cast<std::int64_t>(r) * hq + kvh * group) * d;
+      for (int t = 0; t < len; ++t) {
+        const double* k = in.k + kv_offset(spec, pages[t / ps], t % ps, kvh);
+        for (int g = 0; g < group; ++g) {
+          double s = dot(q + static_cast<std::int64_t>(g) * d, k, d) * scale;
+          if (cap > 0) s = cap * std::tanh(s / cap);
+          scores[static_cast<std::size_t>(g) * len + t] = s;
+        }
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int g = 0; g < group; ++g) {
+        double* sg = scores.data() + static_cast<std::size_t>(g) * len;
+        const double m = *std::max_element(sg, sg + len);
+        double l = 0;
+        for (int t = 0; t < len; ++t) {
+          sg[t] = std::exp(sg[t] - m);
+          l += sg[t];
+        }
+        const double inv = 1.0 / l;
+        for (int t = 0; t < len; ++t) sg[t] *= inv;
+        if (lse != nullptr)
+          lse[static_cast<std::int64_t>(r) * hq + kvh * group + g] = m + std::log(l);
+      }
+      for (int t = 0; t < len; ++t) {
+        const double* v = in.v + kv_offset(spec, pages[t / ps], t % ps, kvh);
+        for (int g = 0; g < group; ++g) {
+          const double p = scores[static_cast<std::size_t>(g) * len + t];
+          double* a = acc.data() + static_cast<std::size_t>(g) * d;
+          for (int i = 0; i < d; ++i) a[i] += p * v[i];
+        }
+      }
+      double* o = out + (static_cast<std::int64_t>(r) * hq + kvh * group) * d;
+      std::copy(acc.begin(), acc.end(), o);
+    }
+  });
+}
+
+}  // namespace canopy

@@ -1,0 +1,251 @@
+// Plan: workspace layout, consistency checks, text and JSON forms.
+#include "canopy/plan.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "canopy/error.hpp"
+
+namespace canopy {
+namespace {
+
+constexpr std::int64_t kAlign = 256;
+std::int64_t align_up(std::int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+}  // namespace
+
+std::string KernelConfig::to_string() const {
+  return fmt::format("q{}_kv{}_w{}_s{}", tile_q, tile_kv, warps, stages);
+}
+
+std::int64_t Plan::partial_lse_offset() const {
+  return align_up(num_partial_slots * spec.head_dim * 4);
+}
+
+std::int64_t Plan::workspace_bytes() const {
+  return partial_lse_offset() + align_up(num_partial_slots * 4);
+}
+
+void Plan::validate() const {
+  auto fail = [](const std::string& what) { throw Error(ErrorKind::kInvalidArgument, what); };
+  const std::int64_t rows = static_cast<std::int64_t>(batch_size) * spec.num_qo_heads;
+  if (num_partial_slots != static_cast<std::int64_t>(query_rows.size())) {
+    fail(fmt::format("plan: num_partial_slots {} != query_rows {}", num_partial_slots,
+                     query_rows.size()));
+  }
+  if (static_cast<std::int64_t>(merge_indptr.size()) != rows + 1 || merge_indptr[0] != 0 ||
+      merge_indptr.back() != static_cast<std::int32_t>(merge_indices.size())) {
+    fail(
+        fmt::format("plan: merge_indptr must have batch * num_qo_heads + 1 = {} entries "
+                    "from 0 to {}",
+                    rows + 1, merge_indices.size()));
+  }
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const WorkItem& it = items[i];
+    if (it.config < 0 || it.config >= static_cast<int>(configs.size())) {
+      fail(fmt::format("plan: item {} has config {} of {}", i, it.config, configs.size()));
+    }
+    if (it.row_count < 1 || it.row_count > configs[it.config].tile_q || it.row_begin < 0 ||
+        it.row_begin + it.row_count > num_partial_slots) {
+      fail(fmt::format("plan: item {} rows [{}, +{}) exceed tile_q {} or {} slots", i, it.row_begin,
+                       it.row_count, configs[it.config].tile_q, num_partial_slots));
+    }
+    if (it.token_begin < 0 || it.token_end <= it.token_begin || it.kv_page_offset < 0 ||
+        it.kv_page_offset + (it.token_end - 1) / spec.page_size >=
+            static_cast<std::int64_t>(kv_pages.size())) {
+      fail(fmt::format("plan: item {} tokens [{}, {}) at page offset {} exceed {} pages", i,
+                       it.token_begin, it.token_end, it.kv_page_offset, kv_pages.size()));
+    }
+    if (it.kv_head < 0 || it.kv_head >= spec.num_kv_heads) {
+      fail(fmt::format("plan: item {} kv_head {} out of range", i, it.kv_head));
+    }
+  }
+  for (std::int32_t row : query_rows) {
+    if (row < 0 || row >= rows) fail(fmt::format("plan: query row {} out of range", row));
+  }
+  for (std::int32_t slot : merge_indices) {
+    if (slot < 0 || slot >= num_partial_slots) {
+      fail(fmt::format("plan: merge slot {} out of range", slot));
+    }
+  }
+  std::int32_t expected = 0;
+  for (const LaunchGroup& g : launches) {
+    if (g.item_begin != expected || g.item_end < g.item_begin ||
+        g.item_end > static_cast<std::int32_t>(items.size())) {
+      fail(fmt::format("plan: launch groups must tile the items, got [{}, {})", g.item_begin,
+                       g.item_end));
+    }
+    for (std::int32_t i = g.item_begin; i < g.item_end; ++i) {
+      if (items[i].config != g.config) fail(fmt::format("plan: item {} not in its group", i));
+    }
+    expected = g.item_end;
+  }
+  if (expected != static_cast<std::int32_t>(items.size())) fail("plan: items outside launches");
+}
+
+std::string plan_to_text(const Plan& plan) {
+  std::string out = fmt::format(
+      "plan: {} requests, {}, tree depth {}\n"
+      "  {} work items in {} launches + 1 merge, {} partial states, max merge fan-in {}\n"
+      "  workspace {:.2f} MiB, predicted {:.2f} us on {} SMs\n",
+      plan.batch_size, plan.spec.to_string(), plan.tree_depth, plan.items.size(),
+      plan.launches.size(), plan.num_partial_slots, plan.max_merge_fan_in,
+      plan.workspace_bytes() / 1048576.0, plan.predicted_us, plan.num_sms);
+  out += "  launches:\n";
+  for (const LaunchGroup& g : plan.launches) {
+    std::map<int, int> per_node;
+    double us = 0;
+    std::int64_t tokens = 0;
+    for (int i = g.item_begin; i < g.item_end; ++i) {
+      us += plan.items[i].predicted_us;
+      tokens += plan.items[i].token_end - plan.items[i].token_begin;
+      ++per_node[plan.items[i].node];
+    }
+    out += fmt::format(
+        "    {:<18} {:>6} items over {:>5} nodes, {:>9} KV tokens, {:>10.1f} SM-us\n",
+        plan.configs[g.config].to_string(), g.item_end - g.item_begin, per_node.size(), tokens, us);
+  }
+  if (!plan.sm_load_us.empty()) {
+    float lo = plan.sm_load_us[0], hi = lo;
+    double sum = 0;
+    for (float v : plan.sm_load_us) {
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+      sum += v;
+    }
+    out += fmt::format("  predicted SM load: min {:.1f} us, mean {:.1f} us, max {:.1f} us\n", lo,
+                       sum / plan.sm_load_us.size(), hi);
+  }
+  constexpr std::size_t kShown = 24;
+  out += fmt::format("  first {} work items (node, kv head, tokens, rows, config, SM, us):\n",
+                     std::min(kShown, plan.items.size()));
+  for (std::size_t i = 0; i < plan.items.size() && i < kShown; ++i) {
+    const WorkItem& it = plan.items[i];
+    out += fmt::format(
+        "    #{:<5} node {:<5} head {:<3} tokens [{}, {}) at path {:<6} rows {:<3} "
+        "{} sm {:<3} {:.2f}\n",
+        i, it.node, it.kv_head, it.token_begin, it.token_end, it.path_token_offset, it.row_count,
+        plan.configs[it.config].to_string(), it.sm, it.predicted_us);
+  }
+  return out;
+}
+
+std::string plan_to_json(const Plan& plan, int indent) {
+  using nlohmann::json;
+  json j;
+  const AttentionSpec& s = plan.spec;
+  j["format"] = "canopy-plan/1";
+  j["spec"] = {{"num_qo_heads", s.num_qo_heads},
+               {"num_kv_heads", s.num_kv_heads},
+               {"head_dim", s.head_dim},
+               {"q_dtype", to_string(s.q_dtype)},
+               {"kv_dtype", to_string(s.kv_dtype)},
+               {"o_dtype", to_string(s.o_dtype)},
+               {"kv_layout", to_string(s.kv_layout)},
+               {"page_size", s.page_size},
+               {"sm_scale", s.sm_scale},
+               {"logits_soft_cap", s.logits_soft_cap},
+               {"with_lse", s.with_lse}};
+  j["batch_size"] = plan.batch_size;
+  j["tree_depth"] = plan.tree_depth;
+  j["num_sms"] = plan.num_sms;
+  j["predicted_us"] = plan.predicted_us;
+  j["configs"] = json::array();
+  for (const KernelConfig& c : plan.configs) {
+    j["configs"].push_back(
+        {{"tile_q", c.tile_q}, {"tile_kv", c.tile_kv}, {"warps", c.warps}, {"stages", c.stages}});
+  }
+  j["items"] = json::array();
+  for (const WorkItem& it : plan.items) {
+    j["items"].push_back({it.node, it.config, it.kv_head, it.kv_page_offset, it.token_begin,
+                          it.token_end, it.path_token_offset, it.row_begin, it.row_count,
+                          it.predicted_us, it.sm});
+  }
+  j["item_fields"] = {"node",
+                      "config",
+                      "kv_head",
+                      "kv_page_offset",
+                      "token_begin",
+                      "token_end",
+                      "path_token_offset",
+                      "row_begin",
+                      "row_count",
+                      "predicted_us",
+                      "sm"};
+  j["launches"] = json::array();
+  for (const LaunchGroup& g : plan.launches) {
+    j["launches"].push_back(
+        {{"config", g.config}, {"item_begin", g.item_begin}, {"item_end", g.item_end}});
+  }
+  j["query_rows"] = plan.query_rows;
+  j["kv_pages"] = plan.kv_pages;
+  j["merge_indptr"] = plan.merge_indptr;
+  j["merge_indices"] = plan.merge_indices;
+  j["max_merge_fan_in"] = plan.max_merge_fan_in;
+  j["num_partial_slots"] = plan.num_partial_slots;
+  j["sm_load_us"] = plan.sm_load_us;
+  return j.dump(indent);
+}
+
+Plan plan_from_json(const std::string& text) {
+  using nlohmann::json;
+  Plan plan;
+  try {
+    const json j = json::parse(text);
+    check(j.value("format", "") == "canopy-plan/1", ErrorKind::kInvalidArgument,
+          "not a canopy-plan/1 document");
+    const json& s = j.at("spec");
+    AttentionSpec& spec = plan.spec;
+    spec.num_qo_heads = s.at("num_qo_heads");
+    spec.num_kv_heads = s.at("num_kv_heads");
+    spec.head_dim = s.at("head_dim");
+    spec.q_dtype = dtype_from_string(s.at("q_dtype"));
+    spec.kv_dtype = dtype_from_string(s.at("kv_dtype"));
+    spec.o_dtype = dtype_from_string(s.at("o_dtype"));
+    spec.kv_layout = kv_layout_from_string(s.at("kv_layout"));
+    spec.page_size = s.at("page_size");
+    spec.sm_scale = s.at("sm_scale");
+    spec.logits_soft_cap = s.at("logits_soft_cap");
+    spec.with_lse = s.at("with_lse");
+    plan.batch_size = j.at("batch_size");
+    plan.tree_depth = j.at("tree_depth");
+    plan.num_sms = j.at("num_sms");
+    plan.predicted_us = j.at("predicted_us");
+    for (const json& c : j.at("configs")) {
+      plan.configs.push_back({c.at("tile_q"), c.at("tile_kv"), c.at("warps"), c.at("stages")});
+    }
+    for (const json& a : j.at("items")) {
+      WorkItem it;
+      it.node = a.at(0);
+      it.config = a.at(1);
+      it.kv_head = a.at(2);
+      it.kv_page_offset = a.at(3);
+      it.token_begin = a.at(4);
+      it.token_end = a.at(5);
+      it.path_token_offset = a.at(6);
+      it.row_begin = a.at(7);
+      it.row_count = a.at(8);
+      it.predicted_us = a.at(9);
+      it.sm = a.at(10);
+      plan.items.push_back(it);
+    }
+    for (const json& g : j.at("launches")) {
+      plan.launches.push_back({g.at("config"), g.at("item_begin"), g.at("item_end")});
+    }
+    plan.query_rows = j.at("query_rows").get<std::vector<std::int32_t>>();
+    plan.kv_pages = j.at("kv_pages").get<std::vector<std::int32_t>>();
+    plan.merge_indptr = j.at("merge_indptr").get<std::vector<std::int32_t>>();
+    plan.merge_indices = j.at("merge_indices").get<std::vector<std::int32_t>>();
+    plan.max_merge_fan_in = j.at("max_merge_fan_in");
+    plan.num_partial_slots = j.at("num_partial_slots");
+    plan.sm_load_us = j.at("sm_load_us").get<std::vector<float>>();
+  } catch (const json::exception& e) {
+    throw Error(ErrorKind::kInvalidArgument, fmt::format("plan JSON: {}", e.what()));
+  }
+  plan.validate();
+  return plan;
+}
+
+}  // namespace canopy

@@ -1,0 +1,129 @@
+// Planner decisions: KV read once per shared node, absorb rule, KV splitting,
+// balancing, tile choice.
+#include "canopy/planner.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "canopy/error.hpp"
+#include "workload.hpp"
+
+namespace canopy {
+namespace {
+
+Plan plan_for(const std::string& tree, PlannerOptions options = {}) {
+  const auto w = workload::workload_from_tree(tree);
+  return make_plan(w.spec, w.tables, options);
+}
+
+// Tokens read per KV head, summed over items.
+std::int64_t tokens_read(const Plan& plan) {
+  std::int64_t total = 0;
+  for (const WorkItem& it : plan.items) total += it.token_end - it.token_begin;
+  return total / plan.spec.num_kv_heads;
+}
+
+TEST(Planner, SharedPrefixIsReadOncePerRowTile) {
+  PlannerOptions options;
+  options.allow_split = false;
+  const Plan plan = plan_for("1,64|4096,256", options);
+  // The 4096-token root serves 64 requests x 4 group heads = 256 rows in 64-row
+  // tiles: 4 reads instead of 64. Leaves read their own 256 tokens.
+  std::int64_t root_tokens = 0;
+  for (const WorkItem& it : plan.items) {
+    if (it.node == 0) root_tokens += it.token_end - it.token_begin;
+  }
+  EXPECT_EQ(root_tokens, 4 * 4096 * plan.spec.num_kv_heads);
+  EXPECT_EQ(tokens_read(plan), 4 * 4096 + 64 * 256);
+  EXPECT_EQ(plan.max_merge_fan_in, 2);
+}
+
+TEST(Planner, TinyParentIsAbsorbedIntoChildren) {
+  // The 8-token root holds one partly filled page: requests do not even share
+  // it (copied per child), so its level-1 children become roots of their own.
+  // A 16-token shared node under 2 children of 256 tokens is cheaper read
+  // twice than planned, launched and merged on its own.
+  PlannerOptions options;
+  options.allow_split = false;
+  const Plan with = plan_for("1,2,64|16,256,32", options);
+  options.allow_absorb = false;
+  const Plan without = plan_for("1,2,64|16,256,32", options);
+  EXPECT_LT(with.items.size(), without.items.size());
+  EXPECT_LE(with.predicted_us, without.predicted_us);
+}
+
+TEST(Planner, LongKvIsSplitToFillTheGpu) {
+  PlannerOptions options;
+  // 8 requests x 8 KV heads = 64 items leave half of 132 SMs idle.
+  const Plan split = plan_for("8|32768", options);
+  options.allow_split = false;
+  const Plan whole = plan_for("8|32768", options);
+  EXPECT_EQ(whole.items.size(), 8u * 8u);
+  EXPECT_GT(split.items.size(), whole.items.size());
+  EXPECT_LT(split.predicted_us, 0.6 * whole.predicted_us);
+  for (const WorkItem& it : split.items) {
+    EXPECT_GE(it.token_end - it.token_begin, options.min_split_tokens);
+  }
+  EXPECT_EQ(tokens_read(split), tokens_read(whole));
+}
+
+TEST(Planner, NoSplitWhenWaveQuantizationEatsTheGain) {
+  // 16 x 8 = 128 items on 132 SMs: any even split still takes as long.
+  PlannerOptions options;
+  const Plan split = plan_for("16|32768", options);
+  options.allow_split = false;
+  const Plan whole = plan_for("16|32768", options);
+  EXPECT_LE(split.predicted_us, whole.predicted_us * 1.001);
+}
+
+TEST(Planner, BalancerKeepsSmLoadsClose) {
+  const Plan plan = plan_for("1,128|16384,512");
+  const auto [lo, hi] = std::minmax_element(plan.sm_load_us.begin(), plan.sm_load_us.end());
+  EXPECT_LT(*hi - *lo, 0.5 * *hi);
+}
+
+TEST(Planner, LaunchGroupsCoverItemsByConfigLongestFirst) {
+  const Plan plan = plan_for("1,4,64|2048,1024,256");
+  plan.validate();
+  for (const LaunchGroup& g : plan.launches) {
+    for (int i = g.item_begin + 1; i < g.item_end; ++i) {
+      EXPECT_GE(plan.items[i - 1].predicted_us, plan.items[i].predicted_us);
+    }
+  }
+  std::set<int> configs;
+  for (const LaunchGroup& g : plan.launches) EXPECT_TRUE(configs.insert(g.config).second);
+}
+
+TEST(Planner, MergeOrderFollowsPathPosition) {
+  const Plan plan = plan_for("1,4,64|2048,1024,256");
+  std::vector<std::int32_t> position(plan.num_partial_slots);
+  for (const WorkItem& it : plan.items) {
+    for (int i = 0; i < it.row_count; ++i) {
+      position[it.row_begin + i] = it.path_token_offset + it.token_begin;
+    }
+  }
+  for (std::size_t r = 0; r + 1 < plan.merge_indptr.size(); ++r) {
+    for (int k = plan.merge_indptr[r] + 1; k < plan.merge_indptr[r + 1]; ++k) {
+      EXPECT_LT(position[plan.merge_indices[k - 1]], position[plan.merge_indices[k]]);
+    }
+  }
+}
+
+TEST(Planner, RejectsMismatchedPageSize) {
+  const auto w = workload::workload_from_tree("1,2|32,32");
+  const PrefixTree tree = discover_prefix_tree(w.tables, 16);
+  AttentionSpec spec = w.spec;
+  spec.page_size = 32;
+  try {
+    make_plan(spec, tree);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("page_size 16"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace canopy
