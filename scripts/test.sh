@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's test command: set up, build, run every test. GPU tests skip
+# (and say why) on machines without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+ctest --test-dir build --output-on-failure -j"$(nproc)"
