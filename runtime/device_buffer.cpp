@@ -1,8 +1,8 @@
 #include "runtime/device_buffer.hpp"
 
-#include <utility>
-
 #include <fmt/format.h>
+
+#include <utility>
 
 namespace canopy::driver {
 
@@ -43,9 +43,10 @@ void DeviceBuffer::reset() noexcept {
 }
 
 void DeviceBuffer::upload(const void* host, std::size_t bytes, std::size_t offset) {
-  canopy::check(offset + bytes <= bytes_, ErrorKind::kInvalidArgument,
-        fmt::format("DeviceBuffer::upload of {} bytes at offset {} overruns the {}-byte buffer",
-                    bytes, offset, bytes_));
+  canopy::check(
+      offset + bytes <= bytes_, ErrorKind::kInvalidArgument,
+      fmt::format("DeviceBuffer::upload of {} bytes at offset {} overruns the {}-byte buffer",
+                  bytes, offset, bytes_));
   if (bytes == 0) return;
   ScopedContext scope(ctx_);
   driver::check(api().memcpy_htod(ptr_ + offset, host, bytes),
@@ -53,9 +54,10 @@ void DeviceBuffer::upload(const void* host, std::size_t bytes, std::size_t offse
 }
 
 void DeviceBuffer::download(void* host, std::size_t bytes, std::size_t offset) const {
-  canopy::check(offset + bytes <= bytes_, ErrorKind::kInvalidArgument,
-        fmt::format("DeviceBuffer::download of {} bytes at offset {} overruns the {}-byte buffer",
-                    bytes, offset, bytes_));
+  canopy::check(
+      offset + bytes <= bytes_, ErrorKind::kInvalidArgument,
+      fmt::format("DeviceBuffer::download of {} bytes at offset {} overruns the {}-byte buffer",
+                  bytes, offset, bytes_));
   if (bytes == 0) return;
   ScopedContext scope(ctx_);
   driver::check(api().memcpy_dtoh(host, ptr_ + offset, bytes),

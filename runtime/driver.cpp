@@ -1,13 +1,12 @@
 #include "runtime/driver.hpp"
 
 #include <dlfcn.h>
+#include <fmt/format.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
-
-#include <fmt/format.h>
 
 namespace canopy::driver {
 namespace {
@@ -23,8 +22,8 @@ template <typename Fn>
 void resolve(void* handle, const char* symbol, const std::string& library, Fn& out) {
   void* p = dlsym(handle, symbol);
   if (p == nullptr) {
-    no_device(fmt::format("{} has no symbol {} (driver too old for CUDA {}.{}?)", library,
-                          symbol, CUDA_VERSION / 1000, CUDA_VERSION % 1000 / 10));
+    no_device(fmt::format("{} has no symbol {} (driver too old for CUDA {}.{}?)", library, symbol,
+                          CUDA_VERSION / 1000, CUDA_VERSION % 1000 / 10));
   }
   static_assert(sizeof(Fn) == sizeof(void*));
   std::memcpy(&out, &p, sizeof(p));
@@ -34,14 +33,29 @@ void resolve(void* handle, const char* symbol, const std::string& library, Fn& o
 // whose cuGetErrorName cannot answer before initialisation.
 const char* fallback_name(CUresult r, const char** text) {
   switch (r) {
-    case CUDA_ERROR_NO_DEVICE: *text = "no CUDA-capable device is detected"; return "CUDA_ERROR_NO_DEVICE";
-    case CUDA_ERROR_STUB_LIBRARY: *text = "the CUDA driver is a stub library"; return "CUDA_ERROR_STUB_LIBRARY";
-    case CUDA_ERROR_DEVICE_UNAVAILABLE: *text = "the device is unavailable"; return "CUDA_ERROR_DEVICE_UNAVAILABLE";
-    case CUDA_ERROR_SYSTEM_DRIVER_MISMATCH: *text = "the kernel driver and libcuda versions differ"; return "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH";
-    case CUDA_ERROR_NOT_INITIALIZED: *text = "the driver is not initialized"; return "CUDA_ERROR_NOT_INITIALIZED";
-    case CUDA_ERROR_OPERATING_SYSTEM: *text = "an OS call failed"; return "CUDA_ERROR_OPERATING_SYSTEM";
-    case CUDA_ERROR_UNKNOWN: *text = "unknown error"; return "CUDA_ERROR_UNKNOWN";
-    default: return nullptr;
+    case CUDA_ERROR_NO_DEVICE:
+      *text = "no CUDA-capable device is detected";
+      return "CUDA_ERROR_NO_DEVICE";
+    case CUDA_ERROR_STUB_LIBRARY:
+      *text = "the CUDA driver is a stub library";
+      return "CUDA_ERROR_STUB_LIBRARY";
+    case CUDA_ERROR_DEVICE_UNAVAILABLE:
+      *text = "the device is unavailable";
+      return "CUDA_ERROR_DEVICE_UNAVAILABLE";
+    case CUDA_ERROR_SYSTEM_DRIVER_MISMATCH:
+      *text = "the kernel driver and libcuda versions differ";
+      return "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH";
+    case CUDA_ERROR_NOT_INITIALIZED:
+      *text = "the driver is not initialized";
+      return "CUDA_ERROR_NOT_INITIALIZED";
+    case CUDA_ERROR_OPERATING_SYSTEM:
+      *text = "an OS call failed";
+      return "CUDA_ERROR_OPERATING_SYSTEM";
+    case CUDA_ERROR_UNKNOWN:
+      *text = "unknown error";
+      return "CUDA_ERROR_UNKNOWN";
+    default:
+      return nullptr;
   }
 }
 
@@ -70,9 +84,10 @@ std::unique_ptr<Api> Api::load(const std::string& library) {
   void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
     const char* err = dlerror();
-    no_device(fmt::format("cannot load the CUDA driver library {}: {} (is the NVIDIA driver "
-                          "installed?)",
-                          library, err != nullptr ? err : "unknown dlopen error"));
+    no_device(
+        fmt::format("cannot load the CUDA driver library {}: {} (is the NVIDIA driver "
+                    "installed?)",
+                    library, err != nullptr ? err : "unknown dlopen error"));
   }
   // The handle is never closed: function pointers and modules outlive any Api.
   auto a = std::make_unique<Api>();

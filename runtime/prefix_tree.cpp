@@ -6,6 +6,7 @@
 
 #include "canopy/error.hpp"
 #include "canopy/tree.hpp"
+#include "runtime/child_index.hpp"
 
 namespace canopy {
 
@@ -26,6 +27,35 @@ std::vector<int> PrefixTree::subtree_request_list(int node) const {
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+FlatTree flatten(const PrefixTree& tree) {
+  FlatTree flat;
+  flat.page_size = tree.page_size;
+  flat.batch_size = tree.batch_size;
+  flat.max_depth = tree.max_depth();
+  flat.roots = tree.roots;
+  flat.pages = tree.pages.data();
+  flat.nodes.resize(tree.nodes.size());
+  flat.children.reserve(tree.nodes.size());
+  flat.requests.reserve(tree.batch_size);
+  for (std::size_t i = 0; i < tree.nodes.size(); ++i) {
+    const PrefixTree::Node& src = tree.nodes[i];
+    FlatTree::Node& node = flat.nodes[i];
+    node.parent = src.parent;
+    node.page_begin = src.page_begin;
+    node.page_count = src.page_count;
+    node.num_tokens = src.num_tokens;
+    node.prefix_tokens = src.prefix_tokens;
+    node.subtree_requests = src.subtree_requests;
+    node.child_begin = static_cast<std::int32_t>(flat.children.size());
+    node.child_count = static_cast<std::int32_t>(src.children.size());
+    flat.children.insert(flat.children.end(), src.children.begin(), src.children.end());
+    node.request_begin = static_cast<std::int32_t>(flat.requests.size());
+    node.request_count = static_cast<std::int32_t>(src.requests.size());
+    flat.requests.insert(flat.requests.end(), src.requests.begin(), src.requests.end());
+  }
+  return flat;
 }
 
 std::string PrefixTree::to_string() const {

@@ -2,14 +2,14 @@
 // (CubinCache), launches through the CUDA driver API (runtime/driver.hpp).
 #include "canopy/runtime.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
@@ -109,8 +109,7 @@ bool default_coefficients(const GpuCoefficients& c) {
   return c.name == d.name && c.num_sms == d.num_sms && c.arch == d.arch &&
          c.hbm_bytes_per_us == d.hbm_bytes_per_us &&
          c.tensor_flops_per_us == d.tensor_flops_per_us &&
-         c.item_overhead_us == d.item_overhead_us &&
-         c.launch_overhead_us == d.launch_overhead_us &&
+         c.item_overhead_us == d.item_overhead_us && c.launch_overhead_us == d.launch_overhead_us &&
          c.merge_bytes_per_us == d.merge_bytes_per_us &&
          c.max_smem_per_block == d.max_smem_per_block;
 }
@@ -225,9 +224,9 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
   std::vector<canopy_abi::DeviceWorkItem> items(plan.items.size());
   for (std::size_t i = 0; i < plan.items.size(); ++i) {
     const WorkItem& w = plan.items[i];
-    items[i] = canopy_abi::DeviceWorkItem{w.kv_page_offset, w.token_begin,     w.token_end,
-                                          w.kv_head,        w.row_begin,       w.row_count,
-                                          w.path_token_offset, 0};
+    items[i] =
+        canopy_abi::DeviceWorkItem{w.kv_page_offset, w.token_begin, w.token_end,         w.kv_head,
+                                   w.row_begin,      w.row_count,   w.path_token_offset, 0};
   }
   struct Section {
     const void* data;
@@ -249,7 +248,8 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
   }
   std::vector<unsigned char> host(static_cast<std::size_t>(total), 0);
   for (std::size_t i = 0; i < std::size(sections); ++i) {
-    if (sections[i].bytes > 0) std::memcpy(host.data() + offsets[i], sections[i].data, sections[i].bytes);
+    if (sections[i].bytes > 0)
+      std::memcpy(host.data() + offsets[i], sections[i].data, sections[i].bytes);
   }
   s->metadata = DeviceBuffer(dev.context, host.size(), "plan metadata");
   s->metadata.upload(host.data(), host.size());
@@ -286,9 +286,10 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
   const PreparedPlan::State* s = prepared.state_.get();
   check(s != nullptr, ErrorKind::kInvalidArgument,
         "Runtime::run: the PreparedPlan is empty (default-constructed or moved-from)");
-  check(s->dev == impl_->dev, ErrorKind::kInvalidArgument,
-        fmt::format("Runtime::run: the plan was prepared for device {}, this runtime uses device {}",
-                    s->dev->ordinal, impl_->dev->ordinal));
+  check(
+      s->dev == impl_->dev, ErrorKind::kInvalidArgument,
+      fmt::format("Runtime::run: the plan was prepared for device {}, this runtime uses device {}",
+                  s->dev->ordinal, impl_->dev->ordinal));
   const Plan& plan = s->plan;
   const AttentionSpec& spec = plan.spec;
   const driver::Api& a = api();
@@ -382,8 +383,8 @@ bool gpu_available(std::string* why) {
   try {
     const driver::Api& a = driver::api();
     if (why != nullptr) {
-      *why = fmt::format("{} device(s), driver CUDA {}.{}", a.device_count,
-                         a.driver_version / 1000, a.driver_version % 1000 / 10);
+      *why = fmt::format("{} device(s), driver CUDA {}.{}", a.device_count, a.driver_version / 1000,
+                         a.driver_version % 1000 / 10);
     }
     return true;
   } catch (const std::exception& e) {

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "canopy/error.hpp"
@@ -17,6 +18,24 @@
 
 namespace canopy {
 namespace {
+
+// Index of the first page id outside [0, num_pages) in pages[0 .. n), or n.
+// The tables are checked on every plan, so the scan is branch-free and
+// vectorizes: with lim = min(num_pages, 2^31) - 1, a page is in range iff
+// neither page nor lim - page is negative, i.e. neither has the sign bit set.
+std::int64_t first_bad_page(const std::int32_t* pages, std::int64_t n, std::int64_t num_pages) {
+  const auto lim =
+      static_cast<std::uint32_t>(std::clamp<std::int64_t>(num_pages, 0, std::int64_t{1} << 31) - 1);
+  std::uint32_t signs = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto page = static_cast<std::uint32_t>(pages[i]);
+    signs |= page | (lim - page);
+  }
+  if ((signs >> 31) == 0) return n;
+  std::int64_t i = 0;
+  while (pages[i] >= 0 && pages[i] < num_pages) ++i;
+  return i;
+}
 
 void validate_tables(const BlockTables& t, int page_size) {
   CANOPY_CHECK(page_size >= 1 && page_size <= 256, ErrorKind::kInvalidArgument,
@@ -41,28 +60,46 @@ void validate_tables(const BlockTables& t, int page_size) {
     CANOPY_CHECK(needed <= held, ErrorKind::kInvalidArgument,
                  "request {}: seq_len {} needs {} pages of {} tokens but its table holds {}", r,
                  len, needed, page_size, held);
-    for (std::int64_t i = 0; i < needed; ++i) {
-      const std::int32_t page = t.indices[t.indptr[r] + i];
-      CANOPY_CHECK(page >= 0 && page < t.num_pages, ErrorKind::kInvalidArgument,
-                   "request {}: page id {} at table position {} is out of range [0, {})", r, page,
-                   i, t.num_pages);
-    }
+    const std::int32_t* pages = t.indices.data() + t.indptr[r];
+    const std::int64_t i = first_bad_page(pages, needed, t.num_pages);
+    CANOPY_CHECK(i == needed, ErrorKind::kInvalidArgument,
+                 "request {}: page id {} at table position {} is out of range [0, {})", r,
+                 i < needed ? pages[i] : 0, i, t.num_pages);
   }
 }
 
+// Length of the common prefix of a[0 .. n) and b[0 .. n). Shared prefixes are
+// long (thousands of tokens), so whole blocks are compared at once.
+std::int32_t common_prefix(const std::int32_t* a, const std::int32_t* b, std::int32_t n) {
+  constexpr std::int32_t kBlock = 8;
+  std::int32_t i = 0;
+  while (i + kBlock <= n && std::memcmp(a + i, b + i, kBlock * sizeof(std::int32_t)) == 0) {
+    i += kBlock;
+  }
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
 // A node under construction refers to a run of some request's table entries.
+// Children and requests are intrusive linked lists (no allocation per node).
 struct BuildNode {
   int parent = -1;
   std::int32_t src = 0;     // index into tables.indices of the node's first page
   std::int32_t length = 0;  // pages
   std::int32_t tokens = 0;
-  std::vector<int> children;
-  std::vector<int> requests;
+  int first_child = -1;  // children in order of first appearance
+  int last_child = -1;
+  int next_sibling = -1;
+  int num_children = 0;
+  int first_request = -1;  // requests ending here, ascending (see next_request_)
+  int last_request = -1;
+  int num_requests = 0;
 };
 
 class TreeBuilder {
  public:
-  TreeBuilder(const BlockTables& t, int page_size) : t_(t), page_size_(page_size) {
+  TreeBuilder(const BlockTables& t, int page_size)
+      : t_(t), page_size_(page_size), next_request_(t.seq_lens.size(), -1) {
     nodes_.reserve(2 * t.seq_lens.size() + 1);
     index_.reserve(2 * t.seq_lens.size() + 1);
     nodes_.emplace_back();  // virtual super-root (index 0): parent of every root
@@ -84,19 +121,20 @@ class TreeBuilder {
         at = child;
         break;
       }
-      BuildNode& node = nodes_[child];
+      const BuildNode& node = nodes_[child];
       const std::int32_t limit = std::min(node.length, n - pos);
-      std::int32_t m = 1;
-      while (m < limit && t_.indices[node.src + m] == t_.indices[begin + pos + m]) ++m;
+      // Element 0 matched through the key; compare the rest of the overlap.
+      std::int32_t m = 1 + common_prefix(t_.indices.data() + node.src + 1,
+                                         t_.indices.data() + begin + pos + 1, limit - 1);
       if (node_fill(node, m - 1) != fill(pos + m - 1)) --m;  // same page, different fill
       if (m < node.length) child = split(child, m);
       at = child;
       pos += m;
     }
-    nodes_[at].requests.push_back(request);
+    add_request(at, request);
   }
 
-  PrefixTree finish() const;
+  FlatTree finish() const;
 
  private:
   static std::uint64_t element_key(std::int32_t page, std::int32_t fill) {
@@ -107,32 +145,52 @@ class TreeBuilder {
     return i == node.length - 1 ? node.tokens - i * page_size_ : page_size_;
   }
 
+  void add_request(int id, int request) {
+    BuildNode& node = nodes_[id];
+    (node.last_request < 0 ? node.first_request : next_request_[node.last_request]) = request;
+    node.last_request = request;
+    ++node.num_requests;
+  }
+
+  void append_child(int parent, int child) {
+    BuildNode& p = nodes_[parent];
+    (p.last_child < 0 ? p.first_child : nodes_[p.last_child].next_sibling) = child;
+    p.last_child = child;
+    ++p.num_children;
+  }
+
   int add_node(int parent, std::int32_t src, std::int32_t length, std::int32_t tokens) {
     const int id = static_cast<int>(nodes_.size());
-    BuildNode node;
+    BuildNode& node = nodes_.emplace_back();
     node.parent = parent;
     node.src = src;
     node.length = length;
     node.tokens = tokens;
-    nodes_.push_back(std::move(node));
-    nodes_[parent].children.push_back(id);
-    index_.insert(parent, element_key(t_.indices[src], node_fill(nodes_[id], 0)), id);
+    append_child(parent, id);
+    index_.insert(parent, element_key(t_.indices[src], node_fill(node, 0)), id);
+    total_pages_ += length;
     return id;
   }
 
-  // Splits `id` after its first m pages (all full); returns the new upper node.
+  // Splits `id` after its first m pages (all full); returns the new upper node,
+  // which takes id's place among its parent's children.
   int split(int id, std::int32_t m) {
     const int upper = static_cast<int>(nodes_.size());
-    BuildNode top;
-    top.parent = nodes_[id].parent;
-    top.src = nodes_[id].src;
+    BuildNode& top = nodes_.emplace_back();
+    BuildNode& lower = nodes_[id];
+    top.parent = lower.parent;
+    top.src = lower.src;
     top.length = m;
     top.tokens = m * page_size_;
-    top.children.push_back(id);
-    nodes_.push_back(std::move(top));
-    BuildNode& lower = nodes_[id];
-    auto& siblings = nodes_[lower.parent].children;
-    *std::find(siblings.begin(), siblings.end(), id) = upper;
+    top.first_child = top.last_child = id;
+    top.num_children = 1;
+    BuildNode& parent = nodes_[lower.parent];
+    int* link = &parent.first_child;
+    while (*link != id) link = &nodes_[*link].next_sibling;
+    *link = upper;
+    top.next_sibling = lower.next_sibling;
+    if (parent.last_child == id) parent.last_child = upper;
+    lower.next_sibling = -1;
     index_.replace(lower.parent, element_key(t_.indices[lower.src], page_size_), upper);
     lower.parent = upper;
     lower.src += m;
@@ -145,61 +203,116 @@ class TreeBuilder {
   const BlockTables& t_;
   int page_size_;
   std::vector<BuildNode> nodes_;
+  std::vector<int> next_request_;  // [batch] next request ending at the same node, or -1
+  std::int64_t total_pages_ = 0;   // pages over all nodes
   ChildIndex index_;
 };
 
-PrefixTree TreeBuilder::finish() const {
-  PrefixTree tree;
+// Numbers the nodes in preorder from the roots (parents before children,
+// deterministic). Each node's children get consecutive slots in `children`,
+// reserved when the node is numbered and filled as they are.
+FlatTree TreeBuilder::finish() const {
+  FlatTree tree;
   tree.page_size = page_size_;
   tree.batch_size = static_cast<int>(t_.seq_lens.size());
-  tree.request_node.assign(tree.batch_size, -1);
+  tree.pages = t_.indices.data();
   tree.nodes.reserve(nodes_.size() - 1);
-  // Preorder from the roots keeps parents before children and is deterministic.
-  std::vector<std::pair<int, int>> stack;  // (build node, final parent)
-  const auto& roots = nodes_[0].children;
-  for (auto it = roots.rbegin(); it != roots.rend(); ++it) stack.emplace_back(*it, -1);
+  tree.children.reserve(nodes_.size() - 1);
+  tree.requests.reserve(tree.batch_size);
+  struct Visit {
+    int build;   // build node
+    int parent;  // final id, -1 for a root
+    int slot;    // index in the parent's children (or in roots)
+    int depth;
+  };
+  std::vector<Visit> stack;
+  auto push_children = [&](const BuildNode& src, int id, int depth) {
+    const std::size_t top = stack.size();
+    int slot = 0;
+    for (int c = src.first_child; c >= 0; c = nodes_[c].next_sibling) {
+      stack.push_back({c, id, slot++, depth});
+    }
+    std::reverse(stack.begin() + static_cast<std::ptrdiff_t>(top), stack.end());
+  };
+  tree.roots.resize(nodes_[0].num_children);
+  push_children(nodes_[0], -1, 0);
   while (!stack.empty()) {
-    const auto [b, parent] = stack.back();
+    const Visit v = stack.back();
     stack.pop_back();
-    const BuildNode& src = nodes_[b];
+    const BuildNode& src = nodes_[v.build];
     const int id = static_cast<int>(tree.nodes.size());
-    PrefixTree::Node node;
-    node.parent = parent;
-    node.depth = parent < 0 ? 0 : tree.nodes[parent].depth + 1;
-    node.prefix_tokens =
-        parent < 0 ? 0 : tree.nodes[parent].prefix_tokens + tree.nodes[parent].num_tokens;
-    node.page_begin = static_cast<std::int32_t>(tree.pages.size());
+    FlatTree::Node& node = tree.nodes.emplace_back();
+    node.parent = v.parent;
+    if (v.parent < 0) {
+      tree.roots[v.slot] = id;
+    } else {
+      const FlatTree::Node& up = tree.nodes[v.parent];
+      node.prefix_tokens = up.prefix_tokens + up.num_tokens;
+      tree.children[up.child_begin + v.slot] = id;
+    }
+    tree.max_depth = std::max(tree.max_depth, v.depth + 1);
+    node.page_begin = src.src;
     node.page_count = src.length;
     node.num_tokens = src.tokens;
-    node.requests = src.requests;
-    tree.pages.insert(tree.pages.end(), t_.indices.begin() + src.src,
-                      t_.indices.begin() + src.src + src.length);
-    for (int r : src.requests) tree.request_node[r] = id;
-    if (parent < 0) {
-      tree.roots.push_back(id);
-    } else {
-      tree.nodes[parent].children.push_back(id);
-    }
-    tree.nodes.push_back(std::move(node));
-    for (auto it = src.children.rbegin(); it != src.children.rend(); ++it) {
-      stack.emplace_back(*it, id);
-    }
+    node.request_begin = static_cast<std::int32_t>(tree.requests.size());
+    node.request_count = src.num_requests;
+    for (int r = src.first_request; r >= 0; r = next_request_[r]) tree.requests.push_back(r);
+    node.child_begin = static_cast<std::int32_t>(tree.children.size());
+    node.child_count = src.num_children;
+    tree.children.resize(tree.children.size() + src.num_children);
+    push_children(src, id, v.depth + 1);
   }
   for (int i = static_cast<int>(tree.nodes.size()) - 1; i >= 0; --i) {
     auto& node = tree.nodes[i];
-    node.subtree_requests += static_cast<std::int32_t>(node.requests.size());
+    node.subtree_requests += node.request_count;
     if (node.parent >= 0) tree.nodes[node.parent].subtree_requests += node.subtree_requests;
+  }
+  return tree;
+}
+
+// The public form: per-node vectors and a private copy of the pages.
+PrefixTree to_prefix_tree(const FlatTree& flat) {
+  PrefixTree tree;
+  tree.page_size = flat.page_size;
+  tree.batch_size = flat.batch_size;
+  tree.roots = flat.roots;
+  tree.request_node.assign(flat.batch_size, -1);
+  tree.nodes.resize(flat.nodes.size());
+  std::size_t total_pages = 0;
+  for (const FlatTree::Node& n : flat.nodes) total_pages += n.page_count;
+  tree.pages.reserve(total_pages);
+  for (std::size_t i = 0; i < flat.nodes.size(); ++i) {
+    const FlatTree::Node& src = flat.nodes[i];
+    PrefixTree::Node& node = tree.nodes[i];
+    node.parent = src.parent;
+    node.depth = src.parent < 0 ? 0 : tree.nodes[src.parent].depth + 1;
+    node.page_begin = static_cast<std::int32_t>(tree.pages.size());
+    node.page_count = src.page_count;
+    node.num_tokens = src.num_tokens;
+    node.prefix_tokens = src.prefix_tokens;
+    node.subtree_requests = src.subtree_requests;
+    node.children.assign(flat.children.begin() + src.child_begin,
+                         flat.children.begin() + src.child_begin + src.child_count);
+    node.requests.assign(flat.requests.begin() + src.request_begin,
+                         flat.requests.begin() + src.request_begin + src.request_count);
+    for (int r : node.requests) tree.request_node[r] = static_cast<int>(i);
+    tree.pages.insert(tree.pages.end(), flat.pages + src.page_begin,
+                      flat.pages + src.page_begin + src.page_count);
   }
   return tree;
 }
 
 }  // namespace
 
-PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size) {
+FlatTree discover_flat_tree(const BlockTables& tables, int page_size) {
   validate_tables(tables, page_size);
   TreeBuilder builder(tables, page_size);
   for (int r = 0; r < tables.batch_size(); ++r) builder.insert(r);
   return builder.finish();
+}
+
+PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size) {
+  return to_prefix_tree(discover_flat_tree(tables, page_size));
 }
 
 }  // namespace canopy

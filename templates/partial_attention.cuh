@@ -200,6 +200,7 @@ __device__ __forceinline__ void online_softmax_update(const PartialTiles& t, int
       sum += prob;
     }
     sum = warp_sum(sum);
+    __syncwarp();  // every lane has read m[r] before lane 0 overwrites it
     if (lane == 0) {
       const float alpha = expf(m_old - m_new);  // 0 on the first tile (m_old = -inf)
       t.alpha[r] = alpha;

@@ -1,11 +1,12 @@
 // The driver loader without a GPU: missing library, missing symbols, the
 // toolkit's stub libcuda (cuInit fails), and gpu_available never throwing.
+#include "runtime/driver.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "canopy/runtime.hpp"
-#include "runtime/driver.hpp"
 #include "tests/runtime/gpu_test_util.hpp"
 #include "tests/test_data.hpp"
 

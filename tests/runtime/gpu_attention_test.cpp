@@ -10,6 +10,7 @@
 //   CANOPY_GPU_REPORT      path of a tab-separated copy of the result table
 //   CANOPY_PREWARM_ARCH    without a GPU, GpuPrewarm.CompileKernels compiles
 //                          the kernels of all cases for this arch into the cache
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,8 +22,6 @@
 #include <map>
 #include <set>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "bench/workload.hpp"
 #include "canopy/kernel_spec.hpp"
@@ -82,8 +81,8 @@ const SuiteCases& suite_cases() {
         double work = 0;
         for (int r = 0; r < batch; ++r) work += w.tables.seq_lens[std::size_t(r)];
         work *= w.spec.num_qo_heads;
-        const double kv = double(w.tables.num_pages) * w.spec.page_size * w.spec.num_kv_heads *
-                          w.spec.head_dim;
+        const double kv =
+            double(w.tables.num_pages) * w.spec.page_size * w.spec.num_kv_heads * w.spec.head_dim;
         // Tokens (and so both work and KV size) scale linearly with the factor.
         const double factor = std::min({1.0, work_budget / work, kv_budget / kv});
         if (factor < 1.0 && !w.tree.empty()) {
@@ -123,8 +122,9 @@ std::vector<RandomCaseSpec> random_case_specs() {
     for (KvLayout layout : {KvLayout::kNHD, KvLayout::kHND}) {
       for (int head_dim : {64, 128, 256}) {
         for (int group : {1, 4, 7, 5, 16}) {
-          RandomCaseSpec r{dtype, layout, head_dim, group, page_sizes[i % 3], (i / 3) % 2 == 1,
-                           (i / 2) % 2 == 0};
+          RandomCaseSpec r{
+              dtype,           layout, head_dim, group, page_sizes[i % 3], (i / 3) % 2 == 1,
+              (i / 2) % 2 == 0};
           out.push_back(r);
           ++i;
         }
@@ -154,9 +154,9 @@ const std::vector<GpuCase>& random_cases() {
       o.max_pages_per_node = std::max(3, 64 / r.page_size);
       std::mt19937_64 rng(c.seed);
       c.tables = random_tree_tables(rng, o);
-      c.name = fmt::format("{}_{}_d{}_g{}_p{}{}{}", to_string(r.dtype), to_string(r.layout),
-                           r.head_dim, r.group, r.page_size, r.soft_cap ? "_cap" : "",
-                           r.lse ? "_lse" : "");
+      c.name =
+          fmt::format("{}_{}_d{}_g{}_p{}{}{}", to_string(r.dtype), to_string(r.layout), r.head_dim,
+                      r.group, r.page_size, r.soft_cap ? "_cap" : "", r.lse ? "_lse" : "");
       cases.push_back(std::move(c));
     }
     return cases;
@@ -167,11 +167,13 @@ const std::vector<GpuCase>& random_cases() {
 /// A small problem for the API tests: two-level-3 scaled down.
 GpuCase small_case(bool with_lse) {
   GpuCase c;
-  const workload::Workload w = workload::scaled_for_cpu(workload::find_workload("two-level-3"), 4e5);
+  const workload::Workload w =
+      workload::scaled_for_cpu(workload::find_workload("two-level-3"), 4e5);
   c.name = "two-level-3-small";
   c.spec = w.spec;
   c.spec.with_lse = with_lse;
   c.tables = w.tables;
+  c.scaled = "small";
   c.seed = 42;
   return c;
 }
@@ -261,9 +263,10 @@ TEST(GpuPrewarm, CompileKernels) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const CubinCacheStats st = cache.stats();
-  std::printf("prewarm: %zu kernels for sm_%d in %.1f s on %u threads (%d compiled, %d from disk) "
-              "into '%s'\n",
-              list.size(), arch, seconds, threads, st.compiles, st.disk_hits, cache.dir().c_str());
+  std::printf(
+      "prewarm: %zu kernels for sm_%d in %.1f s on %u threads (%d compiled, %d from disk) "
+      "into '%s'\n",
+      list.size(), arch, seconds, threads, st.compiles, st.disk_hits, cache.dir().c_str());
   EXPECT_EQ(failures.load(), 0) << first_error;
 }
 
@@ -274,11 +277,11 @@ TEST(GpuDriver, DeviceInfo) {
   CANOPY_REQUIRE_GPU();
   const driver::Api& a = driver::api();
   const driver::DeviceContext& d = driver::device_context(0);
-  std::printf("device 0: %s, %d SMs, sm_%d, %d bytes opt-in smem/block, %.1f GiB, driver CUDA %d.%d, "
-              "%d device(s)\n",
-              d.name.c_str(), d.num_sms, d.arch(), d.max_smem_optin,
-              double(d.total_mem) / (1 << 30), a.driver_version / 1000,
-              a.driver_version % 1000 / 10, a.device_count);
+  std::printf(
+      "device 0: %s, %d SMs, sm_%d, %d bytes opt-in smem/block, %.1f GiB, driver CUDA %d.%d, "
+      "%d device(s)\n",
+      d.name.c_str(), d.num_sms, d.arch(), d.max_smem_optin, double(d.total_mem) / (1 << 30),
+      a.driver_version / 1000, a.driver_version % 1000 / 10, a.device_count);
   EXPECT_GT(d.num_sms, 0);
   EXPECT_GE(d.arch(), 80);
   EXPECT_GE(d.max_smem_optin, 48 * 1024);
@@ -295,14 +298,14 @@ TEST(GpuDriver, ErrorsNameTheCallAndTheCode) {
   EXPECT_NE(driver::error_text(a, CUDA_ERROR_OUT_OF_MEMORY).find("CUDA_ERROR_OUT_OF_MEMORY"),
             std::string::npos);
   // A petabyte allocation fails cleanly (not sticky) as a driver error.
-  EXPECT_EQ(expect_error(
-                [] {
-                  driver::DeviceBuffer b(driver::device_context(0).context, std::size_t{1} << 50,
-                                         "an impossible buffer");
-                },
-                ErrorKind::kDriver,
-                {"cuMemAlloc", "an impossible buffer", "CUDA_ERROR_OUT_OF_MEMORY"}),
-            "");
+  EXPECT_EQ(
+      expect_error(
+          [] {
+            driver::DeviceBuffer b(driver::device_context(0).context, std::size_t{1} << 50,
+                                   "an impossible buffer");
+          },
+          ErrorKind::kDriver, {"cuMemAlloc", "an impossible buffer", "CUDA_ERROR_OUT_OF_MEMORY"}),
+      "");
   EXPECT_EQ(expect_error([] { Runtime bad(RuntimeOptions{.device = 4096, .cache_dir = ""}); },
                          ErrorKind::kNoDevice, {"device 4096"}),
             "");
@@ -505,8 +508,8 @@ TEST(GpuRuntime, CallerWorkspace) {
   const CUcontext ctx = driver::device_context(0).context;
 
   driver::DeviceBuffer small(ctx, need - 256, "too small workspace");
-  EXPECT_EQ(expect_error([&] { (void)rt.prepare(plan, small.get()); },
-                         ErrorKind::kInvalidArgument, {"workspace", "needs"}),
+  EXPECT_EQ(expect_error([&] { (void)rt.prepare(plan, small.get()); }, ErrorKind::kInvalidArgument,
+                         {"workspace", "needs"}),
             "");
   driver::DeviceBuffer big(ctx, need + 1024, "workspace");
   EXPECT_EQ(expect_error([&] { (void)rt.prepare(plan, big.get() + 4); },

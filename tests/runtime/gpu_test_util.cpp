@@ -1,18 +1,17 @@
 #include "tests/runtime/gpu_test_util.hpp"
 
-#include <chrono>
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
-#include <cstring>
-#include <random>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
 
 namespace canopy::test {
 
@@ -32,20 +31,27 @@ namespace {
 
 CUcontext device_ctx() { return driver::device_context(0).context; }
 
+std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/// values[i] = m * range / half with m uniform in [-half, half] (exact in dtype).
 void fill_grid(std::vector<double>& values, std::uint64_t seed, DType dtype, double range) {
   const int bits = dtype == DType::kF16 ? 11 : dtype == DType::kBF16 ? 8 : 24;
   const std::int64_t half = std::int64_t{1} << (bits - 1);
   const double step = range / static_cast<double>(half);
-  constexpr std::size_t kChunk = std::size_t{1} << 20;
-  const std::size_t chunks = (values.size() + kChunk - 1) / kChunk;
-  parallel_chunks(chunks, [&](std::size_t c0, std::size_t c1) {
-    for (std::size_t c = c0; c < c1; ++c) {
-      std::mt19937_64 rng(seed * 0x9e3779b97f4a7c15ull + c);
-      std::uniform_int_distribution<std::int64_t> dist(-half, half);
-      const std::size_t end = std::min(values.size(), (c + 1) * kChunk);
-      for (std::size_t i = c * kChunk; i < end; ++i) {
-        values[i] = static_cast<double>(dist(rng)) * step;
-      }
+  const std::uint64_t span = static_cast<std::uint64_t>(2 * half + 1);
+  const std::uint64_t base = splitmix64(seed);
+  parallel_chunks(values.size(), [&](std::size_t b, std::size_t e) {
+    for (std::size_t i = b; i < e; ++i) {
+      const std::uint64_t u = splitmix64(base + i) >> 11;  // 53 random bits
+      const auto m = std::min(
+          static_cast<std::int64_t>(span) - 1,
+          static_cast<std::int64_t>(static_cast<double>(u) * 0x1p-53 * static_cast<double>(span)));
+      values[i] = static_cast<double>(m - half) * step;
     }
   });
 }
@@ -98,10 +104,9 @@ HostProblem make_problem_parallel(const AttentionSpec& spec, const BlockTables& 
   p.spec = spec;
   p.tables = tables;
   p.q.resize(static_cast<std::size_t>(p.out_elems()));
-  const std::size_t kv = static_cast<std::size_t>(tables.num_pages) *
-                         static_cast<std::size_t>(spec.page_size) *
-                         static_cast<std::size_t>(spec.num_kv_heads) *
-                         static_cast<std::size_t>(spec.head_dim);
+  const std::size_t kv =
+      static_cast<std::size_t>(tables.num_pages) * static_cast<std::size_t>(spec.page_size) *
+      static_cast<std::size_t>(spec.num_kv_heads) * static_cast<std::size_t>(spec.head_dim);
   p.k.resize(kv);
   p.v.resize(kv);
   fill_grid(p.q, seed * 3 + 0, spec.q_dtype, 2.0);
@@ -210,9 +215,8 @@ CheckResult check_problem(const HostProblem& problem, const CheckOptions& option
   if (options.caller_workspace) {
     // Plan once to learn the size, then prepare with a NaN-poisoned workspace.
     PreparedPlan sizing = rt.plan(spec, problem.tables, options.planner);
-    workspace = driver::DeviceBuffer(device_ctx(),
-                                     static_cast<std::size_t>(sizing.workspace_bytes()),
-                                     "test workspace");
+    workspace = driver::DeviceBuffer(
+        device_ctx(), static_cast<std::size_t>(sizing.workspace_bytes()), "test workspace");
     poison_f32(workspace.get(), workspace.size());
     prepared = rt.prepare(sizing.plan(), workspace.get());
   } else {
@@ -228,8 +232,7 @@ CheckResult check_problem(const HostProblem& problem, const CheckOptions& option
 
   const auto t0 = std::chrono::steady_clock::now();
   const HostResult ref = reference(problem, spec.with_lse);
-  result.ref_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  result.ref_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   result.cmp = compare(gpu, ref, spec);
   return result;
 }
@@ -251,23 +254,25 @@ class ReportEnvironment : public ::testing::Environment {
     std::lock_guard lock(report_mutex);
     const auto& rows = report_rows();
     if (rows.empty()) return;
-    std::string text = fmt::format("\n{:<10} {:<36} {:<44} {:>9} {:>6} {:>10} {:>10} {:>6} {:>7} {}\n",
-                                   "suite", "case", "shape", "scaled", "items", "out_rel_l2",
-                                   "lse_rel_l2", "nonfin", "ref_s", "result");
+    std::string text = fmt::format(
+        "\n{:<10} {:<36} {:<44} {:>9} {:>6} {:>10} {:>10} {:>6} {:>7} {}\n", "suite", "case",
+        "shape", "scaled", "items", "out_rel_l2", "lse_rel_l2", "nonfin", "ref_s", "result");
     for (const ReportRow& r : rows) {
-      text += fmt::format("{:<10} {:<36} {:<44} {:>9} {:>6} {:>10.3e} {:>10.3e} {:>6} {:>7.2f} {}\n",
-                          r.suite, r.name, r.shape, r.scaled, r.items, r.out_error, r.lse_error,
-                          r.non_finite, r.ref_seconds, r.ok ? "PASS" : "FAIL");
+      text +=
+          fmt::format("{:<10} {:<36} {:<44} {:>9} {:>6} {:>10.3e} {:>10.3e} {:>6} {:>7.2f} {}\n",
+                      r.suite, r.name, r.shape, r.scaled, r.items, r.out_error, r.lse_error,
+                      r.non_finite, r.ref_seconds, r.ok ? "PASS" : "FAIL");
     }
     std::fputs(text.c_str(), stdout);
     std::fflush(stdout);
     if (const char* path = std::getenv("CANOPY_GPU_REPORT"); path != nullptr && *path != '\0') {
       std::ofstream f(path);
-      f << "suite\tcase\tshape\tscaled\titems\tlaunches\tout_rel_l2\tlse_rel_l2\tnon_finite\tref_s\t"
+      f << "suite\tcase\tshape\tscaled\titems\tlaunches\tout_rel_l2\tlse_rel_l2\tnon_finite\tref_"
+           "s\t"
            "result\n";
       for (const ReportRow& r : rows) {
-        f << fmt::format("{}\t{}\t{}\t{}\t{}\t{}\t{:.3e}\t{:.3e}\t{}\t{:.2f}\t{}\n", r.suite, r.name,
-                         r.shape, r.scaled, r.items, r.launches, r.out_error, r.lse_error,
+        f << fmt::format("{}\t{}\t{}\t{}\t{}\t{}\t{:.3e}\t{:.3e}\t{}\t{:.2f}\t{}\n", r.suite,
+                         r.name, r.shape, r.scaled, r.items, r.launches, r.out_error, r.lse_error,
                          r.non_finite, r.ref_seconds, r.ok ? "PASS" : "FAIL");
       }
     }

@@ -25,9 +25,9 @@ bool gpu_present(std::string* why = nullptr);
 Runtime& shared_runtime();
 
 /// Skips the current test, visibly, when there is no GPU.
-#define CANOPY_REQUIRE_GPU()                                                         \
-  do {                                                                               \
-    std::string canopy_why_;                                                         \
+#define CANOPY_REQUIRE_GPU()                                                                   \
+  do {                                                                                         \
+    std::string canopy_why_;                                                                   \
     if (!::canopy::test::gpu_present(&canopy_why_)) GTEST_SKIP() << "no GPU: " << canopy_why_; \
   } while (0)
 
@@ -65,9 +65,9 @@ double tolerance(DType o_dtype);
 
 /// Comparison of one GPU result with its reference.
 struct Comparison {
-  double out_error = 0;          ///< relative L2
-  double lse_error = 0;          ///< relative L2 (0 without lse)
-  std::int64_t non_finite = 0;   ///< NaN/inf elements in out and lse
+  double out_error = 0;         ///< relative L2
+  double lse_error = 0;         ///< relative L2 (0 without lse)
+  std::int64_t non_finite = 0;  ///< NaN/inf elements in out and lse
   double limit = 0;
   bool ok() const { return non_finite == 0 && out_error < limit && lse_error < limit; }
 };
@@ -78,8 +78,8 @@ Comparison compare(const HostResult& gpu, const HostResult& ref, const Attention
 struct ReportRow {
   std::string suite;
   std::string name;
-  std::string shape;    ///< e.g. "b64 hq32 hk8 d128 fp16 nhd p16"
-  std::string scaled;   ///< "full" or the scale factor applied for the CPU reference
+  std::string shape;   ///< e.g. "b64 hq32 hk8 d128 fp16 nhd p16"
+  std::string scaled;  ///< "full" or the scale factor applied for the CPU reference
   int items = 0;
   int launches = 0;
   double out_error = 0;
