@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "canopy/error.hpp"
-#include "runtime/child_index.hpp"
+#include "runtime/flat_tree.hpp"
 
 namespace canopy {
 namespace {
@@ -254,6 +254,7 @@ class Planner {
     std::int32_t* row;
   };
   void emit_items();
+  void keep_launched_configs();
   void emit_task(Task& task, const std::int32_t* sm_order, Cursor& out);
   void build_merge_schedule();
 
@@ -645,11 +646,25 @@ void Planner::build_merge_schedule() {
   }
 }
 
+// plan.configs lists only configs that launch: the runtime compiles and loads
+// every listed config, so an unused candidate would cost a compile for nothing.
+void Planner::keep_launched_configs() {
+  std::vector<int> remap(configs_.size(), -1);
+  plan_.configs.clear();
+  for (LaunchGroup& g : plan_.launches) {
+    if (remap[g.config] < 0) {
+      remap[g.config] = static_cast<int>(plan_.configs.size());
+      plan_.configs.push_back(configs_[g.config]);
+    }
+    g.config = remap[g.config];
+  }
+  for (WorkItem& item : plan_.items) item.config = remap[item.config];
+}
+
 Plan Planner::run() {
   plan_.spec = spec_;
   plan_.batch_size = tree_.batch_size;
   plan_.tree_depth = tree_.max_depth;
-  plan_.configs = configs_;
   plan_.num_sms = model_.coefficients().num_sms;
   subtree_begin_.resize(tree_.nodes.size());
   subtree_end_.resize(tree_.nodes.size());
@@ -661,6 +676,7 @@ Plan Planner::run() {
   split_tasks();
   emit_items();
   build_merge_schedule();
+  keep_launched_configs();
   plan_.num_partial_slots = static_cast<std::int64_t>(plan_.query_rows.size());
   const double busiest = *std::max_element(plan_.sm_load_us.begin(), plan_.sm_load_us.end());
   const double merge =

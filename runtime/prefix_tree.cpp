@@ -6,7 +6,7 @@
 
 #include "canopy/error.hpp"
 #include "canopy/tree.hpp"
-#include "runtime/child_index.hpp"
+#include "runtime/flat_tree.hpp"
 
 namespace canopy {
 
