@@ -1,5 +1,7 @@
 // Planning speed: block tables -> prefix tree -> plan, on one CPU core.
-// Names encode the workload: BM_Plan/<workload>/batch:<B>/depth:<levels>.
+// Names encode the workload: BM_Plan/<workload>/batch:<B>/depth:<levels>
+// (a fresh Plan each time), BM_PlanReuse/... (planning into one reused Plan),
+// BM_Discover/... (tree discovery alone).
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
@@ -22,6 +24,16 @@ void register_workload(const Workload& w) {
     const canopy::Plan plan = canopy::make_plan(w.spec, w.tables);
     state.counters["items"] = static_cast<double>(plan.items.size());
     state.counters["pages"] = static_cast<double>(w.tables.indices.size());
+  })->Unit(benchmark::kMicrosecond);
+  // A serving engine plans every step into the same Plan: its memory is reused.
+  const std::string reuse = fmt::format("BM_PlanReuse/{}/batch:{}/depth:{}", w.name,
+                                        w.tables.batch_size(), shape.nodes_per_level.size());
+  benchmark::RegisterBenchmark(reuse.c_str(), [w](benchmark::State& state) {
+    canopy::Plan plan;
+    for (auto _ : state) {
+      canopy::make_plan(w.spec, w.tables, {}, plan);
+      benchmark::DoNotOptimize(plan.items.data());
+    }
   })->Unit(benchmark::kMicrosecond);
   const std::string discover =
       fmt::format("BM_Discover/{}/batch:{}", w.name, w.tables.batch_size());

@@ -191,8 +191,8 @@ class CostMemo {
 
 class Planner {
  public:
-  Planner(const AttentionSpec& spec, const FlatTree& tree, const PlannerOptions& options)
-      : spec_(spec), tree_(tree), opt_(options), model_(options.cost_model) {
+  Planner(const AttentionSpec& spec, const FlatTree& tree, const PlannerOptions& options, Plan& out)
+      : spec_(spec), tree_(tree), opt_(options), model_(options.cost_model), plan_(out) {
     configs_ = opt_.candidates.empty() ? default_kernel_configs(spec) : opt_.candidates;
     std::erase_if(configs_, [&](const KernelConfig& c) { return !model_.fits(spec, c); });
     CANOPY_CHECK(!configs_.empty(), ErrorKind::kNotSupported,
@@ -200,7 +200,7 @@ class Planner {
                  model_.coefficients().max_smem_per_block);
   }
 
-  Plan run();
+  void run();
 
  private:
   double item_us(int config, int rows, int tokens) {
@@ -279,7 +279,7 @@ class Planner {
   std::vector<std::int32_t> row_ids_;  // emit_task's per-task row pattern
   std::vector<int> tile_bounds_;       // emit_task's per-task row tiles
   SmLoads loads_;
-  Plan plan_;
+  Plan& plan_;  // written in place: a reused Plan keeps its vectors' memory
 };
 
 // Lists every node's subtree requests as one contiguous range, so a standalone
@@ -401,6 +401,10 @@ void Planner::split_tasks() {
     if (best < 0) {
       apply_split(0);
       best = makespan();
+      // Already within 0.1% of perfect balance: splitting only adds work
+      // (overheads, merge inputs), so no candidate can win.
+      const double merge = best - loads_.max_load();
+      if (best <= (total / sms + merge) * 1.001) break;
       apply_split(target);
     }
     const double span = makespan();
@@ -466,12 +470,15 @@ double Planner::makespan() {
   loads_.reset(sms, false);
   std::int64_t slots = 0;
   for (const TaskRun& run : runs_) {
+    // A run's tasks cost the same per item: place all their items at once.
+    std::int64_t count = 0;
     for (int t = run.begin; t < run.end; ++t) {
       const Task& task = tasks_[t];
-      const std::int64_t count = std::int64_t{task.pieces} * task.tiles * spec_.num_kv_heads;
-      loads_.place(task.item_cost, count);
-      slots += count * task.tile_rows;
+      const std::int64_t items = std::int64_t{task.pieces} * task.tiles * spec_.num_kv_heads;
+      count += items;
+      slots += items * task.tile_rows;
     }
+    loads_.place(run.cost, count);
   }
   return loads_.max_load() + slots * model_.merge_row_us(spec_, 1) / sms;
 }
@@ -661,7 +668,15 @@ void Planner::keep_launched_configs() {
   for (WorkItem& item : plan_.items) item.config = remap[item.config];
 }
 
-Plan Planner::run() {
+void Planner::run() {
+  // Clear, not reassign: capacity survives, so planning every decode step into
+  // the same Plan allocates (and page-faults) nothing once warm.
+  for (auto* v : {&plan_.query_rows, &plan_.kv_pages, &plan_.merge_indptr, &plan_.merge_indices}) {
+    v->clear();
+  }
+  plan_.items.clear();
+  plan_.launches.clear();
+  plan_.configs.clear();
   plan_.spec = spec_;
   plan_.batch_size = tree_.batch_size;
   plan_.tree_depth = tree_.max_depth;
@@ -683,7 +698,6 @@ Plan Planner::run() {
       static_cast<double>(plan_.num_partial_slots) * model_.merge_row_us(spec_, 1) / plan_.num_sms;
   plan_.predicted_us =
       static_cast<float>(busiest + merge + model_.launch_us() * (plan_.launches.size() + 1));
-  return std::move(plan_);
 }
 
 }  // namespace
@@ -699,27 +713,41 @@ std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec) {
 
 namespace {
 
-Plan plan_flat_tree(const AttentionSpec& spec, const FlatTree& tree,
-                    const PlannerOptions& options) {
+void plan_flat_tree(const AttentionSpec& spec, const FlatTree& tree, const PlannerOptions& options,
+                    Plan& out) {
   CANOPY_CHECK(tree.page_size == spec.page_size, ErrorKind::kInvalidArgument,
                "the tree was built with page_size {} but the spec says {}", tree.page_size,
                spec.page_size);
   check(tree.batch_size >= 1, ErrorKind::kInvalidArgument, "the batch has no requests");
-  return Planner(spec, tree, options).run();
+  Planner(spec, tree, options, out).run();
 }
 
 }  // namespace
 
-Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options) {
+void make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
+               Plan& out) {
   spec.validate();
-  return plan_flat_tree(spec, flatten(tree), options);
+  plan_flat_tree(spec, flatten(tree), options, out);
+}
+
+void make_plan(const AttentionSpec& spec, const BlockTables& tables, const PlannerOptions& options,
+               Plan& out) {
+  spec.validate();
+  // Planning straight from the flat tree skips building the PrefixTree.
+  plan_flat_tree(spec, discover_flat_tree(tables, spec.page_size), options, out);
+}
+
+Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options) {
+  Plan plan;
+  make_plan(spec, tree, options, plan);
+  return plan;
 }
 
 Plan make_plan(const AttentionSpec& spec, const BlockTables& tables,
                const PlannerOptions& options) {
-  spec.validate();
-  // Planning straight from the flat tree skips building the PrefixTree.
-  return plan_flat_tree(spec, discover_flat_tree(tables, spec.page_size), options);
+  Plan plan;
+  make_plan(spec, tables, options, plan);
+  return plan;
 }
 
 }  // namespace canopy

@@ -25,8 +25,15 @@ std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec);
 /// Deterministic: the same inputs give the same plan.
 Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree,
                const PlannerOptions& options = {});
+/// The same, planning into `out` and reusing its memory: a serving engine that
+/// plans every decode step into one Plan allocates nothing once warm.
+void make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
+               Plan& out);
 /// discover_prefix_tree + make_plan.
 Plan make_plan(const AttentionSpec& spec, const BlockTables& tables,
                const PlannerOptions& options = {});
+
+void make_plan(const AttentionSpec& spec, const BlockTables& tables, const PlannerOptions& options,
+               Plan& out);
 
 }  // namespace canopy

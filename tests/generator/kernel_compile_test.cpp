@@ -1,7 +1,5 @@
 // Every kernel the planner can choose compiles with NVRTC for sm_80 and sm_90
 // and exports its kernel name. docs/kernels.md lists the set and its timing.
-// CANOPY_TEST_FULL_COMPILE=1 compiles the whole cross product (soft cap and
-// mixed dtypes for every config) instead of the CI subset.
 #include <gtest/gtest.h>
 #include <time.h>
 
@@ -15,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "canopy/cost_model.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "generator/kernel_source.hpp"
@@ -32,64 +31,59 @@ double thread_cpu_ms() {
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
 }
 
-bool full_cross_product() {
-  const char* v = std::getenv("CANOPY_TEST_FULL_COMPILE");
-  return v != nullptr && std::string(v) == "1";
+/// The planner's cost model for a device of `arch`: it drops configs whose
+/// shared memory does not fit, exactly as make_plan does.
+CostModel model_for(int arch) {
+  GpuCoefficients c;
+  c.arch = arch;
+  c.max_smem_per_block = generator::max_smem_per_block(arch);
+  return CostModel(c);
 }
 
+/// Every partial-attention kernel the planner can choose on `arch`: head dim
+/// x q dtype x KV dtype x layout x soft cap x every config that fits.
+/// (partial_kernel_spec normalises o dtype and lse away: the kernel writes
+/// float32 partial states either way.)
 std::vector<KernelSpec> partial_specs(int arch) {
+  const CostModel model = model_for(arch);
   std::vector<KernelSpec> specs;
   for (int head_dim : {64, 128, 256}) {
-    for (DType dtype : {DType::kF16, DType::kBF16}) {
-      for (KvLayout layout : {KvLayout::kNHD, KvLayout::kHND}) {
-        AttentionSpec a;
-        a.head_dim = head_dim;
-        a.q_dtype = a.kv_dtype = a.o_dtype = dtype;
-        a.kv_layout = layout;
-        for (const KernelConfig& c : default_kernel_configs(a)) {
-          specs.push_back(partial_kernel_spec(a, c, arch));
-          if (full_cross_product()) {
-            AttentionSpec capped = a;
-            capped.logits_soft_cap = 30;
-            specs.push_back(partial_kernel_spec(capped, c, arch));
+    for (DType q : {DType::kF16, DType::kBF16}) {
+      for (DType kv : {DType::kF16, DType::kBF16}) {
+        for (KvLayout layout : {KvLayout::kNHD, KvLayout::kHND}) {
+          for (double soft_cap : {0.0, 30.0}) {
+            AttentionSpec a;
+            a.head_dim = head_dim;
+            a.q_dtype = q;
+            a.kv_dtype = kv;
+            a.kv_layout = layout;
+            a.logits_soft_cap = soft_cap;
+            for (const KernelConfig& c : default_kernel_configs(a)) {
+              if (model.fits(a, c)) specs.push_back(partial_kernel_spec(a, c, arch));
+            }
           }
         }
       }
     }
   }
-  // Variants on a subset: soft cap, mixed dtypes, the other pipeline depths and tiles.
-  AttentionSpec a;
-  a.logits_soft_cap = 50;
-  specs.push_back(partial_kernel_spec(a, {16, 64, 4, 2}, arch));
-  a.head_dim = 256;
-  a.q_dtype = DType::kBF16;
-  a.kv_layout = KvLayout::kHND;
-  specs.push_back(partial_kernel_spec(a, {32, 32, 4, 2}, arch));
-  AttentionSpec mixed;
-  mixed.q_dtype = DType::kF16;
-  mixed.kv_dtype = DType::kBF16;
-  specs.push_back(partial_kernel_spec(mixed, {16, 64, 4, 1}, arch));
-  specs.push_back(partial_kernel_spec(mixed, {64, 32, 4, 1}, arch));
-  mixed.head_dim = 64;
-  specs.push_back(partial_kernel_spec(mixed, {32, 64, 8, 3}, arch));
   return specs;
 }
 
+/// Every merge kernel: head dim x output dtype x lse x fan-in (the planner's
+/// max fan-in rounds up to 1, 2, 4, 8, 16, or 0 = the general loop).
 std::vector<KernelSpec> merge_specs(int arch) {
   std::vector<KernelSpec> specs;
-  int n = 0;
-  for (int fan_in : {0, 1, 2, 4, 8, 16}) {
-    AttentionSpec a;
-    a.with_lse = n++ % 2 == 1;
-    specs.push_back(merge_kernel_spec(a, fan_in, arch));
-  }
-  for (DType o : {DType::kBF16, DType::kF32}) {
-    for (int head_dim : {64, 256}) {
-      AttentionSpec a;
-      a.o_dtype = o;
-      a.head_dim = head_dim;
-      a.with_lse = head_dim == 64;
-      specs.push_back(merge_kernel_spec(a, head_dim == 64 ? 0 : 8, arch));
+  for (int head_dim : {64, 128, 256}) {
+    for (DType o : {DType::kF16, DType::kBF16, DType::kF32}) {
+      for (bool lse : {false, true}) {
+        for (int fan_in : {0, 1, 2, 4, 8, 16}) {
+          AttentionSpec a;
+          a.head_dim = head_dim;
+          a.o_dtype = o;
+          a.with_lse = lse;
+          specs.push_back(merge_kernel_spec(a, fan_in, arch));
+        }
+      }
     }
   }
   return specs;
