@@ -16,30 +16,23 @@
 #include "canopy/error.hpp"
 #include "canopy/plan.hpp"
 #include "canopy/spec.hpp"
+#include "problem.hpp"
 
 namespace canopy::test {
 
-/// One layer's inputs on the host in float64. q, k, v hold values that are
-/// exactly representable in spec.q_dtype / spec.kv_dtype, so the GPU sees the
-/// same numbers as the float64 reference. Shapes as in AttentionSpec:
-/// q [batch, H_qo, D]; k, v [num_pages, page_size, H_kv, D] (NHD) or
-/// [num_pages, H_kv, page_size, D] (HND), num_pages = tables.num_pages.
-struct HostProblem {
-  AttentionSpec spec;
-  BlockTables tables;
-  std::vector<double> q, k, v;
-
-  HostTensors tensors() const { return {q.data(), k.data(), v.data(), tables.num_pages}; }
-  std::int64_t out_elems() const {
-    return std::int64_t{tables.batch_size()} * spec.num_qo_heads * spec.head_dim;
-  }
-  std::int64_t lse_elems() const { return std::int64_t{tables.batch_size()} * spec.num_qo_heads; }
-};
-
-/// Random q (in [-2, 2]) and K/V (in [-1, 1]) on a grid that the dtypes hold
-/// exactly (fp16: 11 significant bits, bf16: 8). Pages not referenced by the
-/// tables are filled too. Deterministic in `seed`.
-HostProblem make_problem(const AttentionSpec& spec, const BlockTables& tables, std::uint64_t seed);
+// Inputs, encodings and error norms live in bench/problem.hpp (shared with
+// the demo); tests use them under canopy::test as before.
+using workload::decode;
+using workload::encode;
+using workload::from_bf16_bits;
+using workload::from_fp16_bits;
+using workload::HostProblem;
+using workload::make_problem;
+using workload::max_abs_diff;
+using workload::relative_l2;
+using workload::round_to;
+using workload::to_bf16_bits;
+using workload::to_fp16_bits;
 
 /// Outputs of one attention computation (lse empty unless asked for).
 struct HostResult {
@@ -48,22 +41,6 @@ struct HostResult {
 };
 HostResult run_reference(const HostProblem& problem, bool with_lse = true);
 HostResult run_plan_cpu(const Plan& plan, const HostProblem& problem, bool with_lse = true);
-
-/// ||a - ref||_2 / ||ref||_2 (absolute norm when ref is all zero).
-double relative_l2(const double* a, const double* ref, std::size_t n);
-double relative_l2(const std::vector<double>& a, const std::vector<double>& ref);
-double max_abs_diff(const std::vector<double>& a, const std::vector<double>& ref);
-
-/// Host encoding of the element types (round to nearest even; no NaN payloads).
-std::uint16_t to_fp16_bits(double x);
-double from_fp16_bits(std::uint16_t bits);
-std::uint16_t to_bf16_bits(double x);
-double from_bf16_bits(std::uint16_t bits);
-/// x rounded to the nearest value of `dtype`.
-double round_to(DType dtype, double x);
-/// Packs values as `dtype` (2 or 4 bytes each, little endian as on the GPU) and back.
-std::vector<std::uint8_t> encode(const std::vector<double>& values, DType dtype);
-std::vector<double> decode(const void* data, std::size_t count, DType dtype);
 
 /// Random forest for planner and executor tests. For a single request use
 /// min_roots = max_roots = 1, max_fanout = 1, inner_request_prob = 0,

@@ -25,6 +25,7 @@
 #include "canopy/runtime.hpp"
 #include "canopy/tree.hpp"
 #include "cli_args.hpp"
+#include "problem.hpp"
 #include "workload.hpp"
 
 // The GPU path drives the CUDA driver through runtime/driver.hpp, which needs
@@ -90,68 +91,6 @@ std::string demo_help() {
 // Inputs: random values on a grid every dtype holds exactly (as tests/test_data
 // does), so the GPU and the float64 reference see the same numbers.
 
-struct SplitMix64 {
-  std::uint64_t state;
-  std::uint64_t next() {
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-};
-
-int significant_bits(canopy::DType dtype) {
-  switch (dtype) {
-    case canopy::DType::kF16:
-      return 11;
-    case canopy::DType::kBF16:
-      return 8;
-    case canopy::DType::kF32:
-      return 24;
-  }
-  return 8;
-}
-
-/// Runs fn(begin, end) over [0, n) in chunks on every hardware thread.
-template <class Fn>
-void parallel_chunks(std::size_t n, Fn fn) {
-  const std::size_t threads =
-      std::max<std::size_t>(1, std::min<std::size_t>(std::thread::hardware_concurrency(), 64));
-  const std::size_t chunk = (n + threads - 1) / threads;
-  std::vector<std::thread> pool;
-  for (std::size_t t = 0; t < threads && t * chunk < n; ++t) {
-    pool.emplace_back([&, t] { fn(t * chunk, std::min(n, (t + 1) * chunk)); });
-  }
-  for (std::thread& th : pool) th.join();
-}
-
-/// Values m / 2^(bits-1) * range, |m| <= 2^(bits-1); deterministic in `seed`
-/// and independent of the thread count (the stream restarts every 2^16 values).
-void fill_grid(std::vector<double>& values, std::uint64_t seed, canopy::DType dtype, double range) {
-  const std::int64_t half = std::int64_t{1} << (significant_bits(dtype) - 1);
-  const std::uint64_t span = static_cast<std::uint64_t>(2 * half + 1);
-  const double step = range / static_cast<double>(half);
-  constexpr std::size_t kBlock = 1 << 16;
-  const std::size_t blocks = (values.size() + kBlock - 1) / kBlock;
-  parallel_chunks(blocks, [&](std::size_t b0, std::size_t b1) {
-    for (std::size_t b = b0; b < b1; ++b) {
-      SplitMix64 rng{seed * 0x2545f4914f6cdd1dull + b};
-      const std::size_t end = std::min(values.size(), (b + 1) * kBlock);
-      for (std::size_t i = b * kBlock; i < end; ++i) {
-        const std::int64_t m = static_cast<std::int64_t>(((rng.next() >> 32) * span) >> 32) - half;
-        values[i] = static_cast<double>(m) * step;
-      }
-    }
-  });
-}
-
-struct HostInputs {
-  std::vector<double> q, k, v;
-  canopy::HostTensors tensors(std::int64_t num_pages) const {
-    return {q.data(), k.data(), v.data(), num_pages};
-  }
-};
-
 /// Refuses inputs that would not fit in host memory instead of dying in new.
 void check_host_memory(double bytes, const std::string& what) {
   const double phys =
@@ -164,37 +103,17 @@ void check_host_memory(double bytes, const std::string& what) {
   }
 }
 
-HostInputs make_inputs(const canopy::AttentionSpec& spec, const canopy::BlockTables& tables,
-                       std::uint64_t seed) {
-  const std::size_t q = static_cast<std::size_t>(tables.batch_size()) *
-                        static_cast<std::size_t>(spec.num_qo_heads) *
-                        static_cast<std::size_t>(spec.head_dim);
-  const std::size_t kv =
-      static_cast<std::size_t>(tables.num_pages) * static_cast<std::size_t>(spec.page_size) *
-      static_cast<std::size_t>(spec.num_kv_heads) * static_cast<std::size_t>(spec.head_dim);
-  check_host_memory((static_cast<double>(q) * 2 + static_cast<double>(kv) * 2) * 10.0,
-                    "the inputs (float64 host copies)");
-  HostInputs in;
-  in.q.resize(q);
-  in.k.resize(kv);
-  in.v.resize(kv);
-  fill_grid(in.q, seed * 3 + 0, spec.q_dtype, 2.0);
-  fill_grid(in.k, seed * 3 + 1, spec.kv_dtype, 1.0);
-  fill_grid(in.v, seed * 3 + 2, spec.kv_dtype, 1.0);
-  return in;
+/// Random inputs exact in the spec's dtypes (bench/problem.hpp, as the tests use).
+canopy::workload::HostProblem make_inputs(const canopy::AttentionSpec& spec,
+                                          const canopy::BlockTables& tables, std::uint64_t seed) {
+  const double q = static_cast<double>(tables.batch_size()) * spec.num_qo_heads * spec.head_dim;
+  const double kv =
+      static_cast<double>(tables.num_pages) * spec.page_size * spec.num_kv_heads * spec.head_dim;
+  check_host_memory((q * 2 + kv * 2) * 10.0, "the inputs (float64 host copies)");
+  return canopy::workload::make_problem(spec, tables, seed);
 }
 
-double relative_l2(const std::vector<double>& a, const std::vector<double>& ref) {
-  if (a.size() != ref.size()) return INFINITY;
-  double diff = 0, norm = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double d = a[i] - ref[i];
-    diff += d * d;
-    norm += ref[i] * ref[i];
-  }
-  if (!std::isfinite(diff)) return INFINITY;
-  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-}
+using canopy::workload::relative_l2;
 
 double tolerance(canopy::DType o_dtype) { return o_dtype == canopy::DType::kBF16 ? 1e-2 : 2e-3; }
 
@@ -296,9 +215,9 @@ int run_cpu(const Args& args, canopy::workload::Workload w, const std::string& h
   }
   std::cout << fmt::format("cubin cache  {}\n", cache.dir().empty() ? "memory only" : cache.dir());
 
-  const HostInputs in = make_inputs(
+  const canopy::workload::HostProblem in = make_inputs(
       w.spec, w.tables, static_cast<std::uint64_t>(args.get_int("--seed", 1, 0, 1LL << 62)));
-  const canopy::HostTensors tensors = in.tensors(w.tables.num_pages);
+  const canopy::HostTensors tensors = in.tensors();
   const std::size_t rows = static_cast<std::size_t>(w.tables.batch_size()) *
                            static_cast<std::size_t>(w.spec.num_qo_heads);
   std::vector<double> out(rows * static_cast<std::size_t>(w.spec.head_dim));
@@ -352,69 +271,7 @@ class DeviceMemory {
   std::size_t bytes_;
 };
 
-/// Host fp16/bf16 encoding, round to nearest even (values here are exact anyway).
-std::uint32_t encode_magnitude(double a, int man, int bias, int max_exp_field) {
-  if (std::isnan(a)) return (static_cast<std::uint32_t>(max_exp_field) << man) | (1u << (man - 1));
-  if (std::isinf(a)) return static_cast<std::uint32_t>(max_exp_field) << man;
-  if (a == 0) return 0;
-  int e = 0;
-  std::frexp(a, &e);
-  const int exp = e - 1;
-  const int min_exp = 1 - bias;
-  if (exp < min_exp)
-    return static_cast<std::uint32_t>(std::nearbyint(std::ldexp(a, man - min_exp)));
-  double m = std::nearbyint(std::ldexp(a, man - exp));
-  int field = exp + bias;
-  if (m == std::ldexp(1.0, man + 1)) {
-    m = std::ldexp(1.0, man);
-    ++field;
-  }
-  if (field >= max_exp_field) return static_cast<std::uint32_t>(max_exp_field) << man;
-  return (static_cast<std::uint32_t>(field) << man) | (static_cast<std::uint32_t>(m) - (1u << man));
-}
-
-std::vector<std::uint8_t> encode(const std::vector<double>& values, canopy::DType dtype) {
-  const std::size_t width = canopy::dtype_bytes(dtype);
-  std::vector<std::uint8_t> bytes(values.size() * width);
-  parallel_chunks(values.size(), [&](std::size_t b, std::size_t e) {
-    for (std::size_t i = b; i < e; ++i) {
-      const double x = values[i];
-      const std::uint32_t sign = std::signbit(x) ? 0x8000u : 0u;
-      if (dtype == canopy::DType::kF32) {
-        const float f = static_cast<float>(x);
-        std::memcpy(&bytes[i * 4], &f, 4);
-        continue;
-      }
-      const std::uint16_t h = static_cast<std::uint16_t>(
-          sign | (dtype == canopy::DType::kF16 ? encode_magnitude(std::fabs(x), 10, 15, 31)
-                                               : encode_magnitude(std::fabs(x), 7, 127, 255)));
-      std::memcpy(&bytes[i * 2], &h, 2);
-    }
-  });
-  return bytes;
-}
-
-double decode_one(const std::uint8_t* p, canopy::DType dtype) {
-  if (dtype == canopy::DType::kF32) {
-    float f;
-    std::memcpy(&f, p, 4);
-    return f;
-  }
-  std::uint16_t bits;
-  std::memcpy(&bits, p, 2);
-  if (dtype == canopy::DType::kBF16) {
-    const std::uint32_t word = static_cast<std::uint32_t>(bits) << 16;
-    float f;
-    std::memcpy(&f, &word, 4);
-    return f;
-  }
-  const double sign = (bits & 0x8000u) ? -1.0 : 1.0;
-  const int field = (bits >> 10) & 0x1f;
-  const int man = bits & 0x3ff;
-  if (field == 0) return sign * std::ldexp(man, -24);
-  if (field == 31) return man ? NAN : sign * INFINITY;
-  return sign * std::ldexp(1024 + man, field - 25);
-}
+using canopy::workload::encode;
 
 /// CUDA events on the legacy stream.
 class Event {
@@ -474,7 +331,7 @@ int run_gpu(const Args& args, const canopy::workload::Workload& w) {
 
   // Inputs on the device.
   t0 = Clock::now();
-  const HostInputs in = make_inputs(spec, w.tables, seed);
+  const canopy::workload::HostProblem in = make_inputs(spec, w.tables, seed);
   const std::vector<std::uint8_t> q = encode(in.q, spec.q_dtype);
   const std::vector<std::uint8_t> k = encode(in.k, spec.kv_dtype);
   const std::vector<std::uint8_t> v = encode(in.v, spec.kv_dtype);
@@ -522,14 +379,13 @@ int run_gpu(const Args& args, const canopy::workload::Workload& w) {
       drv::check(a.memcpy_dtoh(lse_bytes.data(), d_lse.get(), lse_bytes.size()),
                  "cuMemcpyDtoH(lse)");
     }
-    std::vector<double> out(out_elems), lse(spec.with_lse ? rows : 0);
-    for (std::size_t i = 0; i < out_elems; ++i)
-      out[i] = decode_one(&out_bytes[i * o_bytes], spec.o_dtype);
-    for (std::size_t i = 0; i < lse.size(); ++i)
-      lse[i] = decode_one(&lse_bytes[i * 4], canopy::DType::kF32);
+    const std::vector<double> out =
+        canopy::workload::decode(out_bytes.data(), out_elems, spec.o_dtype);
+    const std::vector<double> lse =
+        canopy::workload::decode(lse_bytes.data(), spec.with_lse ? rows : 0, canopy::DType::kF32);
     std::vector<double> ref_out(out_elems), ref_lse(lse.size());
     t0 = Clock::now();
-    canopy::reference_attention(spec, w.tables, in.tensors(w.tables.num_pages), ref_out.data(),
+    canopy::reference_attention(spec, w.tables, in.tensors(), ref_out.data(),
                                 spec.with_lse ? ref_lse.data() : nullptr);
     const double ref_ms = ms_since(t0);
     const Check c = compare_and_print(out, lse, ref_out, ref_lse, spec, "GPU");

@@ -179,7 +179,7 @@ GpuCase small_case(bool with_lse) {
 }
 
 void run_case(const std::string& suite, const GpuCase& c, const CheckOptions& options = {}) {
-  const HostProblem problem = make_problem_parallel(c.spec, c.tables, c.seed);
+  const HostProblem problem = make_problem(c.spec, c.tables, c.seed);
   const CheckResult r = check_problem(problem, options);
   ReportRow row;
   row.suite = suite;
@@ -382,7 +382,7 @@ struct Prepared {
 Prepared prepare_small(bool with_lse) {
   const GpuCase c = small_case(with_lse);
   Prepared p;
-  p.problem = make_problem_parallel(c.spec, c.tables, c.seed);
+  p.problem = make_problem(c.spec, c.tables, c.seed);
   p.ref = reference(p.problem, with_lse);
   p.device = upload(p.problem);
   p.plan = shared_runtime().plan(c.spec, c.tables);

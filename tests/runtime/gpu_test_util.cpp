@@ -31,89 +31,15 @@ namespace {
 
 CUcontext device_ctx() { return driver::device_context(0).context; }
 
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-/// values[i] = m * range / half with m uniform in [-half, half] (exact in dtype).
-void fill_grid(std::vector<double>& values, std::uint64_t seed, DType dtype, double range) {
-  const int bits = dtype == DType::kF16 ? 11 : dtype == DType::kBF16 ? 8 : 24;
-  const std::int64_t half = std::int64_t{1} << (bits - 1);
-  const double step = range / static_cast<double>(half);
-  const std::uint64_t span = static_cast<std::uint64_t>(2 * half + 1);
-  const std::uint64_t base = splitmix64(seed);
-  parallel_chunks(values.size(), [&](std::size_t b, std::size_t e) {
-    for (std::size_t i = b; i < e; ++i) {
-      const std::uint64_t u = splitmix64(base + i) >> 11;  // 53 random bits
-      const auto m = std::min(
-          static_cast<std::int64_t>(span) - 1,
-          static_cast<std::int64_t>(static_cast<double>(u) * 0x1p-53 * static_cast<double>(span)));
-      values[i] = static_cast<double>(m - half) * step;
-    }
-  });
-}
-
-std::vector<std::uint8_t> encode_parallel(const std::vector<double>& values, DType dtype) {
-  const std::size_t width = static_cast<std::size_t>(dtype_bytes(dtype));
-  std::vector<std::uint8_t> bytes(values.size() * width);
-  parallel_chunks(values.size(), [&](std::size_t b, std::size_t e) {
-    for (std::size_t i = b; i < e; ++i) {
-      if (dtype == DType::kF32) {
-        const float f = static_cast<float>(values[i]);
-        std::memcpy(bytes.data() + 4 * i, &f, 4);
-      } else {
-        const std::uint16_t h =
-            dtype == DType::kF16 ? to_fp16_bits(values[i]) : to_bf16_bits(values[i]);
-        std::memcpy(bytes.data() + 2 * i, &h, 2);
-      }
-    }
-  });
-  return bytes;
-}
-
 driver::DeviceBuffer upload_values(const std::vector<double>& values, DType dtype,
                                    const char* what) {
-  const std::vector<std::uint8_t> bytes = encode_parallel(values, dtype);
+  const std::vector<std::uint8_t> bytes = encode(values, dtype);
   driver::DeviceBuffer buffer(device_ctx(), bytes.size(), what);
   buffer.upload(bytes.data(), bytes.size());
   return buffer;
 }
 
 }  // namespace
-
-void parallel_chunks(std::size_t n, const std::function<void(std::size_t, std::size_t)>& fn) {
-  const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const std::size_t threads = std::min(hw, n);
-  if (threads <= 1) {
-    if (n > 0) fn(0, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  for (std::size_t t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] { fn(n * t / threads, n * (t + 1) / threads); });
-  }
-  for (auto& th : pool) th.join();
-}
-
-HostProblem make_problem_parallel(const AttentionSpec& spec, const BlockTables& tables,
-                                  std::uint64_t seed) {
-  HostProblem p;
-  p.spec = spec;
-  p.tables = tables;
-  p.q.resize(static_cast<std::size_t>(p.out_elems()));
-  const std::size_t kv =
-      static_cast<std::size_t>(tables.num_pages) * static_cast<std::size_t>(spec.page_size) *
-      static_cast<std::size_t>(spec.num_kv_heads) * static_cast<std::size_t>(spec.head_dim);
-  p.k.resize(kv);
-  p.v.resize(kv);
-  fill_grid(p.q, seed * 3 + 0, spec.q_dtype, 2.0);
-  fill_grid(p.k, seed * 3 + 1, spec.kv_dtype, 1.0);
-  fill_grid(p.v, seed * 3 + 2, spec.kv_dtype, 1.0);
-  return p;
-}
 
 DeviceTensors DeviceProblem::tensors(bool with_lse) const {
   DeviceTensors t;

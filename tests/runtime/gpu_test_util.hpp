@@ -31,16 +31,6 @@ Runtime& shared_runtime();
     if (!::canopy::test::gpu_present(&canopy_why_)) GTEST_SKIP() << "no GPU: " << canopy_why_; \
   } while (0)
 
-/// make_problem's contract (values exact in the spec's dtypes: q on a grid in
-/// [-2, 2], K/V in [-1, 1]), filled by all cores: full-size suite workloads
-/// hold up to ~1e9 KV values. Deterministic in `seed` (not the same numbers as
-/// make_problem).
-HostProblem make_problem_parallel(const AttentionSpec& spec, const BlockTables& tables,
-                                  std::uint64_t seed);
-
-/// Runs fn(begin, end) over [0, n) in chunks on all hardware threads.
-void parallel_chunks(std::size_t n, const std::function<void(std::size_t, std::size_t)>& fn);
-
 /// A HostProblem's tensors on the device, plus out/lse buffers.
 struct DeviceProblem {
   driver::DeviceBuffer q, k, v, out, lse;
