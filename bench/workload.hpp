@@ -35,7 +35,7 @@ BlockTables block_tables_from_shape(const TreeShape& shape, int page_size);
 
 struct Workload {
   std::string name;
-  std::string tree;    ///< tree string, empty for batch files
+  std::string tree;  ///< tree string, empty for batch files
   std::string model;
   AttentionSpec spec;
   BlockTables tables;

@@ -669,12 +669,10 @@ void Planner::keep_launched_configs() {
 }
 
 void Planner::run() {
-  // Clear, not reassign: capacity survives, so planning every decode step into
-  // the same Plan allocates (and page-faults) nothing once warm.
-  for (auto* v : {&plan_.query_rows, &plan_.kv_pages, &plan_.merge_indptr, &plan_.merge_indices}) {
-    v->clear();
-  }
-  plan_.items.clear();
+  // A reused Plan keeps its memory: vectors filled by appending are cleared;
+  // items, query_rows and the merge arrays are resized and then overwritten
+  // entry by entry, so they are not cleared (that would zero-fill them again).
+  plan_.kv_pages.clear();
   plan_.launches.clear();
   plan_.configs.clear();
   plan_.spec = spec_;

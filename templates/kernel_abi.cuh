@@ -7,9 +7,9 @@ namespace canopy_abi {
 
 /// One WorkItem on the device: 8 int32, see canopy::WorkItem for meanings.
 struct DeviceWorkItem {
-  int kv_page_offset;     // into kv_pages
-  int token_begin;        // segment-relative, inclusive
-  int token_end;          // segment-relative, exclusive
+  int kv_page_offset;  // into kv_pages
+  int token_begin;     // segment-relative, inclusive
+  int token_end;       // segment-relative, exclusive
   int kv_head;
   int row_begin;          // into query_rows; also the first partial slot
   int row_count;          // <= the kernel's tile_q

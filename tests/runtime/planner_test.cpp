@@ -127,3 +127,19 @@ TEST(Planner, RejectsMismatchedPageSize) {
 
 }  // namespace
 }  // namespace canopy
+
+namespace canopy {
+namespace {
+
+TEST(Planner, PlanningIntoAReusedPlanEqualsAFreshPlan) {
+  // The reused Plan first holds a larger, different plan: nothing of it may leak.
+  Plan reused = plan_for("1,4,256|2048,1024,256");
+  for (const char* tree : {"1,4,64|2048,1024,256", "8|32768", "1,2,4,8|16,16,16,16"}) {
+    const auto w = workload::workload_from_tree(tree);
+    make_plan(w.spec, w.tables, {}, reused);
+    EXPECT_EQ(plan_to_json(reused), plan_to_json(make_plan(w.spec, w.tables))) << tree;
+  }
+}
+
+}  // namespace
+}  // namespace canopy
