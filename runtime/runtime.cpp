@@ -104,16 +104,6 @@ std::map<const Runtime*, const CubinCache*>& runtime_caches() {
 
 std::int64_t align_up(std::int64_t v, std::int64_t a) { return (v + a - 1) / a * a; }
 
-bool default_coefficients(const GpuCoefficients& c) {
-  const GpuCoefficients d;
-  return c.name == d.name && c.num_sms == d.num_sms && c.arch == d.arch &&
-         c.hbm_bytes_per_us == d.hbm_bytes_per_us &&
-         c.tensor_flops_per_us == d.tensor_flops_per_us &&
-         c.item_overhead_us == d.item_overhead_us && c.launch_overhead_us == d.launch_overhead_us &&
-         c.merge_bytes_per_us == d.merge_bytes_per_us &&
-         c.max_smem_per_block == d.max_smem_per_block;
-}
-
 std::string pointer_name(int i) {
   static const char* names[] = {"q", "k_cache", "v_cache", "out", "lse"};
   return names[i];
@@ -159,6 +149,8 @@ struct Runtime::Impl {
   const driver::DeviceContext* dev = nullptr;
   CostModel cost_model;
   std::unique_ptr<CubinCache> cache;
+
+  PlannerOptions device_options(const PlannerOptions& requested) const;
 };
 
 Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>()) {
@@ -185,18 +177,21 @@ const CostModel& Runtime::cost_model() const { return impl_->cost_model; }
 std::string Runtime::device_name() const { return impl_->dev->name; }
 int Runtime::arch() const { return impl_->dev->arch(); }
 
+// Plan for this device unless the caller brought its own coefficients.
+PlannerOptions Runtime::Impl::device_options(const PlannerOptions& requested) const {
+  PlannerOptions o = requested;
+  if (o.cost_model.coefficients() == GpuCoefficients{}) o.cost_model = cost_model;
+  return o;
+}
+
 PreparedPlan Runtime::plan(const AttentionSpec& spec, const BlockTables& tables,
                            const PlannerOptions& options, std::uint64_t workspace) {
-  spec.validate();
-  return plan(spec, discover_prefix_tree(tables, spec.page_size), options, workspace);
+  return prepare(make_plan(spec, tables, impl_->device_options(options)), workspace);
 }
 
 PreparedPlan Runtime::plan(const AttentionSpec& spec, const PrefixTree& tree,
                            const PlannerOptions& options, std::uint64_t workspace) {
-  PlannerOptions o = options;
-  // Plan for this device unless the caller brought its own coefficients.
-  if (default_coefficients(o.cost_model.coefficients())) o.cost_model = impl_->cost_model;
-  return prepare(make_plan(spec, tree, o), workspace);
+  return prepare(make_plan(spec, tree, impl_->device_options(options)), workspace);
 }
 
 PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {

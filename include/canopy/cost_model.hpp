@@ -20,6 +20,7 @@ struct GpuCoefficients {
   double launch_overhead_us = 3.0;      ///< per kernel launch
   double merge_bytes_per_us = 2.5e6;    ///< merge kernel streaming rate
   int max_smem_per_block = 227 * 1024;  ///< bytes, opt-in maximum
+  bool operator==(const GpuCoefficients&) const = default;
 };
 
 /// t(item) = overhead + max(t_mem, t_math), per SM, where with rows padded to
