@@ -5,26 +5,53 @@
 
 namespace canopy {
 
-double CostModel::item_us(const AttentionSpec& spec, const KernelConfig& tile, int rows,
-                          int tokens) const {
+std::map<std::string, KernelCoefficients> default_kernel_coefficients() {
+  return {
+      // v0 measured on an H100: 7.8 TFLOP/s on math-bound steps, 41% of HBM
+      // bandwidth on flat ones, about 1.5 us per item.
+      {"fma", {1.5, 8.0e6, 0.4}},
+      // mma.sync at roughly half the dense tensor peak; streams near the roofline.
+      {"mma", {1.0, 4.0e8, 0.9}},
+  };
+}
+
+const KernelCoefficients& GpuCoefficients::kernel(const KernelConfig& config) const {
+  if (auto it = kernels.find(config.to_string()); it != kernels.end()) return it->second;
+  if (auto it = kernels.find(to_string(config.family)); it != kernels.end()) return it->second;
+  static const KernelCoefficients kFallback;
+  return kFallback;
+}
+
+double CostModel::item_us(const AttentionSpec& spec, const KernelConfig& config, int row_tile,
+                          int rows, int tokens) const {
+  const KernelCoefficients& k = c_.kernel(config);
   const double sms = c_.num_sms;
-  const int tiles = (rows + tile.tile_q - 1) / tile.tile_q;
-  const double padded_rows = static_cast<double>(tiles) * tile.tile_q;
-  // Each tile is its own thread block and streams the KV range once.
-  const double kv_bytes =
-      static_cast<double>(tiles) * tokens * 2.0 * spec.head_dim * dtype_bytes(spec.kv_dtype);
-  const double t_mem = kv_bytes / (c_.hbm_bytes_per_us / sms);
-  // QK^T and PV: 2 GEMMs of 2 * rows * tokens * head_dim flops each.
-  const double t_math = 4.0 * padded_rows * tokens * spec.head_dim / (c_.tensor_flops_per_us / sms);
+  const int tiles = (rows + row_tile - 1) / row_tile;
+  // The first block over a KV range streams it from HBM; its siblings (other
+  // row tiles of the same range, issued right after it) mostly hit L2.
+  const double bytes =
+      static_cast<double>(tokens) * 2.0 * spec.head_dim * dtype_bytes(spec.kv_dtype);
+  const double t_mem = bytes / (c_.hbm_bytes_per_us * k.bandwidth_fraction / sms) +
+                       (tiles - 1) * bytes / (c_.l2_bytes_per_us / sms);
+  // QK^T and PV on whole row tiles: 2 GEMMs of 2 * rows * tokens * head_dim flops each.
+  const double flops = k.flops_per_us > 0 ? k.flops_per_us : c_.tensor_flops_per_us;
+  const double t_math =
+      4.0 * tiles * row_tile * static_cast<double>(tokens) * spec.head_dim / (flops / sms);
   // Partial states written (float32 output row + lse) and read back by the merge.
   const double t_out = 2.0 * rows * (spec.head_dim + 1) * 4.0 / (c_.hbm_bytes_per_us / sms);
-  return tiles * c_.item_overhead_us + std::max(t_mem, t_math) + t_out;
+  return tiles * k.item_overhead_us + std::max(t_mem, t_math) + t_out;
 }
 
 double CostModel::merge_row_us(const AttentionSpec& spec, int partials) const {
   const double bytes = partials * (spec.head_dim + 1) * 4.0 +
                        spec.head_dim * static_cast<double>(dtype_bytes(spec.o_dtype));
   return bytes / (c_.merge_bytes_per_us / c_.num_sms);
+}
+
+double CostModel::step_us(const AttentionSpec& spec, double busiest_sm_us,
+                          std::int64_t merged_partials, int launches) const {
+  const double merge = static_cast<double>(merged_partials) * merge_row_us(spec, 1) / c_.num_sms;
+  return busiest_sm_us + merge + launches * c_.launch_overhead_us;
 }
 
 bool CostModel::fits(const AttentionSpec& spec, const KernelConfig& tile) const {

@@ -7,6 +7,13 @@
 
 namespace canopy::generator {
 
+bool has_template(std::string_view name) {
+  for (const EmbeddedTemplate& t : embedded_templates()) {
+    if (t.name == name) return true;
+  }
+  return false;
+}
+
 std::string_view template_text(std::string_view name) {
   for (const EmbeddedTemplate& t : embedded_templates()) {
     if (t.name == name) return t.text;

@@ -7,12 +7,14 @@
 namespace canopy::generator {
 
 struct EmbeddedTemplate {
-  std::string_view name;  ///< file name, e.g. "partial_attention.cuh"
+  std::string_view name;  ///< file name, e.g. "attention_mma.cuh"
   std::string_view text;
 };
 
 const std::vector<EmbeddedTemplate>& embedded_templates();
 /// Throws Error(kNotSupported) if no template has that name.
 std::string_view template_text(std::string_view name);
+/// Whether a template of that name is embedded.
+bool has_template(std::string_view name);
 
 }  // namespace canopy::generator

@@ -7,14 +7,9 @@
 
 #include "canopy/error.hpp"
 #include "generator/embedded_templates.hpp"
+#include "generator/kernel_families.hpp"
 
 namespace canopy::generator {
-
-namespace {
-
-constexpr int kMergeThreads = 128;  // 4 warps, one output row each
-
-bool is_half(DType t) { return t == DType::kF16 || t == DType::kBF16; }
 
 int dtype_code(DType t) {
   // Matches canopy_dev::kDtF16 / kDtBF16 / kDtF32 in templates/device_common.cuh.
@@ -29,34 +24,7 @@ int dtype_code(DType t) {
   return -1;
 }
 
-void require(bool ok, ErrorKind kind, const KernelSpec& spec, const std::string& what) {
-  if (!ok) throw Error(kind, fmt::format("kernel spec {}: {}", spec.to_string(), what));
-}
-
-void validate_partial(const KernelSpec& s) {
-  const KernelConfig& t = s.tile;
-  require(is_half(s.q_dtype), ErrorKind::kNotSupported, s,
-          fmt::format("q_dtype ({}) must be fp16 or bf16", to_string(s.q_dtype)));
-  require(is_half(s.kv_dtype), ErrorKind::kNotSupported, s,
-          fmt::format("kv_dtype ({}) must be fp16 or bf16", to_string(s.kv_dtype)));
-  require(t.tile_q > 0 && t.tile_kv > 0 && t.warps > 0 && t.stages > 0, ErrorKind::kInvalidArgument,
-          s,
-          fmt::format("tile fields must be positive, got q{}_kv{}_w{}_s{}", t.tile_q, t.tile_kv,
-                      t.warps, t.stages));
-  require(t.tile_q % 8 == 0 && t.tile_q <= 128, ErrorKind::kNotSupported, s,
-          fmt::format("tile_q ({}) must be a multiple of 8 up to 128", t.tile_q));
-  require(t.tile_kv % 32 == 0 && t.tile_kv <= 256, ErrorKind::kNotSupported, s,
-          fmt::format("tile_kv ({}) must be a multiple of 32 up to 256", t.tile_kv));
-  require(t.warps <= 16, ErrorKind::kNotSupported, s,
-          fmt::format("warps ({}) must be at most 16", t.warps));
-  require(t.stages <= 4, ErrorKind::kNotSupported, s,
-          fmt::format("stages ({}) must be 1..4", t.stages));
-}
-
-void validate_merge(const KernelSpec& s) {
-  require(s.merge_fan_in >= 0 && s.merge_fan_in <= kMaxUnrolledFanIn, ErrorKind::kNotSupported, s,
-          fmt::format("merge_fan_in ({}) must be 0..{}", s.merge_fan_in, kMaxUnrolledFanIn));
-}
+namespace {
 
 /// A template's text without `#pragma once` and without the quoted includes
 /// the generator inlines itself; any other include is a bug in the template.
@@ -71,8 +39,12 @@ std::string strip_template(std::string_view name) {
     pos = end + 1;
     if (line.starts_with("#pragma once")) continue;
     if (line.starts_with("#include")) {
-      if (line.find("\"kernel_abi.cuh\"") != std::string_view::npos ||
-          line.find("\"device_common.cuh\"") != std::string_view::npos) {
+      // Quoted includes of other templates are inlined by the generator in
+      // the family's order; anything else would need include paths.
+      const std::size_t open = line.find('"');
+      const std::size_t close = line.rfind('"');
+      if (open != std::string_view::npos && close > open &&
+          has_template(line.substr(open + 1, close - open - 1))) {
         continue;
       }
       throw Error(
@@ -86,7 +58,7 @@ std::string strip_template(std::string_view name) {
 }
 
 std::string constants_struct(const KernelSpec& s) {
-  const bool partial = s.kind == KernelKind::kPartialAttention;
+  const bool partial = !s.is_merge();
   return fmt::format(
       "// The specialization: every value the templates read at compile time.\n"
       "struct CanopySpec {{\n"
@@ -105,51 +77,42 @@ std::string constants_struct(const KernelSpec& s) {
       "  static constexpr int kMergeFanIn = {};\n"
       "  static constexpr int kSmemBytes = {};\n"
       "}};\n",
-      s.head_dim, partial ? s.tile.tile_q : 0, partial ? s.tile.tile_kv : 0,
-      partial ? s.tile.warps : kMergeThreads / 32, partial ? s.tile.stages : 0, kernel_threads(s),
-      dtype_code(s.q_dtype), to_string(s.q_dtype), dtype_code(s.kv_dtype), to_string(s.kv_dtype),
-      dtype_code(s.o_dtype), to_string(s.o_dtype), s.kv_layout == KvLayout::kHND,
-      to_string(s.kv_layout), s.soft_cap, s.with_lse, s.merge_fan_in, kernel_smem_bytes(s));
+      s.head_dim, partial ? s.tile.tile_q : 0, partial ? s.tile.tile_kv : 0, kernel_threads(s) / 32,
+      partial ? s.tile.stages : 0, kernel_threads(s), dtype_code(s.q_dtype), to_string(s.q_dtype),
+      dtype_code(s.kv_dtype), to_string(s.kv_dtype), dtype_code(s.o_dtype), to_string(s.o_dtype),
+      s.kv_layout == KvLayout::kHND, to_string(s.kv_layout), s.soft_cap, s.with_lse, s.merge_fan_in,
+      kernel_smem_bytes(s));
 }
 
 }  // namespace
 
 void validate_kernel_spec(const KernelSpec& s) {
-  require(s.kind == KernelKind::kPartialAttention || s.kind == KernelKind::kMergeStates,
-          ErrorKind::kInvalidArgument, s, "unknown kernel kind");
-  require(s.head_dim == 64 || s.head_dim == 128 || s.head_dim == 256, ErrorKind::kNotSupported, s,
-          fmt::format("head_dim ({}) must be 64, 128 or 256", s.head_dim));
-  require(
-      s.arch >= 80, ErrorKind::kNotSupported, s,
-      fmt::format("arch (sm_{}) must be sm_80 or newer (kernels use cp.async and bf16)", s.arch));
-  if (s.kind == KernelKind::kPartialAttention) {
-    validate_partial(s);
-  } else {
-    validate_merge(s);
+  const Verdict v = can_implement(s, s.arch);
+  if (v.ok()) return;
+  // Non-positive tile fields are malformed input; everything else is a
+  // well-formed spec that no kernel is generated for.
+  if (v.support == Support::kTileShape && std::string_view(v.field) == "tile") {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("kernel spec {}: tile fields must be positive, got {}", s.to_string(),
+                            s.tile.to_string()));
   }
+  std::string value = std::to_string(v.value);
+  if (v.support == Support::kDtype) {
+    value = to_string(std::string_view(v.field) == "q_dtype" ? s.q_dtype : s.kv_dtype);
+  } else if (v.support == Support::kArchTooOld) {
+    value = fmt::format("sm_{}", v.value);
+  }
+  throw Error(
+      ErrorKind::kNotSupported,
+      fmt::format("kernel spec {}: {} ({}) must be {} ({} family: {})", s.to_string(), v.field,
+                  value, v.rule, family_info(s.family).name, to_string(v.support)));
 }
 
-int kernel_threads(const KernelSpec& s) {
-  return s.kind == KernelKind::kPartialAttention ? s.tile.warps * 32 : kMergeThreads;
-}
+int kernel_threads(const KernelSpec& s) { return family_info(s.family).threads(s); }
 
-int kernel_smem_bytes(const KernelSpec& s) {
-  if (s.kind != KernelKind::kPartialAttention) return 0;
-  // Mirrors canopy_dev::PartialSmem in templates/partial_attention.cuh.
-  const int d = s.head_dim;
-  const int q = s.tile.tile_q;
-  const int kv = s.tile.tile_kv;
-  const int q_tile = q * d * 2;
-  const int o_acc = q * d * 4;
-  const int row_state = 3 * q * 4;  // m, l, alpha
-  const int scores = q * kv * 4;
-  const int kv_stages = 2 * s.tile.stages * kv * d * 2;
-  return q_tile + o_acc + row_state + scores + kv_stages;
-}
+int kernel_smem_bytes(const KernelSpec& s) { return family_info(s.family).smem_bytes(s); }
 
-int merge_rows_per_block(const KernelSpec& s) {
-  return s.kind == KernelKind::kMergeStates ? kMergeThreads / 32 : 1;
-}
+int merge_rows_per_block(const KernelSpec& s) { return s.is_merge() ? kernel_threads(s) / 32 : 1; }
 
 int max_smem_per_block(int arch) {
   switch (arch) {
@@ -168,28 +131,22 @@ int max_smem_per_block(int arch) {
 
 std::string generate_kernel_source(const KernelSpec& s) {
   validate_kernel_spec(s);
-  const bool partial = s.kind == KernelKind::kPartialAttention;
+  const FamilyInfo& family = family_info(s.family);
   std::string src = fmt::format("// {}: generated by Canopy, do not edit.\n", s.to_string());
   src += fmt::format("// Kernel {}: {} threads, {} bytes of dynamic shared memory.\n\n",
                      s.kernel_name(), kernel_threads(s), kernel_smem_bytes(s));
   src += constants_struct(s);
-  for (std::string_view name : {"kernel_abi.cuh", "device_common.cuh",
-                                partial ? "partial_attention.cuh" : "merge_states.cuh"}) {
+  std::vector<std::string_view> templates = {"kernel_abi.cuh", "device_common.cuh"};
+  templates.insert(templates.end(), family.templates.begin(), family.templates.end());
+  for (std::string_view name : templates) {
     src += fmt::format("\n// ---- templates/{} ----\n", name);
     src += strip_template(name);
   }
   src += "\n// ---- the specialized entry point ----\n";
-  if (partial) {
-    src += fmt::format(
-        "extern \"C\" __global__ void __launch_bounds__({}) {}(canopy_abi::PartialParams params) "
-        "{{\n  canopy_dev::partial_attention<CanopySpec>(params);\n}}\n",
-        kernel_threads(s), s.kernel_name());
-  } else {
-    src += fmt::format(
-        "extern \"C\" __global__ void __launch_bounds__({}) {}(canopy_abi::MergeParams params) "
-        "{{\n  canopy_dev::merge_states<CanopySpec>(params);\n}}\n",
-        kernel_threads(s), s.kernel_name());
-  }
+  src += fmt::format(
+      "extern \"C\" __global__ void __launch_bounds__({}) {}({} params) {{\n  "
+      "{}<CanopySpec>(params);\n}}\n",
+      kernel_threads(s), s.kernel_name(), family.params_type, family.device_entry);
   return src;
 }
 

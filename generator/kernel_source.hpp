@@ -25,8 +25,11 @@ int kernel_threads(const KernelSpec& spec);
 int kernel_smem_bytes(const KernelSpec& spec);
 
 /// Grid size for a launch: one block per work item for partial attention,
-/// one block per merge_rows_per_block() output rows for merges.
+/// one block per merge_rows_per_block() merge entries for merges.
 int merge_rows_per_block(const KernelSpec& spec);
+
+/// The code of `dtype` in generated kernels (canopy_dev::DTypeCode).
+int dtype_code(DType dtype);
 
 /// The opt-in dynamic shared memory limit per block of a compute capability.
 int max_smem_per_block(int arch);

@@ -6,12 +6,11 @@
 namespace canopy {
 
 std::string KernelSpec::to_string() const {
-  const char* kind_name = kind == KernelKind::kPartialAttention ? "partial" : "merge";
   return fmt::format("{}_hd{}_q-{}_kv-{}_o-{}_{}_q{}_kv{}_w{}_s{}_cap{}_lse{}_fan{}_sm{}",
-                     kind_name, head_dim, canopy::to_string(q_dtype), canopy::to_string(kv_dtype),
-                     canopy::to_string(o_dtype), canopy::to_string(kv_layout), tile.tile_q,
-                     tile.tile_kv, tile.warps, tile.stages, soft_cap ? 1 : 0, with_lse ? 1 : 0,
-                     merge_fan_in, arch);
+                     canopy::to_string(family), head_dim, canopy::to_string(q_dtype),
+                     canopy::to_string(kv_dtype), canopy::to_string(o_dtype),
+                     canopy::to_string(kv_layout), tile.tile_q, tile.tile_kv, tile.warps,
+                     tile.stages, soft_cap ? 1 : 0, with_lse ? 1 : 0, merge_fan_in, arch);
 }
 
 std::string KernelSpec::kernel_name() const {
@@ -35,9 +34,10 @@ std::uint64_t KernelSpec::hash() const {
 
 KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, int arch) {
   // Fields the partial kernel ignores are normalised so equal code has one spec:
-  // it always writes float32 partial states and never an lse of its own.
+  // it writes float32 partial states, and direct items' output rows in the
+  // dtype the launch passes at run time (PartialParams::out_dtype).
   KernelSpec k;
-  k.kind = KernelKind::kPartialAttention;
+  k.family = tile.family;
   k.head_dim = spec.head_dim;
   k.q_dtype = spec.q_dtype;
   k.kv_dtype = spec.kv_dtype;
@@ -66,13 +66,13 @@ int fan_in_bucket(int max_fan_in) {
 KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, int arch) {
   // The merge reads float32 partials (q/kv dtype fp32) and ignores tile and layout.
   KernelSpec k;
-  k.kind = KernelKind::kMergeStates;
+  k.family = KernelFamily::kMergeStates;
   k.head_dim = spec.head_dim;
   k.q_dtype = DType::kF32;
   k.kv_dtype = DType::kF32;
   k.o_dtype = spec.o_dtype;
   k.kv_layout = KvLayout::kNHD;
-  k.tile = KernelConfig{};
+  k.tile = KernelConfig{KernelFamily::kMergeStates, 0, 0, 0, 0};
   k.soft_cap = false;
   k.with_lse = spec.with_lse;
   k.merge_fan_in = fan_in_bucket(max_fan_in);

@@ -90,19 +90,22 @@ void check_plan_bounds(const Plan& plan, std::int64_t num_pages) {
       w = static_cast<std::int32_t>(i);
     }
   }
-  if (!(static_cast<std::int64_t>(plan.merge_indptr.size()) == rows + 1))
+  const std::size_t entries = plan.merge_rows.size();
+  if (plan.merge_indptr.size() != entries + 1)
     throw Error(ErrorKind::kInvalidArgument,
                 "plan: merge_indptr has " + std::to_string(plan.merge_indptr.size()) +
-                    " entries, expected batch * num_qo_heads + 1 = " + std::to_string(rows + 1));
+                    " entries, expected merge_rows + 1 = " + std::to_string(entries + 1));
   if (!(plan.merge_indptr[0] == 0 &&
         static_cast<std::size_t>(plan.merge_indptr.back()) <= plan.merge_indices.size()))
     throw Error(ErrorKind::kInvalidArgument, "plan: merge_indptr does not span merge_indices");
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const auto b = plan.merge_indptr[static_cast<std::size_t>(r)];
-    const auto e = plan.merge_indptr[static_cast<std::size_t>(r + 1)];
-    if (!(b <= e))
+  for (std::size_t i = 0; i < entries; ++i) {
+    if (!(plan.merge_indptr[i] <= plan.merge_indptr[i + 1]))
       throw Error(ErrorKind::kInvalidArgument,
-                  "plan: merge_indptr decreases at row " + std::to_string(r));
+                  "plan: merge_indptr decreases at entry " + std::to_string(i));
+    if (!(plan.merge_rows[i] >= 0 && plan.merge_rows[i] < rows))
+      throw Error(ErrorKind::kInvalidArgument,
+                  "plan: merge row " + std::to_string(plan.merge_rows[i]) + " out of range [0, " +
+                      std::to_string(rows) + ")");
   }
   for (std::size_t j = 0; j < plan.merge_indices.size(); ++j) {
     const std::int32_t s = plan.merge_indices[j];
@@ -124,7 +127,6 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
 
   const int d = spec.head_dim;
   const int ps = spec.page_size;
-  const int hq = spec.num_qo_heads;
   const double scale = spec.effective_sm_scale();
   const double cap = spec.logits_soft_cap;
   const double neg_inf = -std::numeric_limits<double>::infinity();
@@ -202,11 +204,20 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
     }
   });
 
-  // Merge: every output row combines its partial slots in the plan's order.
-  const std::int64_t out_rows = static_cast<std::int64_t>(plan.batch_size) * hq;
-  for (std::int64_t row = 0; row < out_rows; ++row) {
-    const std::int32_t b = plan.merge_indptr[static_cast<std::size_t>(row)];
-    const std::int32_t e = plan.merge_indptr[static_cast<std::size_t>(row + 1)];
+  // Direct items' rows are final as they stand (normalised, with their lse).
+  for (const WorkItem& it : plan.items) {
+    if (!it.direct) continue;
+    for (std::int32_t s = it.row_begin; s < it.row_begin + it.row_count; ++s) {
+      const std::int64_t row = plan.query_rows[static_cast<std::size_t>(s)];
+      std::copy_n(part_o.data() + static_cast<std::size_t>(s) * d, d, out + row * d);
+      if (lse != nullptr) lse[row] = part_lse[static_cast<std::size_t>(s)];
+    }
+  }
+  // Merge: every listed output row combines its partial slots in the plan's order.
+  for (std::size_t entry = 0; entry < plan.merge_rows.size(); ++entry) {
+    const std::int64_t row = plan.merge_rows[entry];
+    const std::int32_t b = plan.merge_indptr[entry];
+    const std::int32_t e = plan.merge_indptr[entry + 1];
     double m = neg_inf;
     for (std::int32_t j = b; j < e; ++j)
       m = std::max(m, part_lse[static_cast<std::size_t>(plan.merge_indices[j])]);

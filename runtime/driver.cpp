@@ -183,6 +183,10 @@ const DeviceContext& device_context(int ordinal) {
   d->cc_minor = attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, "COMPUTE_CAPABILITY_MINOR");
   d->max_smem_optin = attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                                 "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN");
+  d->memory_clock_khz = attribute(CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE, "MEMORY_CLOCK_RATE");
+  d->memory_bus_bits =
+      attribute(CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH, "GLOBAL_MEMORY_BUS_WIDTH");
+  d->l2_bytes = attribute(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, "L2_CACHE_SIZE");
   check(a.device_total_mem(&d->total_mem, d->device), "cuDeviceTotalMem");
   check(a.primary_ctx_retain(&d->context, d->device),
         fmt::format("cuDevicePrimaryCtxRetain(device {})", ordinal));

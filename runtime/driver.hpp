@@ -17,54 +17,58 @@ namespace canopy::driver {
 // X(field, api): `api` is the cuda.h name; its macro expansion (e.g.
 // cuMemAlloc -> cuMemAlloc_v2) is the symbol looked up in libcuda, and the
 // field has the type of that function.
-#define CANOPY_DRIVER_FUNCTIONS(X)                  \
-  X(get_error_name, cuGetErrorName)                 \
-  X(get_error_string, cuGetErrorString)             \
-  X(init, cuInit)                                   \
-  X(driver_get_version, cuDriverGetVersion)         \
-  X(device_get_count, cuDeviceGetCount)             \
-  X(device_get, cuDeviceGet)                        \
-  X(device_get_name, cuDeviceGetName)               \
-  X(device_get_attribute, cuDeviceGetAttribute)     \
-  X(device_total_mem, cuDeviceTotalMem)             \
-  X(primary_ctx_retain, cuDevicePrimaryCtxRetain)   \
-  X(primary_ctx_release, cuDevicePrimaryCtxRelease) \
-  X(ctx_get_current, cuCtxGetCurrent)               \
-  X(ctx_push_current, cuCtxPushCurrent)             \
-  X(ctx_pop_current, cuCtxPopCurrent)               \
-  X(ctx_synchronize, cuCtxSynchronize)              \
-  X(module_load_data, cuModuleLoadData)             \
-  X(module_unload, cuModuleUnload)                  \
-  X(module_get_function, cuModuleGetFunction)       \
-  X(func_set_attribute, cuFuncSetAttribute)         \
-  X(func_get_attribute, cuFuncGetAttribute)         \
-  X(launch_kernel, cuLaunchKernel)                  \
-  X(mem_alloc, cuMemAlloc)                          \
-  X(mem_free, cuMemFree)                            \
-  X(mem_get_address_range, cuMemGetAddressRange)    \
-  X(mem_get_info, cuMemGetInfo)                     \
-  X(memcpy_htod, cuMemcpyHtoD)                      \
-  X(memcpy_dtoh, cuMemcpyDtoH)                      \
-  X(memcpy_htod_async, cuMemcpyHtoDAsync)           \
-  X(memcpy_dtoh_async, cuMemcpyDtoHAsync)           \
-  X(memset_d8, cuMemsetD8)                          \
-  X(memset_d16, cuMemsetD16)                        \
-  X(memset_d32, cuMemsetD32)                        \
-  X(pointer_get_attribute, cuPointerGetAttribute)   \
-  X(stream_create, cuStreamCreate)                  \
-  X(stream_destroy, cuStreamDestroy)                \
-  X(stream_synchronize, cuStreamSynchronize)        \
-  X(stream_begin_capture, cuStreamBeginCapture)     \
-  X(stream_end_capture, cuStreamEndCapture)         \
-  X(stream_is_capturing, cuStreamIsCapturing)       \
-  X(event_create, cuEventCreate)                    \
-  X(event_destroy, cuEventDestroy)                  \
-  X(event_record, cuEventRecord)                    \
-  X(event_synchronize, cuEventSynchronize)          \
-  X(event_elapsed_time, cuEventElapsedTime)         \
-  X(graph_instantiate, cuGraphInstantiate)          \
-  X(graph_launch, cuGraphLaunch)                    \
-  X(graph_exec_destroy, cuGraphExecDestroy)         \
+#define CANOPY_DRIVER_FUNCTIONS(X)                                            \
+  X(get_error_name, cuGetErrorName)                                           \
+  X(get_error_string, cuGetErrorString)                                       \
+  X(init, cuInit)                                                             \
+  X(driver_get_version, cuDriverGetVersion)                                   \
+  X(device_get_count, cuDeviceGetCount)                                       \
+  X(device_get, cuDeviceGet)                                                  \
+  X(device_get_name, cuDeviceGetName)                                         \
+  X(device_get_attribute, cuDeviceGetAttribute)                               \
+  X(device_total_mem, cuDeviceTotalMem)                                       \
+  X(primary_ctx_retain, cuDevicePrimaryCtxRetain)                             \
+  X(primary_ctx_release, cuDevicePrimaryCtxRelease)                           \
+  X(ctx_get_current, cuCtxGetCurrent)                                         \
+  X(ctx_push_current, cuCtxPushCurrent)                                       \
+  X(ctx_pop_current, cuCtxPopCurrent)                                         \
+  X(ctx_synchronize, cuCtxSynchronize)                                        \
+  X(module_load_data, cuModuleLoadData)                                       \
+  X(module_unload, cuModuleUnload)                                            \
+  X(module_get_function, cuModuleGetFunction)                                 \
+  X(func_set_attribute, cuFuncSetAttribute)                                   \
+  X(func_get_attribute, cuFuncGetAttribute)                                   \
+  X(launch_kernel, cuLaunchKernel)                                            \
+  X(launch_kernel_ex, cuLaunchKernelEx)                                       \
+  X(occupancy_max_active_blocks, cuOccupancyMaxActiveBlocksPerMultiprocessor) \
+  X(tensor_map_encode_tiled, cuTensorMapEncodeTiled)                          \
+  X(mem_alloc, cuMemAlloc)                                                    \
+  X(mem_free, cuMemFree)                                                      \
+  X(mem_get_address_range, cuMemGetAddressRange)                              \
+  X(mem_get_info, cuMemGetInfo)                                               \
+  X(memcpy_htod, cuMemcpyHtoD)                                                \
+  X(memcpy_dtoh, cuMemcpyDtoH)                                                \
+  X(memcpy_htod_async, cuMemcpyHtoDAsync)                                     \
+  X(memcpy_dtoh_async, cuMemcpyDtoHAsync)                                     \
+  X(memset_d8, cuMemsetD8)                                                    \
+  X(memset_d16, cuMemsetD16)                                                  \
+  X(memset_d32, cuMemsetD32)                                                  \
+  X(memset_d32_async, cuMemsetD32Async)                                       \
+  X(pointer_get_attribute, cuPointerGetAttribute)                             \
+  X(stream_create, cuStreamCreate)                                            \
+  X(stream_destroy, cuStreamDestroy)                                          \
+  X(stream_synchronize, cuStreamSynchronize)                                  \
+  X(stream_begin_capture, cuStreamBeginCapture)                               \
+  X(stream_end_capture, cuStreamEndCapture)                                   \
+  X(stream_is_capturing, cuStreamIsCapturing)                                 \
+  X(event_create, cuEventCreate)                                              \
+  X(event_destroy, cuEventDestroy)                                            \
+  X(event_record, cuEventRecord)                                              \
+  X(event_synchronize, cuEventSynchronize)                                    \
+  X(event_elapsed_time, cuEventElapsedTime)                                   \
+  X(graph_instantiate, cuGraphInstantiate)                                    \
+  X(graph_launch, cuGraphLaunch)                                              \
+  X(graph_exec_destroy, cuGraphExecDestroy)                                   \
   X(graph_destroy, cuGraphDestroy)
 
 /// The function table. Obtain it with api(); every pointer is non-null.
@@ -122,8 +126,15 @@ struct DeviceContext {
   int num_sms = 0;
   int cc_major = 0;
   int cc_minor = 0;
-  int max_smem_optin = 0;  ///< bytes per block with opt-in
+  int max_smem_optin = 0;    ///< bytes per block with opt-in
+  int memory_clock_khz = 0;  ///< peak memory clock
+  int memory_bus_bits = 0;
+  int l2_bytes = 0;
   std::size_t total_mem = 0;
+  /// Peak DRAM bandwidth from the clock and bus width (double data rate), bytes/us.
+  double peak_dram_bytes_per_us() const {
+    return 2.0 * memory_clock_khz * 1e3 * (memory_bus_bits / 8.0) / 1e6;
+  }
   int arch() const { return cc_major * 10 + cc_minor; }
 };
 

@@ -3,10 +3,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "canopy/error.hpp"
+#include "generator/kernel_families.hpp"
 
 namespace canopy {
 namespace {
@@ -16,16 +19,68 @@ std::int64_t align_up(std::int64_t x) { return (x + kAlign - 1) / kAlign * kAlig
 
 }  // namespace
 
+const char* to_string(KernelFamily family) noexcept {
+  switch (family) {
+    case KernelFamily::kFmaAttention:
+      return "fma";
+    case KernelFamily::kMmaAttention:
+      return "mma";
+    case KernelFamily::kMergeStates:
+      return "merge";
+  }
+  return "unknown";
+}
+
+KernelFamily kernel_family_from_string(const std::string& name) {
+  for (KernelFamily f :
+       {KernelFamily::kFmaAttention, KernelFamily::kMmaAttention, KernelFamily::kMergeStates}) {
+    if (name == to_string(f)) return f;
+  }
+  throw Error(ErrorKind::kInvalidArgument,
+              fmt::format("unknown kernel family '{}' (expected fma, mma or merge)", name));
+}
+
 std::string KernelConfig::to_string() const {
-  return fmt::format("q{}_kv{}_w{}_s{}", tile_q, tile_kv, warps, stages);
+  return fmt::format("{}_q{}_kv{}_w{}_s{}", canopy::to_string(family), tile_q, tile_kv, warps,
+                     stages);
 }
 
-std::int64_t Plan::partial_lse_offset() const {
-  return align_up(num_partial_slots * spec.head_dim * 4);
+KernelConfig KernelConfig::parse(const std::string& text) {
+  // "<family>_q<rows>_kv<tokens>_w<warps>_s<stages>"
+  const std::size_t sep = text.find('_');
+  KernelConfig c;
+  int consumed = 0;
+  const bool ok = sep != std::string::npos &&
+                  std::sscanf(text.c_str() + sep, "_q%d_kv%d_w%d_s%d%n", &c.tile_q, &c.tile_kv,
+                              &c.warps, &c.stages, &consumed) == 4 &&
+                  sep + consumed == text.size();
+  check(ok, ErrorKind::kInvalidArgument,
+        fmt::format("kernel config '{}' is not of the form <family>_q<rows>_kv<tokens>_w<warps>_"
+                    "s<stages>, e.g. mma_q64_kv64_w4_s3",
+                    text));
+  c.family = kernel_family_from_string(text.substr(0, sep));
+  return c;
 }
 
-std::int64_t Plan::workspace_bytes() const {
-  return partial_lse_offset() + align_up(num_partial_slots * 4);
+PlanLayout Plan::layout() const {
+  PlanLayout l;
+  std::int64_t at = 0;
+  auto section = [&](std::int64_t bytes) {
+    const std::int64_t offset = at;
+    at = align_up(at + std::max<std::int64_t>(bytes, 1));
+    return offset;
+  };
+  l.items = section(static_cast<std::int64_t>(items.size()) * 32);  // canopy_abi::DeviceWorkItem
+  l.query_rows = section(static_cast<std::int64_t>(query_rows.size()) * 4);
+  l.kv_pages = section(static_cast<std::int64_t>(kv_pages.size()) * 4);
+  l.merge_rows = section(static_cast<std::int64_t>(merge_rows.size()) * 4);
+  l.merge_indptr = section(static_cast<std::int64_t>(merge_indptr.size()) * 4);
+  l.merge_indices = section(static_cast<std::int64_t>(merge_indices.size()) * 4);
+  l.metadata_bytes = at;
+  l.partial_o = 0;
+  l.partial_lse = align_up(num_partial_slots * spec.head_dim * 4);
+  l.workspace_bytes = l.partial_lse + align_up(num_partial_slots * 4);
+  return l;
 }
 
 void Plan::validate() const {
@@ -35,22 +90,36 @@ void Plan::validate() const {
     fail(fmt::format("plan: num_partial_slots {} != query_rows {}", num_partial_slots,
                      query_rows.size()));
   }
-  if (static_cast<std::int64_t>(merge_indptr.size()) != rows + 1 || merge_indptr[0] != 0 ||
+  if (merge_indptr.size() != merge_rows.size() + 1 || merge_indptr[0] != 0 ||
       merge_indptr.back() != static_cast<std::int32_t>(merge_indices.size())) {
-    fail(
-        fmt::format("plan: merge_indptr must have batch * num_qo_heads + 1 = {} entries "
-                    "from 0 to {}",
-                    rows + 1, merge_indices.size()));
+    fail(fmt::format("plan: merge_indptr must have merge_rows + 1 = {} entries from 0 to {}",
+                     merge_rows.size() + 1, merge_indices.size()));
+  }
+  for (const KernelConfig& c : configs) {
+    if (!generator::is_partial_family(c.family)) {
+      fail(fmt::format("plan: config {} is not a partial-attention kernel", c.to_string()));
+    }
+  }
+  // Every output row is written exactly once: by a direct item or by one merge entry.
+  std::vector<std::uint8_t> writers(static_cast<std::size_t>(rows), 0);
+  for (std::int32_t row : query_rows) {
+    if (row < 0 || row >= rows) fail(fmt::format("plan: query row {} out of range", row));
   }
   for (std::size_t i = 0; i < items.size(); ++i) {
     const WorkItem& it = items[i];
     if (it.config < 0 || it.config >= static_cast<int>(configs.size())) {
       fail(fmt::format("plan: item {} has config {} of {}", i, it.config, configs.size()));
     }
-    if (it.row_count < 1 || it.row_count > configs[it.config].tile_q || it.row_begin < 0 ||
+    const KernelConfig& c = configs[it.config];
+    const std::vector<int> tiles = generator::family_info(c.family).row_tiles(c);
+    if (std::find(tiles.begin(), tiles.end(), it.row_tile) == tiles.end()) {
+      fail(fmt::format("plan: item {} has row tile {}, which kernel {} does not run", i,
+                       it.row_tile, c.to_string()));
+    }
+    if (it.row_count < 1 || it.row_count > it.row_tile || it.row_begin < 0 ||
         it.row_begin + it.row_count > num_partial_slots) {
-      fail(fmt::format("plan: item {} rows [{}, +{}) exceed tile_q {} or {} slots", i, it.row_begin,
-                       it.row_count, configs[it.config].tile_q, num_partial_slots));
+      fail(fmt::format("plan: item {} rows [{}, +{}) exceed its row tile {} or {} slots", i,
+                       it.row_begin, it.row_count, it.row_tile, num_partial_slots));
     }
     if (it.token_begin < 0 || it.token_end <= it.token_begin || it.kv_page_offset < 0 ||
         it.kv_page_offset + (it.token_end - 1) / spec.page_size >=
@@ -61,51 +130,89 @@ void Plan::validate() const {
     if (it.kv_head < 0 || it.kv_head >= spec.num_kv_heads) {
       fail(fmt::format("plan: item {} kv_head {} out of range", i, it.kv_head));
     }
+    if (it.direct) {
+      for (std::int32_t r = it.row_begin; r < it.row_begin + it.row_count; ++r) {
+        if (writers[query_rows[r]]++ != 0) {
+          fail(fmt::format("plan: output row {} has more than one writer", query_rows[r]));
+        }
+      }
+    }
   }
-  for (std::int32_t row : query_rows) {
-    if (row < 0 || row >= rows) fail(fmt::format("plan: query row {} out of range", row));
+  for (std::size_t i = 0; i < merge_rows.size(); ++i) {
+    const std::int32_t row = merge_rows[i];
+    if (row < 0 || row >= rows) fail(fmt::format("plan: merge row {} out of range", row));
+    if (writers[row]++ != 0) {
+      fail(fmt::format("plan: output row {} has more than one writer", row));
+    }
+    if (merge_indptr[i + 1] <= merge_indptr[i]) {
+      fail(fmt::format("plan: merge entry {} (row {}) has no partial states", i, row));
+    }
+  }
+  for (std::int64_t row = 0; row < rows; ++row) {
+    if (writers[row] == 0) fail(fmt::format("plan: output row {} is never written", row));
   }
   for (std::int32_t slot : merge_indices) {
     if (slot < 0 || slot >= num_partial_slots) {
       fail(fmt::format("plan: merge slot {} out of range", slot));
     }
   }
+  // The schedule: partial launches tile the items in order; then one merge
+  // launch over every merge entry, if there are any.
   std::int32_t expected = 0;
-  for (const LaunchGroup& g : launches) {
-    if (g.item_begin != expected || g.item_end < g.item_begin ||
-        g.item_end > static_cast<std::int32_t>(items.size())) {
-      fail(fmt::format("plan: launch groups must tile the items, got [{}, {})", g.item_begin,
-                       g.item_end));
+  bool merged = false;
+  for (const LaunchStep& g : launches) {
+    if (merged) fail("plan: the merge must be the last launch");
+    if (g.family == KernelFamily::kMergeStates) {
+      if (g.config != -1 || g.begin != 0 || g.end != static_cast<std::int32_t>(merge_rows.size())) {
+        fail(fmt::format("plan: the merge launch must cover merge entries [0, {}), got [{}, {})",
+                         merge_rows.size(), g.begin, g.end));
+      }
+      merged = true;
+      continue;
     }
-    for (std::int32_t i = g.item_begin; i < g.item_end; ++i) {
-      if (items[i].config != g.config) fail(fmt::format("plan: item {} not in its group", i));
+    if (g.config < 0 || g.config >= static_cast<int>(configs.size()) ||
+        configs[g.config].family != g.family) {
+      fail(fmt::format("plan: launch of family {} names config {}", to_string(g.family), g.config));
     }
-    expected = g.item_end;
+    if (g.begin != expected || g.end <= g.begin ||
+        g.end > static_cast<std::int32_t>(items.size())) {
+      fail(fmt::format("plan: partial launches must tile the items, got [{}, {})", g.begin, g.end));
+    }
+    for (std::int32_t i = g.begin; i < g.end; ++i) {
+      if (items[i].config != g.config) fail(fmt::format("plan: item {} not in its launch", i));
+    }
+    expected = g.end;
   }
   if (expected != static_cast<std::int32_t>(items.size())) fail("plan: items outside launches");
+  if (merged != !merge_rows.empty()) fail("plan: a merge launch iff there are merge entries");
 }
 
 std::string plan_to_text(const Plan& plan) {
   std::string out = fmt::format(
       "plan: {} requests, {}, tree depth {}\n"
-      "  {} work items in {} launches + 1 merge, {} partial states, max merge fan-in {}\n"
+      "  {} work items, {} launches, {} partial states, {} merged rows, max merge fan-in {}\n"
       "  workspace {:.2f} MiB, predicted {:.2f} us on {} SMs\n",
       plan.batch_size, plan.spec.to_string(), plan.tree_depth, plan.items.size(),
-      plan.launches.size(), plan.num_partial_slots, plan.max_merge_fan_in,
+      plan.launches.size(), plan.num_partial_slots, plan.merge_rows.size(), plan.max_merge_fan_in,
       plan.workspace_bytes() / 1048576.0, plan.predicted_us, plan.num_sms);
   out += "  launches:\n";
-  for (const LaunchGroup& g : plan.launches) {
+  for (const LaunchStep& g : plan.launches) {
+    if (g.family == KernelFamily::kMergeStates) {
+      out += fmt::format("    {:<22} {:>6} rows, {} partial states\n", "merge", g.end - g.begin,
+                         plan.merge_indices.size());
+      continue;
+    }
     std::map<int, int> per_node;
     double us = 0;
     std::int64_t tokens = 0;
-    for (int i = g.item_begin; i < g.item_end; ++i) {
+    for (int i = g.begin; i < g.end; ++i) {
       us += plan.items[i].predicted_us;
       tokens += plan.items[i].token_end - plan.items[i].token_begin;
       ++per_node[plan.items[i].node];
     }
     out += fmt::format(
-        "    {:<18} {:>6} items over {:>5} nodes, {:>9} KV tokens, {:>10.1f} SM-us\n",
-        plan.configs[g.config].to_string(), g.item_end - g.item_begin, per_node.size(), tokens, us);
+        "    {:<22} {:>6} items over {:>5} nodes, {:>9} KV tokens, {:>10.1f} SM-us\n",
+        plan.configs[g.config].to_string(), g.end - g.begin, per_node.size(), tokens, us);
   }
   if (!plan.sm_load_us.empty()) {
     float lo = plan.sm_load_us[0], hi = lo;
@@ -119,15 +226,17 @@ std::string plan_to_text(const Plan& plan) {
                        sum / plan.sm_load_us.size(), hi);
   }
   constexpr std::size_t kShown = 24;
-  out += fmt::format("  first {} work items (node, kv head, tokens, rows, config, SM, us):\n",
-                     std::min(kShown, plan.items.size()));
+  out +=
+      fmt::format("  first {} work items (node, kv head, tokens, rows/row tile, config, SM, us):\n",
+                  std::min(kShown, plan.items.size()));
   for (std::size_t i = 0; i < plan.items.size() && i < kShown; ++i) {
     const WorkItem& it = plan.items[i];
     out += fmt::format(
-        "    #{:<5} node {:<5} head {:<3} tokens [{}, {}) at path {:<6} rows {:<3} "
-        "{} sm {:<3} {:.2f}\n",
+        "    #{:<5} node {:<5} head {:<3} tokens [{}, {}) at path {:<6} rows {:>3}/{:<3} "
+        "{}{} sm {:<3} {:.2f}\n",
         i, it.node, it.kv_head, it.token_begin, it.token_end, it.path_token_offset, it.row_count,
-        plan.configs[it.config].to_string(), it.sm, it.predicted_us);
+        it.row_tile, plan.configs[it.config].to_string(), it.direct ? " direct" : "", it.sm,
+        it.predicted_us);
   }
   return out;
 }
@@ -136,7 +245,7 @@ std::string plan_to_json(const Plan& plan, int indent) {
   using nlohmann::json;
   json j;
   const AttentionSpec& s = plan.spec;
-  j["format"] = "canopy-plan/1";
+  j["format"] = "canopy-plan/2";
   j["spec"] = {{"num_qo_heads", s.num_qo_heads},
                {"num_kv_heads", s.num_kv_heads},
                {"head_dim", s.head_dim},
@@ -153,18 +262,16 @@ std::string plan_to_json(const Plan& plan, int indent) {
   j["num_sms"] = plan.num_sms;
   j["predicted_us"] = plan.predicted_us;
   j["configs"] = json::array();
-  for (const KernelConfig& c : plan.configs) {
-    j["configs"].push_back(
-        {{"tile_q", c.tile_q}, {"tile_kv", c.tile_kv}, {"warps", c.warps}, {"stages", c.stages}});
-  }
+  for (const KernelConfig& c : plan.configs) j["configs"].push_back(c.to_string());
   j["items"] = json::array();
   for (const WorkItem& it : plan.items) {
-    j["items"].push_back({it.node, it.config, it.kv_head, it.kv_page_offset, it.token_begin,
-                          it.token_end, it.path_token_offset, it.row_begin, it.row_count,
-                          it.predicted_us, it.sm});
+    j["items"].push_back({it.node, it.config, it.row_tile, it.kv_head, it.kv_page_offset,
+                          it.token_begin, it.token_end, it.path_token_offset, it.row_begin,
+                          it.row_count, it.direct ? 1 : 0, it.predicted_us, it.sm});
   }
   j["item_fields"] = {"node",
                       "config",
+                      "row_tile",
                       "kv_head",
                       "kv_page_offset",
                       "token_begin",
@@ -172,15 +279,19 @@ std::string plan_to_json(const Plan& plan, int indent) {
                       "path_token_offset",
                       "row_begin",
                       "row_count",
+                      "direct",
                       "predicted_us",
                       "sm"};
   j["launches"] = json::array();
-  for (const LaunchGroup& g : plan.launches) {
-    j["launches"].push_back(
-        {{"config", g.config}, {"item_begin", g.item_begin}, {"item_end", g.item_end}});
+  for (const LaunchStep& g : plan.launches) {
+    j["launches"].push_back({{"family", to_string(g.family)},
+                             {"config", g.config},
+                             {"begin", g.begin},
+                             {"end", g.end}});
   }
   j["query_rows"] = plan.query_rows;
   j["kv_pages"] = plan.kv_pages;
+  j["merge_rows"] = plan.merge_rows;
   j["merge_indptr"] = plan.merge_indptr;
   j["merge_indices"] = plan.merge_indices;
   j["max_merge_fan_in"] = plan.max_merge_fan_in;
@@ -194,8 +305,8 @@ Plan plan_from_json(const std::string& text) {
   Plan plan;
   try {
     const json j = json::parse(text);
-    check(j.value("format", "") == "canopy-plan/1", ErrorKind::kInvalidArgument,
-          "not a canopy-plan/1 document");
+    check(j.value("format", "") == "canopy-plan/2", ErrorKind::kInvalidArgument,
+          "not a canopy-plan/2 document");
     const json& s = j.at("spec");
     AttentionSpec& spec = plan.spec;
     spec.num_qo_heads = s.at("num_qo_heads");
@@ -214,28 +325,32 @@ Plan plan_from_json(const std::string& text) {
     plan.num_sms = j.at("num_sms");
     plan.predicted_us = j.at("predicted_us");
     for (const json& c : j.at("configs")) {
-      plan.configs.push_back({c.at("tile_q"), c.at("tile_kv"), c.at("warps"), c.at("stages")});
+      plan.configs.push_back(KernelConfig::parse(c.get<std::string>()));
     }
     for (const json& a : j.at("items")) {
       WorkItem it;
       it.node = a.at(0);
       it.config = a.at(1);
-      it.kv_head = a.at(2);
-      it.kv_page_offset = a.at(3);
-      it.token_begin = a.at(4);
-      it.token_end = a.at(5);
-      it.path_token_offset = a.at(6);
-      it.row_begin = a.at(7);
-      it.row_count = a.at(8);
-      it.predicted_us = a.at(9);
-      it.sm = a.at(10);
+      it.row_tile = a.at(2);
+      it.kv_head = a.at(3);
+      it.kv_page_offset = a.at(4);
+      it.token_begin = a.at(5);
+      it.token_end = a.at(6);
+      it.path_token_offset = a.at(7);
+      it.row_begin = a.at(8);
+      it.row_count = a.at(9);
+      it.direct = a.at(10).get<int>() != 0;
+      it.predicted_us = a.at(11);
+      it.sm = a.at(12);
       plan.items.push_back(it);
     }
     for (const json& g : j.at("launches")) {
-      plan.launches.push_back({g.at("config"), g.at("item_begin"), g.at("item_end")});
+      plan.launches.push_back({kernel_family_from_string(g.at("family").get<std::string>()),
+                               g.at("config"), g.at("begin"), g.at("end")});
     }
     plan.query_rows = j.at("query_rows").get<std::vector<std::int32_t>>();
     plan.kv_pages = j.at("kv_pages").get<std::vector<std::int32_t>>();
+    plan.merge_rows = j.at("merge_rows").get<std::vector<std::int32_t>>();
     plan.merge_indptr = j.at("merge_indptr").get<std::vector<std::int32_t>>();
     plan.merge_indices = j.at("merge_indices").get<std::vector<std::int32_t>>();
     plan.max_merge_fan_in = j.at("max_merge_fan_in");

@@ -179,17 +179,35 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
            ": not covered by any item (seq_len " + std::to_string(len) + ")");
   }
 
-  // Pass 3: the merge schedule merges every written slot once, into its own row.
-  if (static_cast<std::int64_t>(plan.merge_indptr.size()) != rows + 1 ||
-      plan.merge_indptr[0] != 0 ||
+  // Pass 3: every output row is written once: by its only item when that item
+  // is direct, else by one merge entry that merges each of its slots once.
+  const std::size_t entries = plan.merge_rows.size();
+  if (plan.merge_indptr.size() != entries + 1 || plan.merge_indptr[0] != 0 ||
       static_cast<std::size_t>(plan.merge_indptr.back()) != plan.merge_indices.size())
-    fail("merge_indptr is not a CSR index over " + std::to_string(rows) +
-         " output rows of merge_indices (" + std::to_string(plan.merge_indices.size()) + ")");
+    fail("merge_indptr is not a CSR index over " + std::to_string(entries) +
+         " merge entries of merge_indices (" + std::to_string(plan.merge_indices.size()) + ")");
+  std::vector<std::uint8_t> written(static_cast<std::size_t>(rows), 0);
   std::vector<std::uint8_t> merged(static_cast<std::size_t>(slots), 0);
-  for (std::int64_t row = 0; row < rows; ++row) {
-    const int r = static_cast<int>(row / hq), h = static_cast<int>(row % hq);
-    const std::int32_t b = plan.merge_indptr[static_cast<std::size_t>(row)];
-    const std::int32_t e = plan.merge_indptr[static_cast<std::size_t>(row + 1)];
+  for (std::size_t i = 0; i < plan.items.size(); ++i) {
+    const WorkItem& it = plan.items[i];
+    if (!it.direct) continue;
+    for (std::int32_t s = it.row_begin; s < it.row_begin + it.row_count; ++s) {
+      const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
+      const int r = row / hq, h = row % hq;
+      if (start[static_cast<std::size_t>(row) + 1] - start[static_cast<std::size_t>(row)] != 1)
+        fail(where(r, h) + ": " + item_name(i) +
+             " writes the output directly but the row has other partial states");
+      if (written[static_cast<std::size_t>(row)]++) fail(where(r, h) + ": written twice");
+      merged[static_cast<std::size_t>(s)] = 1;
+    }
+  }
+  for (std::size_t entry = 0; entry < entries; ++entry) {
+    const std::int32_t row = plan.merge_rows[entry];
+    if (row < 0 || row >= rows) fail("merge row " + std::to_string(row) + " out of range");
+    const int r = row / hq, h = row % hq;
+    if (written[static_cast<std::size_t>(row)]++) fail(where(r, h) + ": written twice");
+    const std::int32_t b = plan.merge_indptr[entry];
+    const std::int32_t e = plan.merge_indptr[entry + 1];
     if (e < b) fail(where(r, h) + ": merge_indptr decreases");
     if (e == b) fail(where(r, h) + ": no partial states to merge");
     for (std::int32_t j = b; j < e; ++j) {
@@ -205,6 +223,11 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
       if (merged[static_cast<std::size_t>(s)]++)
         fail(where(r, h) + ": merges partial slot " + std::to_string(s) + " twice");
     }
+  }
+  for (std::int64_t row = 0; row < rows; ++row) {
+    if (!written[static_cast<std::size_t>(row)])
+      fail(where(static_cast<int>(row / hq), static_cast<int>(row % hq)) +
+           ": output row never written (no direct item, no merge entry)");
   }
   for (std::int64_t s = 0; s < slots; ++s) {
     if (!merged[static_cast<std::size_t>(s)] && slot_item[static_cast<std::size_t>(s)] >= 0) {

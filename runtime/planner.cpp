@@ -13,7 +13,11 @@
 #include <span>
 #include <vector>
 
+#include "autotune/sm_schedule.hpp"
 #include "canopy/error.hpp"
+#include "canopy/kernel_spec.hpp"
+#include "generator/kernel_families.hpp"
+#include "generator/kernel_source.hpp"
 #include "runtime/flat_tree.hpp"
 
 namespace canopy {
@@ -28,14 +32,22 @@ struct Task {
   std::int32_t path_offset = 0;    // position of segment token 0 in its requests
   std::int32_t request_begin = 0;  // readers: requests[request_begin .. +request_count)
   std::int32_t request_count = 0;
-  int config = 0;
+  int variant = 0;       // index into Planner::variants_: kernel config and row tile
   int tiles = 1;         // row tiles per KV head
   int tile_rows = 1;     // query rows in the fullest tile
   int pieces = 1;        // KV pieces (splits)
   double item_cost = 0;  // one item (one tile, one piece, one KV head), SM-us
+  bool direct = false;   // its readers read nothing else: items write the output
   // Set by emit_task: the task's first partial slot and its non-empty pieces.
   std::int32_t first_slot = 0;
   std::int32_t piece_count = 0;
+};
+
+// One way to run a task: a kernel (index into the candidate configs) and the
+// row tile its blocks are shaped for.
+struct Variant {
+  int config = 0;
+  int row_tile = 0;
 };
 
 // Tasks [begin, end) (consecutive, so in task order) sharing one item cost and
@@ -49,129 +61,17 @@ struct TaskRun {
   int end = 0;
 };
 
-// Predicted SM loads for longest-processing-time-first placement. A run of
-// `count` equal items goes to the least-loaded SMs: whole rounds to every SM,
-// the rest to the lightest ones.
-//
-// The SMs are kept sorted lightest first (load, then index) in a window that
-// slides through a larger buffer: the `rest` lightest SMs are popped off the
-// front and re-inserted from the back, where grown SMs usually belong (items
-// come longest first, so loads stay within one item of each other). A run
-// thus costs O(min(count, SMs)) searches over short distances, not O(SMs).
-class SmLoads {
- public:
-  // record: remember each run's SM order for sm_order (only the final
-  // placement needs it; candidate placements only want the makespan).
-  void reset(int sms, bool record) {
-    sms_ = sms;
-    buffer_.resize(kSlide * static_cast<std::size_t>(sms));
-    head_ = 0;
-    std::iota(buffer_.begin(), buffer_.begin() + sms, 0);
-    load_.assign(sms, 0.0);
-    snapshots_.clear();
-    record_ = record;
-  }
-  // Places the run; item k of it runs on sm_order(run)[k % SMs].
-  std::int32_t place(double cost, std::int64_t count) {
-    const auto run = static_cast<std::int32_t>(snapshots_.size());
-    const std::int64_t rounds = count / sms_;
-    const int rest = static_cast<int>(count % sms_);
-    if (record_) {
-      const int used = rounds > 0 ? sms_ : rest;  // positions k % SMs that occur
-      snapshots_.insert(snapshots_.end(), window(), window() + used);
-    }
-    if (rounds > 0) add_to_all(rounds * cost);
-    if (rest > 0) add_to_lightest(rest, cost);
-    return run;
-  }
-  const std::int32_t* sm_order(std::int32_t run) const { return snapshots_.data() + run; }
-  double max_load() const { return load_[window()[sms_ - 1]]; }
-  std::vector<float> per_sm() const { return {load_.begin(), load_.end()}; }
-
- private:
-  int* window() { return buffer_.data() + head_; }
-  const int* window() const { return buffer_.data() + head_; }
-  bool lighter(int a, int b) const { return load_[a] != load_[b] ? load_[a] < load_[b] : a < b; }
-
-  void add_to_all(double add) {
-    for (double& l : load_) l += add;
-    // Rounding can turn two different loads equal; restore the index order
-    // of such ties (nearly sorted: insertion sort is linear).
-    int* w = window();
-    for (int i = 1; i < sms_; ++i) {
-      const int sm = w[i];
-      int j = i;
-      for (; j > 0 && lighter(sm, w[j - 1]); --j) w[j] = w[j - 1];
-      w[j] = sm;
-    }
-  }
-
-  void add_to_lightest(int n, double cost) {
-    if (head_ + sms_ + n > static_cast<int>(buffer_.size())) {  // slide back to the start
-      std::copy(window(), window() + sms_, buffer_.data());
-      head_ = 0;
-    }
-    int* const grown = window();  // stays intact: insertions only touch the back
-    for (int i = 0; i < n; ++i) load_[grown[i]] += cost;
-    head_ += n;
-    int* const w = window();
-    const int kept = sms_ - n;
-    // The usual case: the grown SMs, still in order, are all heavier than the
-    // others and just move to the back.
-    bool to_back = kept == 0 || lighter(w[kept - 1], grown[0]);
-    for (int i = 0; to_back && i + 1 < n; ++i) to_back = lighter(grown[i], grown[i + 1]);
-    if (to_back) {
-      for (int i = 0; i < n; ++i) w[kept + i] = grown[i];
-      return;
-    }
-    int size = kept;
-    for (int i = 0; i < n; ++i) {
-      const int sm = grown[i];
-      const int at = insertion_point(w, size, sm);
-      std::copy_backward(w + at, w + size, w + size + 1);
-      w[at] = sm;
-      ++size;
-    }
-  }
-
-  // Position of `sm` in the sorted w[0 .. size): galloping from the back.
-  int insertion_point(const int* w, int size, int sm) const {
-    int hi = size;  // w[hi ..) are heavier than sm
-    int step = 1;
-    while (hi > 0 && lighter(sm, w[hi - 1])) {
-      const int lo = std::max(0, hi - step);
-      if (!lighter(sm, w[lo])) {
-        // w[lo] <= sm < w[hi - 1]: the answer is in (lo, hi - 1].
-        return static_cast<int>(
-            std::partition_point(w + lo + 1, w + hi - 1, [&](int o) { return lighter(o, sm); }) -
-            w);
-      }
-      hi = lo;
-      step *= 2;
-    }
-    return hi;
-  }
-
-  static constexpr int kSlide = 16;  // buffer size in windows: a slide back per 15 SMs' worth
-  int sms_ = 0;
-  std::vector<int> buffer_;  // window() = buffer_[head_ .. head_ + sms_): SMs, lightest first
-  int head_ = 0;
-  std::vector<double> load_;
-  std::vector<std::int32_t> snapshots_;  // lightest-first order before each run
-  bool record_ = false;
-};
-
-// Memo of cost-model answers per (config, rows, tokens): the planner asks for
+// Memo of cost-model answers per (variant, rows, tokens): the planner asks for
 // the same shapes over and over (sibling leaves usually look alike), and the
 // model call is out of line. Direct-mapped, so lookups are O(1); the answers
 // are exactly the model's.
 class CostMemo {
  public:
   struct Entry {
-    int config = -2;  // -1: the best config's answer; -2: empty
+    int config = -2;  // the variant; -1: the best variant's answer; -2: empty
     int rows = 0;
     int tokens = 0;
-    int best = 0;  // for config -1: the best config
+    int best = 0;  // for config -1: the best variant
     double us = 0;
     bool is(int c, int r, int t) const { return config == c && rows == r && tokens == t; }
   };
@@ -193,31 +93,61 @@ class Planner {
  public:
   Planner(const AttentionSpec& spec, const FlatTree& tree, const PlannerOptions& options, Plan& out)
       : spec_(spec), tree_(tree), opt_(options), model_(options.cost_model), plan_(out) {
-    configs_ = opt_.candidates.empty() ? default_kernel_configs(spec) : opt_.candidates;
-    std::erase_if(configs_, [&](const KernelConfig& c) { return !model_.fits(spec, c); });
+    const int arch = model_.coefficients().arch;
+    if (opt_.candidates.empty()) {
+      // Defaults the device cannot take (shared memory) are dropped.
+      configs_ = default_kernel_configs(spec);
+      std::erase_if(configs_, [&](const KernelConfig& c) {
+        return !generator::can_implement(partial_kernel_spec(spec, c, arch), arch).ok() ||
+               !model_.fits(spec, c);
+      });
+    } else {
+      // A caller's candidate that cannot run is an error, not a silent drop.
+      configs_ = opt_.candidates;
+      for (const KernelConfig& c : configs_) {
+        generator::validate_kernel_spec(partial_kernel_spec(spec, c, arch));
+        CANOPY_CHECK(model_.fits(spec, c), ErrorKind::kNotSupported,
+                     "candidate {} needs {} bytes of shared memory; the device allows {}",
+                     c.to_string(), CostModel::smem_bytes(spec, c),
+                     model_.coefficients().max_smem_per_block);
+      }
+    }
     CANOPY_CHECK(!configs_.empty(), ErrorKind::kNotSupported,
-                 "no kernel configuration fits {} (max shared memory {} bytes)", spec.to_string(),
-                 model_.coefficients().max_smem_per_block);
+                 "no kernel configuration fits {} on sm_{} (max shared memory {} bytes)",
+                 spec.to_string(), arch, model_.coefficients().max_smem_per_block);
+    for (int c = 0; c < static_cast<int>(configs_.size()); ++c) {
+      for (int row_tile : generator::family_info(configs_[c].family).row_tiles(configs_[c])) {
+        const bool allowed = opt_.row_tiles.empty() ||
+                             std::find(opt_.row_tiles.begin(), opt_.row_tiles.end(), row_tile) !=
+                                 opt_.row_tiles.end();
+        if (allowed) variants_.push_back({c, row_tile});
+      }
+    }
+    CANOPY_CHECK(!variants_.empty(), ErrorKind::kInvalidArgument,
+                 "no candidate kernel runs any of the requested row tiles");
   }
 
   void run();
 
  private:
-  double item_us(int config, int rows, int tokens) {
-    CostMemo::Entry& e = memo_.slot(config, rows, tokens);
-    if (!e.is(config, rows, tokens)) {
-      e = {config, rows, tokens, config, model_.item_us(spec_, configs_[config], rows, tokens)};
+  double item_us(int variant, int rows, int tokens) {
+    CostMemo::Entry& e = memo_.slot(variant, rows, tokens);
+    if (!e.is(variant, rows, tokens)) {
+      const Variant& v = variants_[variant];
+      e = {variant, rows, tokens, variant,
+           model_.item_us(spec_, configs_[v.config], v.row_tile, rows, tokens)};
     }
     return e.us;
   }
-  // Cheapest config for `rows` query rows over `tokens` KV tokens (one KV head).
-  std::pair<int, double> best_config(int rows, int tokens) {
+  int config_of(const Task& task) const { return variants_[task.variant].config; }
+  // Cheapest variant for `rows` query rows over `tokens` KV tokens (one KV head).
+  std::pair<int, double> best_variant(int rows, int tokens) {
     if (const CostMemo::Entry& e = memo_.slot(-1, rows, tokens); e.is(-1, rows, tokens)) {
       return {e.best, e.us};
     }
     int best = 0;
     double best_us = 0;
-    for (int i = 0; i < static_cast<int>(configs_.size()); ++i) {
+    for (int i = 0; i < static_cast<int>(variants_.size()); ++i) {
       const double us = item_us(i, rows, tokens);
       if (i == 0 || us < best_us) {
         best = i;
@@ -228,7 +158,7 @@ class Planner {
     return {best, best_us};
   }
   double cost(int requests, int tokens) {
-    return requests == 0 ? 0.0 : best_config(requests * spec_.group_size(), tokens).second;
+    return requests == 0 ? 0.0 : best_variant(requests * spec_.group_size(), tokens).second;
   }
   // Per-row merge price of one more partial state, in SM-microseconds.
   double partial_us(int requests) const {
@@ -256,6 +186,7 @@ class Planner {
   void emit_items();
   void keep_launched_configs();
   void emit_task(Task& task, const std::int32_t* sm_order, Cursor& out);
+  void mark_direct_tasks();
   void build_merge_schedule();
 
   const AttentionSpec& spec_;
@@ -263,6 +194,7 @@ class Planner {
   const PlannerOptions& opt_;
   const CostModel& model_;
   std::vector<KernelConfig> configs_;
+  std::vector<Variant> variants_;
   CostMemo memo_;
   std::vector<Task> tasks_;
   std::vector<std::int32_t> task_requests_;
@@ -278,7 +210,8 @@ class Planner {
   std::vector<TaskRun> runs_;
   std::vector<std::int32_t> row_ids_;  // emit_task's per-task row pattern
   std::vector<int> tile_bounds_;       // emit_task's per-task row tiles
-  SmLoads loads_;
+  std::vector<std::int32_t> fan_in_;   // per request: pieces read, then partials merged
+  SmSchedule loads_;
   Plan& plan_;  // written in place: a reused Plan keeps its vectors' memory
 };
 
@@ -361,7 +294,7 @@ void Planner::add_task(int node_id, std::int32_t inh_begin, std::int32_t inh_pag
   // numbered in tree order (tables built per branch); otherwise sort them.
   const auto first = task_requests_.begin() + task.request_begin;
   if (!std::is_sorted(first, task_requests_.end())) std::sort(first, task_requests_.end());
-  task.config = best_config(task.request_count * spec_.group_size(), tokens).first;
+  task.variant = best_variant(task.request_count * spec_.group_size(), tokens).first;
   tasks_.push_back(task);
 }
 
@@ -381,12 +314,12 @@ void Planner::split_tasks() {
   whole_cost_.resize(tasks_.size());
   for (std::size_t t = 0; t < tasks_.size(); ++t) {
     Task& task = tasks_[t];
-    const KernelConfig& tile = configs_[task.config];
+    const int row_tile = variants_[task.variant].row_tile;
     const int rows = task.request_count * group;
-    task.tiles = (rows + tile.tile_q - 1) / tile.tile_q;
+    task.tiles = (rows + row_tile - 1) / row_tile;
     task.tile_rows = (rows + task.tiles - 1) / task.tiles;
     task.pieces = 1;
-    task.item_cost = item_us(task.config, task.tile_rows, task.tokens);
+    task.item_cost = item_us(task.variant, task.tile_rows, task.tokens);
     whole_cost_[t] = task.item_cost;
     max_whole_cost_ = std::max(max_whole_cost_, task.item_cost);
     total += task.item_cost * task.tiles * spec_.num_kv_heads;
@@ -433,7 +366,7 @@ bool Planner::apply_split(double target) {
       pieces = std::max(1, std::min(by_cost, by_length));
       if (pieces > 1) {
         const int piece_tokens = (task.tokens + pieces - 1) / pieces;
-        item_cost = item_us(task.config, task.tile_rows, piece_tokens);
+        item_cost = item_us(task.variant, task.tile_rows, piece_tokens);
       }
     }
     changed |= pieces != task.pieces;
@@ -451,10 +384,10 @@ void Planner::collect_runs(bool by_config) {
   for (int t = 0; t < static_cast<int>(tasks_.size()); ++t) {
     const Task& task = tasks_[t];
     if (!runs_.empty() && runs_.back().cost == task.item_cost &&
-        (!by_config || runs_.back().config == task.config)) {
+        (!by_config || runs_.back().config == config_of(task))) {
       runs_.back().end = t + 1;
     } else {
-      runs_.push_back({task.item_cost, task.config, t, t + 1});
+      runs_.push_back({task.item_cost, config_of(task), t, t + 1});
     }
   }
 }
@@ -480,7 +413,7 @@ double Planner::makespan() {
     }
     loads_.place(run.cost, count);
   }
-  return loads_.max_load() + slots * model_.merge_row_us(spec_, 1) / sms;
+  return model_.step_us(spec_, loads_.max_load(), slots, 0);
 }
 
 // Emits the items: one launch per config, items longest first within it
@@ -524,10 +457,11 @@ void Planner::emit_items() {
       return static_cast<std::int32_t>(out.item - plan_.items.data());
     };
     if (plan_.launches.empty() || plan_.launches.back().config != run.config) {
-      plan_.launches.push_back({run.config, item_index(), item_index()});
+      plan_.launches.push_back(
+          {configs_[run.config].family, run.config, item_index(), item_index()});
     }
     for (int t = run.begin; t < run.end; ++t) emit_task(tasks_[t], loads_.sm_order(run_of[t]), out);
-    plan_.launches.back().item_end = item_index();
+    plan_.launches.back().end = item_index();
   }
   plan_.items.resize(out.item - plan_.items.data());
   plan_.query_rows.resize(out.row - plan_.query_rows.data());
@@ -542,7 +476,8 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, Cursor& out) {
   const int group = spec_.group_size();
   const int sms = model_.coefficients().num_sms;
   const int rows = task.request_count * group;
-  const int tile_kv = configs_[task.config].tile_kv;
+  const Variant& variant = variants_[task.variant];
+  const int tile_kv = configs_[variant.config].tile_kv;
   // Row j * group + g is output row reader_j * heads + h * group + g under KV
   // head h: the part without h is the same for every piece and KV head.
   row_ids_.resize(rows);
@@ -575,7 +510,9 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, Cursor& out) {
         const int row_hi = tile_bounds_[i + 1];
         WorkItem& item = *out.item++;
         item.node = task.node;
-        item.config = task.config;
+        item.config = variant.config;
+        item.row_tile = variant.row_tile;
+        item.direct = task.direct;
         item.kv_head = h;
         item.kv_page_offset = task.page_offset;
         item.token_begin = token_begin;
@@ -594,48 +531,76 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, Cursor& out) {
   }
 }
 
-// Each output row merges its partial slots ordered by KV position along its
+// A request whose path is one task in one piece has a single partial state:
+// when every reader of a task is such a request, the task's items write the
+// output directly and its rows skip the merge.
+void Planner::mark_direct_tasks() {
+  std::vector<std::int32_t>& reads = fan_in_;  // tasks' pieces read by each request
+  reads.assign(plan_.batch_size, 0);
+  for (const Task& task : tasks_) {
+    for (int j = 0; j < task.request_count; ++j) {
+      reads[task_requests_[task.request_begin + j]] += task.pieces;
+    }
+  }
+  for (Task& task : tasks_) {
+    task.direct = task.pieces == 1;
+    for (int j = 0; j < task.request_count && task.direct; ++j) {
+      task.direct = reads[task_requests_[task.request_begin + j]] == 1;
+    }
+  }
+}
+
+// Each merged row combines its partial slots ordered by KV position along its
 // path: a fixed order, so results are bit-reproducible. A request's tasks
 // partition its path and decide() creates them top-down, so in task order
 // they are already ordered by position, and so are each task's pieces. All
 // rows of a request merge the same (task, piece) list, each at its own slot.
+// Requests of direct tasks are not merged.
 void Planner::build_merge_schedule() {
   const int batch = plan_.batch_size;
   const int heads = spec_.num_qo_heads;
   const int kv_heads = spec_.num_kv_heads;
   const int group = spec_.group_size();
-  // Every row of request r merges fan_in[r] slots; its rows' lists are
-  // consecutive from start[r].
-  std::vector<std::int32_t> fan_in(batch, 0);
+  // Every row of request r merges fan_in[r] slots (0: written directly); its
+  // rows' lists are consecutive from next[r].
+  std::vector<std::int32_t>& fan_in = fan_in_;
+  fan_in.assign(batch, 0);
   for (const Task& task : tasks_) {
+    if (task.direct) continue;
     for (int j = 0; j < task.request_count; ++j) {
       fan_in[task_requests_[task.request_begin + j]] += task.piece_count;
     }
   }
   std::vector<std::int32_t>& indptr = plan_.merge_indptr;
-  indptr.resize(static_cast<std::size_t>(batch) * heads + 1);
+  std::vector<std::int32_t>& rows_out = plan_.merge_rows;
+  indptr.clear();
+  rows_out.clear();
+  indptr.push_back(0);
   std::vector<std::int32_t> next(batch);  // where request r's next entry goes (row 0's list)
-  std::int32_t* row_ptr = indptr.data();
   std::int32_t start = 0;
   int max_fan_in = 0;
   for (int r = 0; r < batch; ++r) {
     const std::int32_t f = fan_in[r];
-    max_fan_in = std::max(max_fan_in, f);
     next[r] = start;
-    for (int q = 0; q < heads; ++q) *row_ptr++ = start + q * f;
+    if (f == 0) continue;
+    max_fan_in = std::max(max_fan_in, f);
+    for (int q = 0; q < heads; ++q) {
+      rows_out.push_back(r * heads + q);
+      indptr.push_back(start + (q + 1) * f);
+    }
     start += heads * f;
   }
-  *row_ptr = start;
   plan_.max_merge_fan_in = max_fan_in;
   // Task by task (path order for every request), each reader's slots go to
   // the next entry of each of its rows: row q's list is f entries apart.
-  plan_.merge_indices.resize(plan_.query_rows.size());
+  plan_.merge_indices.resize(start);
   std::int32_t* const indices = plan_.merge_indices.data();
   // Reader j's row for q head q = h * group + g is slot j * group + offset[q]
   // of each piece, offset[q] = h * rows + g (rows: the task's rows per KV head).
   std::vector<std::int32_t> offset(heads);
   int offset_rows = -1;
   for (const Task& task : tasks_) {
+    if (task.direct) continue;
     const int rows = task.request_count * group;
     if (rows != offset_rows) {  // siblings usually share it
       for (int q = 0; q < heads; ++q) offset[q] = q / group * rows + q % group;
@@ -658,7 +623,7 @@ void Planner::build_merge_schedule() {
 void Planner::keep_launched_configs() {
   std::vector<int> remap(configs_.size(), -1);
   plan_.configs.clear();
-  for (LaunchGroup& g : plan_.launches) {
+  for (LaunchStep& g : plan_.launches) {
     if (remap[g.config] < 0) {
       remap[g.config] = static_cast<int>(plan_.configs.size());
       plan_.configs.push_back(configs_[g.config]);
@@ -666,6 +631,10 @@ void Planner::keep_launched_configs() {
     g.config = remap[g.config];
   }
   for (WorkItem& item : plan_.items) item.config = remap[item.config];
+  if (!plan_.merge_rows.empty()) {
+    plan_.launches.push_back(
+        {KernelFamily::kMergeStates, -1, 0, static_cast<std::int32_t>(plan_.merge_rows.size())});
+  }
 }
 
 void Planner::run() {
@@ -687,29 +656,74 @@ void Planner::run() {
   tasks_.reserve(tree_.nodes.size());
   for (int root : tree_.roots) decide(root, 0, 0, 0, 0);
   split_tasks();
+  mark_direct_tasks();
   emit_items();
   build_merge_schedule();
   keep_launched_configs();
   plan_.num_partial_slots = static_cast<std::int64_t>(plan_.query_rows.size());
   const double busiest = *std::max_element(plan_.sm_load_us.begin(), plan_.sm_load_us.end());
-  const double merge =
-      static_cast<double>(plan_.num_partial_slots) * model_.merge_row_us(spec_, 1) / plan_.num_sms;
-  plan_.predicted_us =
-      static_cast<float>(busiest + merge + model_.launch_us() * (plan_.launches.size() + 1));
+  plan_.predicted_us = static_cast<float>(
+      model_.step_us(spec_, busiest, static_cast<std::int64_t>(plan_.merge_indices.size()),
+                     static_cast<int>(plan_.launches.size())));
 }
 
 }  // namespace
 
-std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec) {
-  // Few shapes, chosen per node by the cost model: 16 rows for a leaf's GQA
-  // group, 64 for wide shared prefixes, 32 between them.
-  const int tile_kv = spec.head_dim > 128 ? 32 : 64;
+std::vector<KernelConfig> shipped_kernel_configs(const AttentionSpec& spec) {
   std::vector<KernelConfig> configs;
-  for (int tile_q : {16, 32, 64}) configs.push_back({tile_q, tile_kv, 4, 2});
+  for (const generator::FamilyInfo& f : generator::all_families()) {
+    const std::vector<KernelConfig> mine = f.shipped_configs(spec);
+    configs.insert(configs.end(), mine.begin(), mine.end());
+  }
   return configs;
 }
 
+std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec) {
+  // One tensor-core kernel runs every item shape (row tiles 16..64), so a
+  // step is one partial launch; the other shipped configs are candidates a
+  // caller (or the tuner) may offer.
+  return {generator::family_info(KernelFamily::kMmaAttention).shipped_configs(spec).front()};
+}
+
 namespace {
+
+// The prefix-blind view of a tree: one root per request holding its whole
+// path's pages (copied into `pages`, which the result borrows).
+FlatTree without_sharing(const FlatTree& tree, std::vector<std::int32_t>& pages) {
+  FlatTree blind;
+  blind.page_size = tree.page_size;
+  blind.batch_size = tree.batch_size;
+  blind.max_depth = 1;
+  std::vector<int> end_node(tree.batch_size, -1);
+  for (int n = 0; n < static_cast<int>(tree.nodes.size()); ++n) {
+    const FlatTree::Node& node = tree.nodes[n];
+    for (int i = 0; i < node.request_count; ++i)
+      end_node[tree.requests[node.request_begin + i]] = n;
+  }
+  pages.clear();
+  std::vector<int> path;
+  for (int r = 0; r < tree.batch_size; ++r) {
+    path.clear();
+    for (int n = end_node[r]; n >= 0; n = tree.nodes[n].parent) path.push_back(n);
+    FlatTree::Node root;
+    root.page_begin = static_cast<std::int32_t>(pages.size());
+    for (auto it = path.rbegin(); it != path.rend(); ++it) {
+      const FlatTree::Node& node = tree.nodes[*it];
+      pages.insert(pages.end(), tree.pages + node.page_begin,
+                   tree.pages + node.page_begin + node.page_count);
+      root.num_tokens += node.num_tokens;
+    }
+    root.page_count = static_cast<std::int32_t>(pages.size()) - root.page_begin;
+    root.subtree_requests = 1;
+    root.request_begin = r;
+    root.request_count = 1;
+    blind.roots.push_back(static_cast<int>(blind.nodes.size()));
+    blind.nodes.push_back(root);
+    blind.requests.push_back(r);
+  }
+  blind.pages = pages.data();
+  return blind;
+}
 
 void plan_flat_tree(const AttentionSpec& spec, const FlatTree& tree, const PlannerOptions& options,
                     Plan& out) {
@@ -717,6 +731,12 @@ void plan_flat_tree(const AttentionSpec& spec, const FlatTree& tree, const Plann
                "the tree was built with page_size {} but the spec says {}", tree.page_size,
                spec.page_size);
   check(tree.batch_size >= 1, ErrorKind::kInvalidArgument, "the batch has no requests");
+  if (options.prefix_blind) {
+    std::vector<std::int32_t> pages;
+    const FlatTree blind = without_sharing(tree, pages);
+    Planner(spec, blind, options, out).run();
+    return;
+  }
   Planner(spec, tree, options, out).run();
 }
 

@@ -59,8 +59,7 @@ class ModuleRegistry {
     k.name = compiled.name.empty() ? spec.kernel_name() : compiled.name;
     k.threads = compiled.threads > 0 ? compiled.threads : generator::kernel_threads(spec);
     k.smem_bytes = compiled.smem_bytes;
-    k.rows_per_block =
-        spec.kind == KernelKind::kMergeStates ? generator::merge_rows_per_block(spec) : 1;
+    k.rows_per_block = generator::merge_rows_per_block(spec);
     check(k.smem_bytes <= dev.max_smem_optin, ErrorKind::kNotSupported,
           fmt::format("kernel {} needs {} bytes of shared memory per block; {} allows {}", k.name,
                       k.smem_bytes, dev.name, dev.max_smem_optin));
@@ -102,8 +101,6 @@ std::map<const Runtime*, const CubinCache*>& runtime_caches() {
   return m;
 }
 
-std::int64_t align_up(std::int64_t v, std::int64_t a) { return (v + a - 1) / a * a; }
-
 std::string pointer_name(int i) {
   static const char* names[] = {"q", "k_cache", "v_cache", "out", "lse"};
   return names[i];
@@ -115,16 +112,18 @@ std::string pointer_name(int i) {
 
 struct PreparedPlan::State {
   Plan plan;
+  PlanLayout layout;
   const driver::DeviceContext* dev = nullptr;
   std::vector<LoadedKernel> partial;  ///< per plan.configs entry
-  LoadedKernel merge;
+  LoadedKernel merge;                 ///< loaded when the plan has a merge launch
   DeviceBuffer metadata;
-  CUdeviceptr items = 0, query_rows = 0, kv_pages = 0, merge_indptr = 0, merge_indices = 0;
   DeviceBuffer owned_workspace;
   CUdeviceptr workspace = 0;
   std::int64_t workspace_bytes = 0;
   float sm_scale = 0;
   float soft_cap = 0;
+  int page_shift = -1;
+  CUdeviceptr metadata_at(std::int64_t offset) const { return metadata.get() + offset; }
 };
 
 PreparedPlan::PreparedPlan() = default;
@@ -162,6 +161,9 @@ Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>()) {
   c.num_sms = dev.num_sms;
   c.arch = dev.arch();
   c.max_smem_per_block = dev.max_smem_optin;
+  // Streaming reads reach about 92% of the DRAM peak (measured on the H100
+  // and H200: 3.0-3.1 of 3.35 and 4.5 of 4.9 TB/s); canopy-tune measures it.
+  if (dev.peak_dram_bytes_per_us() > 0) c.hbm_bytes_per_us = 0.92 * dev.peak_dram_bytes_per_us();
   impl_->cost_model = CostModel(c);
   impl_->cache = std::make_unique<CubinCache>(impl_->options.cache_dir);
   std::lock_guard lock(runtime_caches_mutex);
@@ -206,51 +208,44 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
   s->sm_scale = static_cast<float>(plan.spec.effective_sm_scale());
   s->soft_cap = static_cast<float>(plan.spec.logits_soft_cap);
 
-  // Kernels: one partial kernel per config, one merge kernel.
+  // Kernels: one partial kernel per config, and the merge if the plan merges.
   const int arch = dev.arch();
   for (const KernelConfig& config : plan.configs) {
     s->partial.push_back(ModuleRegistry::instance().get(
         dev, partial_kernel_spec(plan.spec, config, arch), *impl_->cache));
   }
-  s->merge = ModuleRegistry::instance().get(
-      dev, merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch), *impl_->cache);
+  if (!plan.merge_rows.empty()) {
+    s->merge = ModuleRegistry::instance().get(
+        dev, merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch), *impl_->cache);
+  }
+  // Power-of-two pages (the usual case) are addressed with a shift, not a division.
+  const int page_size = plan.spec.page_size;
+  if ((page_size & (page_size - 1)) == 0) {
+    s->page_shift = 0;
+    while ((1 << s->page_shift) < page_size) ++s->page_shift;
+  }
 
-  // Metadata: one allocation, 256-byte aligned sections.
-  std::vector<canopy_abi::DeviceWorkItem> items(plan.items.size());
+  // Metadata: one upload, sections where plan.layout() says.
+  s->layout = plan.layout();
+  const PlanLayout& L = s->layout;
+  std::vector<unsigned char> host(static_cast<std::size_t>(L.metadata_bytes), 0);
+  auto* items = reinterpret_cast<canopy_abi::DeviceWorkItem*>(host.data() + L.items);
   for (std::size_t i = 0; i < plan.items.size(); ++i) {
     const WorkItem& w = plan.items[i];
-    items[i] =
-        canopy_abi::DeviceWorkItem{w.kv_page_offset, w.token_begin, w.token_end,         w.kv_head,
-                                   w.row_begin,      w.row_count,   w.path_token_offset, 0};
+    items[i] = canopy_abi::DeviceWorkItem{
+        w.kv_page_offset, w.token_begin, w.token_end, w.kv_head,
+        w.row_begin,      w.row_count,   w.row_tile,  w.direct ? canopy_abi::kItemDirectOutput : 0};
   }
-  struct Section {
-    const void* data;
-    std::int64_t bytes;
-    CUdeviceptr* out;
+  auto copy = [&](std::int64_t offset, const std::vector<std::int32_t>& v) {
+    if (!v.empty()) std::memcpy(host.data() + offset, v.data(), v.size() * sizeof(v[0]));
   };
-  const Section sections[] = {
-      {items.data(), std::int64_t(items.size() * sizeof(items[0])), &s->items},
-      {plan.query_rows.data(), std::int64_t(plan.query_rows.size() * 4), &s->query_rows},
-      {plan.kv_pages.data(), std::int64_t(plan.kv_pages.size() * 4), &s->kv_pages},
-      {plan.merge_indptr.data(), std::int64_t(plan.merge_indptr.size() * 4), &s->merge_indptr},
-      {plan.merge_indices.data(), std::int64_t(plan.merge_indices.size() * 4), &s->merge_indices},
-  };
-  std::int64_t total = 0;
-  std::vector<std::int64_t> offsets;
-  for (const Section& sec : sections) {
-    offsets.push_back(total);
-    total = align_up(total + std::max<std::int64_t>(sec.bytes, 1), 256);
-  }
-  std::vector<unsigned char> host(static_cast<std::size_t>(total), 0);
-  for (std::size_t i = 0; i < std::size(sections); ++i) {
-    if (sections[i].bytes > 0)
-      std::memcpy(host.data() + offsets[i], sections[i].data, sections[i].bytes);
-  }
+  copy(L.query_rows, plan.query_rows);
+  copy(L.kv_pages, plan.kv_pages);
+  copy(L.merge_rows, plan.merge_rows);
+  copy(L.merge_indptr, plan.merge_indptr);
+  copy(L.merge_indices, plan.merge_indices);
   s->metadata = DeviceBuffer(dev.context, host.size(), "plan metadata");
   s->metadata.upload(host.data(), host.size());
-  for (std::size_t i = 0; i < std::size(sections); ++i) {
-    *sections[i].out = s->metadata.get() + offsets[i];
-  }
 
   // Workspace: partial outputs and log-sum-exps.
   s->workspace_bytes = plan.workspace_bytes();
@@ -313,50 +308,53 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
   }
 
   CUstream st = static_cast<CUstream>(stream);
-  float* partial_o = reinterpret_cast<float*>(s->workspace);
-  float* partial_lse = reinterpret_cast<float*>(s->workspace + plan.partial_lse_offset());
+  const PlanLayout& L = s->layout;
+  float* partial_o = reinterpret_cast<float*>(s->workspace + L.partial_o);
+  float* partial_lse = reinterpret_cast<float*>(s->workspace + L.partial_lse);
 
-  for (const LaunchGroup& g : plan.launches) {
-    const int grid = g.item_end - g.item_begin;
-    if (grid <= 0) continue;
-    const LoadedKernel& k = s->partial[static_cast<std::size_t>(g.config)];
+  // The schedule, in order: partial launches, then the merge if any.
+  for (const LaunchStep& step : plan.launches) {
+    const int grid_items = step.end - step.begin;
+    if (grid_items <= 0) continue;
+    const bool merge = step.family == KernelFamily::kMergeStates;
+    const LoadedKernel& k = merge ? s->merge : s->partial[static_cast<std::size_t>(step.config)];
     canopy_abi::PartialParams p{};
-    p.q = reinterpret_cast<const void*>(t.q);
-    p.k_cache = reinterpret_cast<const void*>(t.k_cache);
-    p.v_cache = reinterpret_cast<const void*>(t.v_cache);
-    p.partial_o = partial_o;
-    p.partial_lse = partial_lse;
-    p.items = reinterpret_cast<const canopy_abi::DeviceWorkItem*>(s->items);
-    p.query_rows = reinterpret_cast<const int*>(s->query_rows);
-    p.kv_pages = reinterpret_cast<const int*>(s->kv_pages);
-    p.item_begin = g.item_begin;
-    p.num_qo_heads = spec.num_qo_heads;
-    p.num_kv_heads = spec.num_kv_heads;
-    p.page_size = spec.page_size;
-    p.sm_scale = s->sm_scale;
-    p.soft_cap = s->soft_cap;
-    void* args[] = {&p};
-    driver::check(a.launch_kernel(k.function, static_cast<unsigned>(grid), 1, 1,
-                                  static_cast<unsigned>(k.threads), 1, 1,
-                                  static_cast<unsigned>(k.smem_bytes), st, args, nullptr),
-                  fmt::format("cuLaunchKernel({}, grid {}, block {}, smem {})", k.name, grid,
-                              k.threads, k.smem_bytes));
-    driver::counters().launches.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  const int rows = plan.batch_size * spec.num_qo_heads;
-  if (rows > 0) {
     canopy_abi::MergeParams m{};
-    m.partial_o = partial_o;
-    m.partial_lse = partial_lse;
-    m.merge_indptr = reinterpret_cast<const int*>(s->merge_indptr);
-    m.merge_indices = reinterpret_cast<const int*>(s->merge_indices);
-    m.out = reinterpret_cast<void*>(t.out);
-    m.lse = reinterpret_cast<float*>(t.lse);
-    m.num_rows = rows;
-    void* args[] = {&m};
-    const LoadedKernel& k = s->merge;
-    const unsigned grid = static_cast<unsigned>((rows + k.rows_per_block - 1) / k.rows_per_block);
+    void* args[1];
+    unsigned grid = 0;
+    if (!merge) {
+      p.q = reinterpret_cast<const void*>(t.q);
+      p.k_cache = reinterpret_cast<const void*>(t.k_cache);
+      p.v_cache = reinterpret_cast<const void*>(t.v_cache);
+      p.partial_o = partial_o;
+      p.partial_lse = partial_lse;
+      p.items = reinterpret_cast<const canopy_abi::DeviceWorkItem*>(s->metadata_at(L.items));
+      p.query_rows = reinterpret_cast<const int*>(s->metadata_at(L.query_rows));
+      p.kv_pages = reinterpret_cast<const int*>(s->metadata_at(L.kv_pages));
+      p.out = reinterpret_cast<void*>(t.out);
+      p.lse = reinterpret_cast<float*>(t.lse);
+      p.item_begin = step.begin;
+      p.num_qo_heads = spec.num_qo_heads;
+      p.num_kv_heads = spec.num_kv_heads;
+      p.page_size = spec.page_size;
+      p.page_shift = s->page_shift;
+      p.out_dtype = generator::dtype_code(spec.o_dtype);
+      p.sm_scale = s->sm_scale;
+      p.soft_cap = s->soft_cap;
+      args[0] = &p;
+      grid = static_cast<unsigned>(grid_items);
+    } else {
+      m.partial_o = partial_o;
+      m.partial_lse = partial_lse;
+      m.merge_rows = reinterpret_cast<const int*>(s->metadata_at(L.merge_rows));
+      m.merge_indptr = reinterpret_cast<const int*>(s->metadata_at(L.merge_indptr));
+      m.merge_indices = reinterpret_cast<const int*>(s->metadata_at(L.merge_indices));
+      m.out = reinterpret_cast<void*>(t.out);
+      m.lse = reinterpret_cast<float*>(t.lse);
+      m.num_rows = grid_items;
+      args[0] = &m;
+      grid = static_cast<unsigned>((grid_items + k.rows_per_block - 1) / k.rows_per_block);
+    }
     driver::check(a.launch_kernel(k.function, grid, 1, 1, static_cast<unsigned>(k.threads), 1, 1,
                                   static_cast<unsigned>(k.smem_bytes), st, args, nullptr),
                   fmt::format("cuLaunchKernel({}, grid {}, block {}, smem {})", k.name, grid,

@@ -13,6 +13,14 @@ struct alignas(16) Chunk16 {
   unsigned x, y, z, w;
 };
 
+/// Float vectors for 8- and 16-byte accesses (no CUDA headers: own types).
+struct alignas(8) Float2 {
+  float x, y;
+};
+struct alignas(16) Float4 {
+  float x, y, z, w;
+};
+
 /// fp16 bits -> float (exact).
 __device__ __forceinline__ float f16_to_float(unsigned short bits) {
   float f;

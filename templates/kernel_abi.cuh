@@ -5,16 +5,23 @@
 
 namespace canopy_abi {
 
+/// DeviceWorkItem::flags bits.
+enum : int {
+  /// Every row of the item has this item as its only partial state: the
+  /// kernel writes the final output row (and lse) itself, the merge skips it.
+  kItemDirectOutput = 1,
+};
+
 /// One WorkItem on the device: 8 int32, see canopy::WorkItem for meanings.
 struct DeviceWorkItem {
   int kv_page_offset;  // into kv_pages
   int token_begin;     // segment-relative, inclusive
   int token_end;       // segment-relative, exclusive
   int kv_head;
-  int row_begin;          // into query_rows; also the first partial slot
-  int row_count;          // <= the kernel's tile_q
-  int path_token_offset;  // informational (coverage); kernels do not need it
-  int reserved;
+  int row_begin;  // into query_rows; also the first partial slot
+  int row_count;  // <= row_tile
+  int row_tile;   // rows the block is shaped for this item (a multiple of 16 for mma)
+  int flags;      // kItem* bits
 };
 static_assert(sizeof(DeviceWorkItem) == 32, "DeviceWorkItem must stay 8 int32");
 
@@ -24,6 +31,8 @@ static_assert(sizeof(DeviceWorkItem) == 32, "DeviceWorkItem must stay 8 int32");
 ///   partial_o  [num_partial_slots, head_dim] float32 (normalised: o / l)
 ///   partial_lse[num_partial_slots] float32, natural log: m + log(l)
 ///   query_rows[slot] = request * num_qo_heads + qo_head
+///   out, lse   the final output (o dtype out_dtype) and lse (null: none),
+///              written only by kItemDirectOutput items
 struct PartialParams {
   const void* q;
   const void* k_cache;
@@ -33,25 +42,33 @@ struct PartialParams {
   const DeviceWorkItem* items;
   const int* query_rows;
   const int* kv_pages;
+  void* out;
+  float* lse;
   int item_begin;
   int num_qo_heads;
   int num_kv_heads;
   int page_size;
+  int page_shift;  // log2(page_size) when it is a power of two, else -1
+  int out_dtype;   // canopy_dev::DTypeCode of out
   float sm_scale;
   float soft_cap;  // used only when the spec has soft_cap
 };
 
-/// Merge: output row r = request * num_qo_heads + qo_head combines partial
-/// slots merge_indices[merge_indptr[r] .. merge_indptr[r + 1]) in order.
-///   out [num_rows, head_dim] o dtype; lse [num_rows] float32 (only with_lse)
+/// Merge: entry i combines partial slots merge_indices[merge_indptr[i] ..
+/// merge_indptr[i + 1]) in order into output row merge_rows[i]
+/// (= request * num_qo_heads + qo_head); rows written directly by their only
+/// item are not listed.
+///   out [batch * num_qo_heads, head_dim] o dtype; lse [batch * num_qo_heads] float32 (only
+///   with_lse)
 struct MergeParams {
   const float* partial_o;
   const float* partial_lse;
+  const int* merge_rows;
   const int* merge_indptr;
   const int* merge_indices;
   void* out;
   float* lse;
-  int num_rows;
+  int num_rows;  // entries of merge_rows
 };
 
 }  // namespace canopy_abi

@@ -1,4 +1,4 @@
-// Merge: one warp per output row combines the row's partial states with
+// Merge: one warp per listed output row combines the row's partial states with
 // log-sum-exp weights, in the plan's fixed order (deterministic, no atomics):
 //   m = max_i lse_i,  w_i = exp(lse_i - m),
 //   out = sum_i w_i o_i / sum_i w_i,  lse = m + log(sum_i w_i).
@@ -60,11 +60,12 @@ __device__ __forceinline__ void merge_states(const canopy_abi::MergeParams& p) {
   static_assert(S::kThreads % 32 == 0, "a block is whole warps, one row each");
   constexpr int kPerLane = S::kHeadDim / 32;
   const int lane = threadIdx.x % 32;
-  const int row = blockIdx.x * (S::kThreads / 32) + threadIdx.x / 32;
-  if (row >= p.num_rows) return;
+  const int entry = blockIdx.x * (S::kThreads / 32) + threadIdx.x / 32;
+  if (entry >= p.num_rows) return;
 
-  const int begin = p.merge_indptr[row];
-  const int count = p.merge_indptr[row + 1] - begin;
+  const int row = p.merge_rows[entry];  // output row = request * num_qo_heads + qo_head
+  const int begin = p.merge_indptr[entry];
+  const int count = p.merge_indptr[entry + 1] - begin;
   const int* slots = p.merge_indices + begin;
   const float m = max_partial_lse<S>(p.partial_lse, slots, count);
 

@@ -156,16 +156,17 @@ void print_workload(const canopy::workload::Workload& w, std::int64_t unique_pag
 void print_plan_summary(const canopy::Plan& plan, const canopy::PrefixTree& tree) {
   std::cout << fmt::format("tree         {} nodes, {} roots, depth {}\n", tree.nodes.size(),
                            tree.roots.size(), tree.max_depth());
-  std::string configs;
-  for (const canopy::LaunchGroup& g : plan.launches) {
-    configs += fmt::format("{}{} x{}", configs.empty() ? "" : ", ",
-                           plan.configs[g.config].to_string(), g.item_end - g.item_begin);
+  std::string launches;
+  for (const canopy::LaunchStep& g : plan.launches) {
+    const bool merge = g.family == canopy::KernelFamily::kMergeStates;
+    launches += fmt::format("{}{} x{}", launches.empty() ? "" : ", ",
+                            merge ? "merge" : plan.configs[g.config].to_string(), g.end - g.begin);
   }
   std::cout << fmt::format(
-      "plan         {} work items in {} launches ({}) + 1 merge; {} partial states, max fan-in "
-      "{}; predicted {:.2f} us on {} SMs\n",
-      plan.items.size(), plan.launches.size(), configs, plan.num_partial_slots,
-      plan.max_merge_fan_in, plan.predicted_us, plan.num_sms);
+      "plan         {} work items, {} launches ({}); {} partial states, {} merged rows, max "
+      "fan-in {}; predicted {:.2f} us on {} SMs\n",
+      plan.items.size(), plan.launches.size(), launches, plan.num_partial_slots,
+      plan.merge_rows.size(), plan.max_merge_fan_in, plan.predicted_us, plan.num_sms);
 }
 
 std::vector<canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, int arch) {
@@ -173,7 +174,9 @@ std::vector<canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, int arch)
   for (const canopy::KernelConfig& c : plan.configs) {
     specs.push_back(canopy::partial_kernel_spec(plan.spec, c, arch));
   }
-  specs.push_back(canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch));
+  if (!plan.merge_rows.empty()) {
+    specs.push_back(canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch));
+  }
   return specs;
 }
 

@@ -9,17 +9,15 @@
 
 namespace canopy {
 
-enum class KernelKind : std::uint8_t {
-  kPartialAttention,  ///< a LaunchGroup's work items -> partial states
-  kMergeStates,       ///< partial states -> out (and lse)
-};
-
 /// Batch size, lengths and tree shape stay out: they are run-time data.
-/// For kMergeStates, `merge_fan_in` (1..kMaxUnrolledFanIn) makes the number
-/// of partials a compile-time constant (the tree depth bounds it); 0 is the
-/// general loop used for deeper trees. Tile fields are ignored for merges.
+/// `family` says which kernel (generator/kernel_families.hpp); partial
+/// attention families (kFmaAttention, kMmaAttention) read `tile` (whose
+/// family equals this one). For kMergeStates, `merge_fan_in`
+/// (1..kMaxUnrolledFanIn) makes the number of partials a compile-time constant
+/// (the tree depth bounds it); 0 is the general loop used for deeper trees.
+/// Tile fields are ignored for merges.
 struct KernelSpec {
-  KernelKind kind = KernelKind::kPartialAttention;
+  KernelFamily family = KernelFamily::kMmaAttention;
   int head_dim = 128;
   DType q_dtype = DType::kF16;
   DType kv_dtype = DType::kF16;
@@ -31,7 +29,8 @@ struct KernelSpec {
   int merge_fan_in = 0;
   int arch = 90;  ///< compute capability major*10+minor: 80, 86, 89, 90
 
-  /// Every field, e.g. "partial_hd128_q-fp16_kv-fp16_o-fp16_nhd_q16_kv64_w4_s2_cap0_lse0_sm90".
+  bool is_merge() const { return family == KernelFamily::kMergeStates; }
+  /// Every field, e.g. "mma_hd128_q-fp16_kv-fp16_o-fp32_nhd_q64_kv64_w4_s3_cap0_lse0_fan0_sm90".
   std::string to_string() const;
   std::string kernel_name() const;  ///< the extern "C" symbol in the cubin
   std::uint64_t hash() const;

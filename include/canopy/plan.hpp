@@ -9,14 +9,32 @@
 
 namespace canopy {
 
-/// The tile shape of a partial-attention kernel: one thread block processes
-/// up to `tile_q` query rows against `tile_kv` KV tokens per step.
+/// Families of generated kernels. Each has one registry row
+/// (generator/kernel_families.hpp): templates, entry point, launch shape,
+/// shared-memory layout and what it can implement.
+enum class KernelFamily : std::uint8_t {
+  kFmaAttention,  ///< partial attention, FP32 FMA reference (sm_80+)
+  kMmaAttention,  ///< partial attention on tensor cores, mma.sync m16n8k16 (sm_80+)
+  kMergeStates,   ///< partial states -> output rows (log-sum-exp merge)
+};
+
+const char* to_string(KernelFamily family) noexcept;  ///< "fma", "mma", "merge"
+KernelFamily kernel_family_from_string(const std::string& name);
+
+/// One compiled partial-attention kernel: its family and tile shape. A
+/// thread block processes one work item of up to `tile_q` query rows against
+/// `tile_kv` KV tokens per pipeline step. The mma family runs items of any
+/// row tile 16, 32, .. tile_q in one kernel (WorkItem::row_tile picks how the
+/// warps are arranged); the FMA family runs row tile tile_q only.
 struct KernelConfig {
-  int tile_q = 16;   ///< query rows per thread block (multiple of 16 for tensor cores)
+  KernelFamily family = KernelFamily::kMmaAttention;
+  int tile_q = 64;   ///< query rows per thread block, at most
   int tile_kv = 64;  ///< KV tokens per pipeline step
   int warps = 4;
-  int stages = 2;                 ///< KV pipeline depth
-  std::string to_string() const;  ///< "q16_kv64_w4_s2"
+  int stages = 3;                 ///< KV pipeline depth
+  std::string to_string() const;  ///< "mma_q64_kv64_w4_s3"
+  /// Parses to_string()'s form; throws Error(kInvalidArgument) naming the bad part.
+  static KernelConfig parse(const std::string& text);
   bool operator==(const KernelConfig&) const = default;
 };
 
@@ -29,8 +47,9 @@ struct KernelConfig {
 /// The item writes one partial state (output row, log-sum-exp) per query row
 /// into partial slots row_begin .. row_begin + row_count - 1.
 struct WorkItem {
-  std::int32_t node = 0;    ///< deepest tree node of the segment
-  std::int32_t config = 0;  ///< index into Plan::configs
+  std::int32_t node = 0;      ///< deepest tree node of the segment
+  std::int32_t config = 0;    ///< index into Plan::configs: the kernel that runs it
+  std::int32_t row_tile = 0;  ///< rows the block is shaped for (>= row_count)
   std::int32_t kv_head = 0;
   std::int32_t kv_page_offset = 0;     ///< into Plan::kv_pages
   std::int32_t token_begin = 0;        ///< segment-relative, inclusive
@@ -38,30 +57,56 @@ struct WorkItem {
   std::int32_t path_token_offset = 0;  ///< segment token 0's position in its requests
   std::int32_t row_begin = 0;          ///< into Plan::query_rows; also the first partial slot
   std::int32_t row_count = 0;
+  /// Every row of the item has this item as its only partial state: the
+  /// kernel writes the output rows (and lse) itself and the merge skips them.
+  bool direct = false;
   float predicted_us = 0;  ///< the cost model's estimate
   std::int32_t sm = 0;     ///< SM the balancer assigned (for inspection)
 };
 
-/// One kernel launch of the plan: items [item_begin, item_end) run config `config`.
-struct LaunchGroup {
+/// One kernel launch of a step. Partial launches run items [begin, end) with
+/// kernel Plan::configs[config]; the merge launch (config -1) combines merge
+/// entries [begin, end) (see Plan::merge_rows). Launches run in order on one
+/// stream; the merge, when present, is last.
+struct LaunchStep {
+  KernelFamily family = KernelFamily::kMmaAttention;
   std::int32_t config = 0;
-  std::int32_t item_begin = 0;
-  std::int32_t item_end = 0;
+  std::int32_t begin = 0;
+  std::int32_t end = 0;
+  bool operator==(const LaunchStep&) const = default;
+};
+
+/// Where a plan's device data lives, in bytes: the metadata (one upload, 256-byte
+/// aligned sections) and the workspace (partial states). One object owns the
+/// arithmetic so the runtime, the tools and the tests agree.
+struct PlanLayout {
+  std::int64_t items = 0;  ///< canopy_abi::DeviceWorkItem[items]
+  std::int64_t query_rows = 0;
+  std::int64_t kv_pages = 0;
+  std::int64_t merge_rows = 0;
+  std::int64_t merge_indptr = 0;
+  std::int64_t merge_indices = 0;
+  std::int64_t metadata_bytes = 0;
+  std::int64_t partial_o = 0;    ///< float32 [num_partial_slots][head_dim], in the workspace
+  std::int64_t partial_lse = 0;  ///< float32 [num_partial_slots], in the workspace
+  std::int64_t workspace_bytes = 0;
 };
 
 /// A plan is computed once per decode step and reused by every layer.
 struct Plan {
   AttentionSpec spec;
   int batch_size = 0;
-  int tree_depth = 0;  ///< max nodes on a root-to-leaf path
-  std::vector<KernelConfig> configs;
-  std::vector<WorkItem> items;  ///< grouped by config; longest first within a group
-  std::vector<LaunchGroup> launches;
+  int tree_depth = 0;                    ///< max nodes on a root-to-leaf path
+  std::vector<KernelConfig> configs;     ///< the partial kernels the step launches
+  std::vector<WorkItem> items;           ///< grouped by config; longest first within a group
+  std::vector<LaunchStep> launches;      ///< the launch schedule, in order
   std::vector<std::int32_t> query_rows;  ///< row id = request * num_qo_heads + qo_head
   std::vector<std::int32_t> kv_pages;    ///< concatenated segment page lists
-  /// Merge schedule, CSR over output rows (request * num_qo_heads + qo_head):
-  /// row combines partial slots merge_indices[merge_indptr[row] ..
-  /// merge_indptr[row+1]) in that order (fixed order: deterministic results).
+  /// Merge schedule, CSR over merge entries: entry i writes output row
+  /// merge_rows[i] (request * num_qo_heads + qo_head) from partial slots
+  /// merge_indices[merge_indptr[i] .. merge_indptr[i+1]) in that order (fixed
+  /// order: deterministic results). Rows of direct items are not listed.
+  std::vector<std::int32_t> merge_rows;
   std::vector<std::int32_t> merge_indptr;
   std::vector<std::int32_t> merge_indices;
   int max_merge_fan_in = 0;
@@ -70,10 +115,10 @@ struct Plan {
   float predicted_us = 0;              ///< max over SMs plus launch and merge costs
   int num_sms = 0;
 
-  /// Device workspace: partial outputs (float32, [slots, head_dim]) and their
-  /// log-sum-exps (float32, [slots]), 256-byte aligned.
-  std::int64_t workspace_bytes() const;
-  std::int64_t partial_lse_offset() const;  ///< byte offset of the lse array in the workspace
+  /// Device metadata and workspace layout (partial outputs, float32
+  /// [slots, head_dim], and their log-sum-exps, float32 [slots]), 256-byte aligned.
+  PlanLayout layout() const;
+  std::int64_t workspace_bytes() const { return layout().workspace_bytes; }
   /// Throws Error(kInvalidArgument) if the plan is internally inconsistent.
   void validate() const;
 };

@@ -13,14 +13,23 @@ namespace canopy {
 struct PlannerOptions {
   CostModel cost_model;                  ///< also gives num_sms and arch
   std::vector<KernelConfig> candidates;  ///< empty: default_kernel_configs(spec)
-  bool allow_absorb = true;              ///< let children absorb a parent's KV (profit rule)
-  bool allow_split = true;               ///< split long KV ranges to fill the GPU
+  /// Row tiles the planner may give items (empty: every tile the candidates
+  /// run). For sweeps and tests that pin one warp arrangement.
+  std::vector<int> row_tiles;
+  bool allow_absorb = true;  ///< let children absorb a parent's KV (profit rule)
+  bool allow_split = true;   ///< split long KV ranges to fill the GPU
   int waves = 8;  ///< splitting tries 1, 2, 4 .. up to this many items per SM and keeps the fastest
   int min_split_tokens = 256;  ///< never split a range into pieces shorter than this
+  /// Plan each request alone over its whole KV, as if nothing were shared
+  /// (split-KV decode): the ablation for prefix-aware planning.
+  bool prefix_blind = false;
 };
 
-/// The tile configurations the planner chooses among (all shipped kernels).
+/// The configs the planner chooses among by default (PlannerOptions::candidates empty).
 std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec);
+/// Every shipped partial-attention config of every family (compiled in CI;
+/// any of them may be offered as candidates).
+std::vector<KernelConfig> shipped_kernel_configs(const AttentionSpec& spec);
 
 /// Deterministic: the same inputs give the same plan.
 Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree,

@@ -13,9 +13,9 @@
 #include <thread>
 #include <vector>
 
-#include "canopy/cost_model.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
+#include "generator/kernel_families.hpp"
 #include "generator/kernel_source.hpp"
 #include "runtime/elf_symbols.hpp"
 #include "runtime/nvrtc_compiler.hpp"
@@ -31,21 +31,12 @@ double thread_cpu_ms() {
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
 }
 
-/// The planner's cost model for a device of `arch`: it drops configs whose
-/// shared memory does not fit, exactly as make_plan does.
-CostModel model_for(int arch) {
-  GpuCoefficients c;
-  c.arch = arch;
-  c.max_smem_per_block = generator::max_smem_per_block(arch);
-  return CostModel(c);
-}
-
-/// Every partial-attention kernel the planner can choose on `arch`: head dim
-/// x q dtype x KV dtype x layout x soft cap x every config that fits.
+/// Every partial-attention kernel shipped for `arch`: head dim x q dtype x KV
+/// dtype x layout x soft cap x every shipped config of every family (the
+/// registry's rows) that the arch can implement.
 /// (partial_kernel_spec normalises o dtype and lse away: the kernel writes
-/// float32 partial states either way.)
+/// float32 partial states, and direct rows in the run-time output dtype.)
 std::vector<KernelSpec> partial_specs(int arch) {
-  const CostModel model = model_for(arch);
   std::vector<KernelSpec> specs;
   for (int head_dim : {64, 128, 256}) {
     for (DType q : {DType::kF16, DType::kBF16}) {
@@ -58,8 +49,9 @@ std::vector<KernelSpec> partial_specs(int arch) {
             a.kv_dtype = kv;
             a.kv_layout = layout;
             a.logits_soft_cap = soft_cap;
-            for (const KernelConfig& c : default_kernel_configs(a)) {
-              if (model.fits(a, c)) specs.push_back(partial_kernel_spec(a, c, arch));
+            for (const KernelConfig& c : shipped_kernel_configs(a)) {
+              const KernelSpec k = partial_kernel_spec(a, c, arch);
+              if (generator::can_implement(k, arch).ok()) specs.push_back(k);
             }
           }
         }

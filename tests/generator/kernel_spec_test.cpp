@@ -19,9 +19,9 @@ KernelSpec base_spec() { return KernelSpec{}; }
 
 TEST(KernelSpec, StringIsStableAndNamesEveryField) {
   EXPECT_EQ(base_spec().to_string(),
-            "partial_hd128_q-fp16_kv-fp16_o-fp16_nhd_q16_kv64_w4_s2_cap0_lse0_fan0_sm90");
+            "mma_hd128_q-fp16_kv-fp16_o-fp16_nhd_q64_kv64_w4_s3_cap0_lse0_fan0_sm90");
   EXPECT_EQ(base_spec().kernel_name(),
-            "canopy_partial_hd128_q_fp16_kv_fp16_o_fp16_nhd_q16_kv64_w4_s2_cap0_lse0_fan0_sm90");
+            "canopy_mma_hd128_q_fp16_kv_fp16_o_fp16_nhd_q64_kv64_w4_s3_cap0_lse0_fan0_sm90");
   EXPECT_EQ(base_spec().hash(), base_spec().hash());
 }
 
@@ -34,7 +34,8 @@ TEST(KernelSpec, KernelNameIsACIdentifier) {
 
 TEST(KernelSpec, EveryFieldChangesStringNameAndHash) {
   const std::vector<std::function<void(KernelSpec&)>> flips = {
-      [](KernelSpec& s) { s.kind = KernelKind::kMergeStates; },
+      [](KernelSpec& s) { s.family = KernelFamily::kMergeStates; },
+      [](KernelSpec& s) { s.family = KernelFamily::kFmaAttention; },
       [](KernelSpec& s) { s.head_dim = 64; },
       [](KernelSpec& s) { s.q_dtype = DType::kBF16; },
       [](KernelSpec& s) { s.kv_dtype = DType::kBF16; },
@@ -67,9 +68,9 @@ TEST(KernelSpec, PartialSpecNormalisesFieldsTheKernelIgnores) {
   a.o_dtype = DType::kBF16;
   a.with_lse = true;
   a.logits_soft_cap = 30;
-  const KernelConfig tile{32, 64, 4, 2};
+  const KernelConfig tile{KernelFamily::kMmaAttention, 64, 64, 4, 3};
   const KernelSpec k = partial_kernel_spec(a, tile, 80);
-  EXPECT_EQ(k.kind, KernelKind::kPartialAttention);
+  EXPECT_EQ(k.family, KernelFamily::kMmaAttention);
   EXPECT_EQ(k.o_dtype, DType::kF32);  // partial states are float32
   EXPECT_FALSE(k.with_lse);
   EXPECT_TRUE(k.soft_cap);
@@ -88,7 +89,7 @@ TEST(KernelSpec, MergeSpecRoundsFanInUpToAnUnrolledBucket) {
   for (auto [fan_in, bucket] : cases) {
     const KernelSpec k = merge_kernel_spec(a, fan_in, 90);
     EXPECT_EQ(k.merge_fan_in, bucket) << fan_in;
-    EXPECT_EQ(k.kind, KernelKind::kMergeStates);
+    EXPECT_EQ(k.family, KernelFamily::kMergeStates);
     EXPECT_TRUE(k.with_lse);
     EXPECT_EQ(k.o_dtype, a.o_dtype);
   }

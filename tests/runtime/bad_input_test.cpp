@@ -234,7 +234,10 @@ TEST(BadInput, ExecutorRejectsCorruptPlans) {
   AttentionSpec spec;
   const BlockTables t = good_tables();
   const test::HostProblem p = test::make_problem(spec, t, 1);
-  const Plan good = make_plan(spec, t);
+  PlannerOptions separate;  // the shared pages as a task of their own: the plan merges
+  separate.allow_absorb = false;
+  const Plan good = make_plan(spec, t, separate);
+  ASSERT_FALSE(good.merge_indices.empty());
   std::vector<double> out(static_cast<std::size_t>(p.out_elems()));
   EXPECT_NO_THROW(execute_plan_cpu(good, p.tensors(), out.data(), nullptr));
 

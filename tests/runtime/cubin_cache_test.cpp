@@ -264,9 +264,11 @@ TEST_F(CubinCacheTest, ColdVsWarmTimings) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
   };
   AttentionSpec a;
-  const std::vector<KernelSpec> specs = {partial_kernel_spec(a, {16, 64, 4, 2}, 90),
-                                         partial_kernel_spec(a, {64, 64, 4, 2}, 90),
-                                         merge_kernel_spec(a, 4, 90)};
+  const std::vector<KernelSpec> specs = {
+      partial_kernel_spec(a, {KernelFamily::kFmaAttention, 16, 64, 4, 2}, 90),
+      partial_kernel_spec(a, {KernelFamily::kMmaAttention, 64, 64, 4, 3}, 90),
+      partial_kernel_spec(a, {KernelFamily::kMmaAttention, 128, 64, 8, 3}, 90),
+      merge_kernel_spec(a, 4, 90)};
   for (const KernelSpec& k : specs) {
     CubinCache cold(dir());
     auto t = Clock::now();

@@ -27,6 +27,7 @@
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/runtime.hpp"
+#include "generator/kernel_families.hpp"
 #include "runtime/cubin_cache.hpp"
 #include "tests/runtime/gpu_test_util.hpp"
 #include "tests/test_data.hpp"
@@ -178,6 +179,52 @@ GpuCase small_case(bool with_lse) {
   return c;
 }
 
+/// One check of a kernel family: a case planned with one candidate config
+/// pinned to one row tile (one warp arrangement).
+struct FamilyRun {
+  GpuCase c;
+  CheckOptions options;
+};
+
+/// Every shipped config of every family at every row tile it runs, on cases
+/// that give wide (shared prefix), narrow (one GQA group) and direct (a
+/// request alone) items, over head dims, dtypes, layouts, odd GQA and pages.
+const std::vector<FamilyRun>& family_runs() {
+  static const std::vector<FamilyRun> all = [] {
+    std::vector<GpuCase> cases = {small_case(true)};
+    GpuCase flat;
+    flat.name = "flat-8x300";
+    flat.spec.with_lse = true;
+    flat.spec.o_dtype = DType::kBF16;
+    flat.tables = workload::block_tables_from_shape(workload::TreeShape::parse("8|300"), 16);
+    flat.scaled = "small";
+    flat.seed = 77;
+    cases.push_back(flat);
+    for (const GpuCase& r : random_cases()) {
+      const AttentionSpec& s = r.spec;
+      const bool pick =
+          (s.head_dim == 64 && s.kv_layout == KvLayout::kHND && s.group_size() == 4) ||
+          (s.head_dim == 256 && s.q_dtype == DType::kBF16 && s.group_size() == 7) ||
+          (s.head_dim == 128 && s.group_size() == 5 && s.page_size == 1);
+      if (pick) cases.push_back(r);
+    }
+    std::vector<FamilyRun> runs;
+    for (const GpuCase& c : cases) {
+      for (const KernelConfig& config : shipped_kernel_configs(c.spec)) {
+        for (int row_tile : generator::family_info(config.family).row_tiles(config)) {
+          FamilyRun run{c, {}};
+          run.c.name = fmt::format("{}/{}/rows{}", c.name, config.to_string(), row_tile);
+          run.options.planner.candidates = {config};
+          run.options.planner.row_tiles = {row_tile};
+          runs.push_back(run);
+        }
+      }
+    }
+    return runs;
+  }();
+  return all;
+}
+
 void run_case(const std::string& suite, const GpuCase& c, const CheckOptions& options = {}) {
   const HostProblem problem = make_problem(c.spec, c.tables, c.seed);
   const CheckResult r = check_problem(problem, options);
@@ -226,14 +273,31 @@ TEST(GpuPrewarm, CompileKernels) {
   for (const GpuCase& c : small) all.push_back(&c);
 
   std::map<std::string, KernelSpec> specs;
-  for (const GpuCase* c : all) {
-    const Plan plan = make_plan(c->spec, c->tables, options);
+  auto add_plan_kernels = [&](const GpuCase& c, const PlannerOptions& o) {
+    const Plan plan = make_plan(c.spec, c.tables, o);
     for (const KernelConfig& config : plan.configs) {
-      const KernelSpec k = partial_kernel_spec(c->spec, config, arch);
+      const KernelSpec k = partial_kernel_spec(c.spec, config, arch);
       specs.emplace(k.to_string(), k);
     }
-    const KernelSpec m = merge_kernel_spec(c->spec, plan.max_merge_fan_in, arch);
-    specs.emplace(m.to_string(), m);
+    if (!plan.merge_rows.empty()) {
+      const KernelSpec m = merge_kernel_spec(c.spec, plan.max_merge_fan_in, arch);
+      specs.emplace(m.to_string(), m);
+    }
+  };
+  for (const GpuCase* c : all) {
+    add_plan_kernels(*c, options);
+    for (bool blind : {false, true}) {  // the planner variants test's options too
+      PlannerOptions o = options;
+      o.prefix_blind = blind;
+      o.allow_split = !blind;
+      add_plan_kernels(*c, o);
+    }
+  }
+  for (const FamilyRun& run : family_runs()) {
+    PlannerOptions o = run.options.planner;
+    o.cost_model = options.cost_model;
+    if (!CostModel(o.cost_model).fits(run.c.spec, o.candidates.front())) continue;
+    add_plan_kernels(run.c, o);
   }
   std::vector<KernelSpec> list;
   for (auto& [name, k] : specs) list.push_back(k);
@@ -353,21 +417,46 @@ INSTANTIATE_TEST_SUITE_P(GpuTrees, GpuRandom,
                            return test_name(random_cases()[std::size_t(param_info.param)].name);
                          });
 
-// Splitting off: one work item per node and head (no KV split), absorb off.
+// Splitting off: one work item per node and head (no KV split), absorb off,
+// fine splits, and the prefix-blind ablation (each request alone, direct
+// output when unsplit).
 TEST(GpuRuntime, PlannerVariantsMatchReference) {
   CANOPY_REQUIRE_GPU();
   GpuCase c = small_case(true);
-  for (int variant = 0; variant < 3; ++variant) {
+  for (int variant = 0; variant < 5; ++variant) {
     CheckOptions o;
-    o.planner.allow_split = variant != 0;
+    o.planner.allow_split = variant != 0 && variant != 4;
     o.planner.allow_absorb = variant != 1;
     o.planner.min_split_tokens = variant == 2 ? 16 : 256;
+    o.planner.prefix_blind = variant >= 3;
     c.name = fmt::format("two-level-3-small/{}", variant == 0   ? "no-split"
                                                  : variant == 1 ? "no-absorb"
-                                                                : "split-16");
+                                                 : variant == 2 ? "split-16"
+                                                 : variant == 3 ? "prefix-blind"
+                                                                : "prefix-blind-direct");
     run_case("planner", c, o);
   }
 }
+
+// Every kernel the families ship, at every warp arrangement (row tile).
+class GpuFamilies : public ::testing::TestWithParam<int> {};
+
+TEST_P(GpuFamilies, MatchesReference) {
+  CANOPY_REQUIRE_GPU();
+  const FamilyRun& run = family_runs()[std::size_t(GetParam())];
+  CheckOptions o = run.options;
+  o.planner.cost_model = shared_runtime().cost_model();
+  if (!o.planner.cost_model.fits(run.c.spec, o.planner.candidates.front())) {
+    GTEST_SKIP() << run.c.name << ": needs more shared memory than this device has";
+  }
+  run_case("family", run.c, o);
+}
+
+INSTANTIATE_TEST_SUITE_P(GpuKernels, GpuFamilies,
+                         ::testing::Range(0, static_cast<int>(family_runs().size())),
+                         [](const ::testing::TestParamInfo<int>& param_info) {
+                           return test_name(family_runs()[std::size_t(param_info.param)].c.name);
+                         });
 
 // ---------------------------------------------------------------------------
 // API behaviour.
@@ -491,8 +580,8 @@ TEST(GpuRuntime, RunCompilesAndAllocatesNothing) {
   EXPECT_EQ(stats_after.disk_hits, stats_before.disk_hits);
   EXPECT_EQ(stats_after.memory_hits, stats_before.memory_hits);
   int nonempty = 0;
-  for (const LaunchGroup& g : p.plan.plan().launches) nonempty += g.item_end > g.item_begin;
-  EXPECT_EQ(c.launches.load() - launches, 3 * (nonempty + 1));
+  for (const LaunchStep& g : p.plan.plan().launches) nonempty += g.end > g.begin;
+  EXPECT_EQ(c.launches.load() - launches, 3 * nonempty);
   // Planning the same spec again loads nothing new either: modules are per process.
   PreparedPlan again = rt.plan(p.problem.spec, p.problem.tables);
   EXPECT_EQ(c.cubin_requests.load(), requests);

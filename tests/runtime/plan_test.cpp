@@ -44,8 +44,7 @@ void expect_same_plan(const Plan& a, const Plan& b) {
   ASSERT_EQ(a.launches.size(), b.launches.size());
   for (std::size_t i = 0; i < a.launches.size(); ++i) {
     EXPECT_EQ(a.launches[i].config, b.launches[i].config);
-    EXPECT_EQ(a.launches[i].item_begin, b.launches[i].item_begin);
-    EXPECT_EQ(a.launches[i].item_end, b.launches[i].item_end);
+    EXPECT_EQ(a.launches[i], b.launches[i]);
   }
   EXPECT_EQ(a.query_rows, b.query_rows);
   EXPECT_EQ(a.kv_pages, b.kv_pages);
@@ -104,7 +103,10 @@ TEST(Plan, PlannerOutputIsValidAndCovering) {
     EXPECT_EQ(plan.batch_size, in.tables.batch_size());
     EXPECT_EQ(plan.num_partial_slots, static_cast<std::int64_t>(plan.query_rows.size()));
     EXPECT_GT(plan.workspace_bytes(), 0);
-    EXPECT_EQ(plan.partial_lse_offset() % 256, 0);
+    const PlanLayout layout = plan.layout();
+    EXPECT_EQ(layout.partial_lse % 256, 0);
+    EXPECT_EQ(layout.merge_indices % 256, 0);
+    EXPECT_GE(layout.workspace_bytes, plan.num_partial_slots * (plan.spec.head_dim + 1) * 4);
     EXPECT_FALSE(plan_to_text(plan).empty());
   }
 }

@@ -1,6 +1,7 @@
-// Partial attention: one thread block runs one work item, i.e. up to TILE_Q
-// query rows of one GQA group against a run of paged KV tokens, and writes one
-// normalised partial state (o / l, m + log l) per row for the merge kernel.
+// Partial attention, FMA reference family: one thread block runs one work
+// item, i.e. up to TILE_Q query rows of one GQA group against a run of paged
+// KV tokens, and writes one normalised partial state (o / l, m + log l) per
+// row for the merge kernel (or the output row itself for a direct item).
 //
 // Shape of one block (S is the generated constants struct):
 //   shared: Q tile [TILE_Q][D] (input dtype), O accumulators [TILE_Q][D] f32,
@@ -8,34 +9,16 @@
 //           K and V tiles [STAGES][TILE_KV][D] (KV dtype), filled by cp.async.
 //   per KV tile: scores = Q K^T (threads own (row, token) pairs), online softmax
 //   (warps own rows), O = alpha O + P V (threads own (row chunk, column pair)).
-// The three steps are plain FMA loops today; an mma.sync version replaces
-// compute_scores and accumulate_pv without touching the pipeline or layout.
+// The three steps are plain FMA loops: the simple, readable reference that
+// the tensor-core family (attention_mma.cuh) is measured and tested against.
 #pragma once
 
 #include "device_common.cuh"
 #include "kernel_abi.cuh"
+#include "kernel_layouts.cuh"
+#include "paged_kv.cuh"
 
 namespace canopy_dev {
-
-/// Byte offsets of the dynamic shared memory regions; the host's
-/// kernel_smem_bytes() computes the same total (checked below via kSmemBytes).
-template <class S>
-struct PartialSmem {
-  static constexpr int kQBytes = S::kTileQ * S::kHeadDim * 2;
-  static constexpr int kOBytes = S::kTileQ * S::kHeadDim * 4;
-  static constexpr int kRowBytes = S::kTileQ * 4;
-  static constexpr int kScoreBytes = S::kTileQ * S::kTileKV * 4;
-  static constexpr int kKvTileBytes = S::kTileKV * S::kHeadDim * 2;
-  static constexpr int kQ = 0;
-  static constexpr int kO = kQ + kQBytes;
-  static constexpr int kM = kO + kOBytes;
-  static constexpr int kL = kM + kRowBytes;
-  static constexpr int kAlpha = kL + kRowBytes;
-  static constexpr int kScores = kAlpha + kRowBytes;
-  static constexpr int kK = kScores + kScoreBytes;
-  static constexpr int kV = kK + S::kStages * kKvTileBytes;
-  static constexpr int kTotal = kV + S::kStages * kKvTileBytes;
-};
 
 /// Pointers into one block's shared memory.
 struct PartialTiles {
@@ -51,35 +34,20 @@ struct PartialTiles {
 
 template <class S>
 __device__ __forceinline__ PartialTiles carve_shared(unsigned char* smem) {
-  using L = PartialSmem<S>;
-  static_assert(L::kTotal == S::kSmemBytes,
-                "device shared-memory layout must match the host's kernel_smem_bytes()");
-  static_assert(L::kO % 16 == 0 && L::kScores % 16 == 0 && L::kK % 16 == 0 && L::kV % 16 == 0,
-                "every region must be 16-byte aligned for vector loads and cp.async");
+  constexpr canopy_abi::FmaSmemLayout L =
+      canopy_abi::fma_smem_layout(S::kHeadDim, S::kTileQ, S::kTileKV, S::kStages);
+  static_assert(L.total == S::kSmemBytes,
+                "device shared-memory layout must match the host's (kernel_layouts.cuh)");
   PartialTiles t;
-  t.q = reinterpret_cast<unsigned short*>(smem + L::kQ);
-  t.o = reinterpret_cast<float*>(smem + L::kO);
-  t.m = reinterpret_cast<float*>(smem + L::kM);
-  t.l = reinterpret_cast<float*>(smem + L::kL);
-  t.alpha = reinterpret_cast<float*>(smem + L::kAlpha);
-  t.scores = reinterpret_cast<float*>(smem + L::kScores);
-  t.k = reinterpret_cast<unsigned short*>(smem + L::kK);
-  t.v = reinterpret_cast<unsigned short*>(smem + L::kV);
+  t.q = reinterpret_cast<unsigned short*>(smem + L.q);
+  t.o = reinterpret_cast<float*>(smem + L.o);
+  t.m = reinterpret_cast<float*>(smem + L.m);
+  t.l = reinterpret_cast<float*>(smem + L.l);
+  t.alpha = reinterpret_cast<float*>(smem + L.alpha);
+  t.scores = reinterpret_cast<float*>(smem + L.scores);
+  t.k = reinterpret_cast<unsigned short*>(smem + L.k);
+  t.v = reinterpret_cast<unsigned short*>(smem + L.v);
   return t;
-}
-
-/// Element index of (page, slot, kv_head, 0) in a paged K or V tensor, 64-bit.
-template <class S>
-__device__ __forceinline__ long long kv_element_offset(const canopy_abi::PartialParams& p, int page,
-                                                       int slot, int kv_head) {
-  const long long pg = page;
-  if constexpr (S::kKvLayoutHnd) {
-    // HND: [pages, kv_heads, page_size, D]
-    return ((pg * p.num_kv_heads + kv_head) * p.page_size + slot) * S::kHeadDim;
-  } else {
-    // NHD: [pages, page_size, kv_heads, D]
-    return ((pg * p.page_size + slot) * p.num_kv_heads + kv_head) * S::kHeadDim;
-  }
 }
 
 /// Q rows of the item -> shared (16-byte loads); rows past row_count are zero.
@@ -129,12 +97,7 @@ __device__ __forceinline__ void load_kv_tile(const canopy_abi::PartialParams& p,
     const int c = u % kChunks;
     const int token = first + i;
     const bool valid = token < item.token_end;
-    long long elem = 0;
-    if (valid) {
-      // segment token t -> page kv_pages[offset + t / page_size], slot t % page_size
-      const int page = p.kv_pages[item.kv_page_offset + token / p.page_size];
-      elem = kv_element_offset<S>(p, page, token % p.page_size, item.kv_head) + c * 8;
-    }
+    const long long elem = valid ? kv_token_offset<S>(p, item, token) + c * 8 : 0;
     cp_async_16(k_dst + i * S::kHeadDim + c * 8, k_src + elem, valid);
     cp_async_16(v_dst + i * S::kHeadDim + c * 8, v_src + elem, valid);
   }
@@ -250,8 +213,9 @@ __device__ __forceinline__ void accumulate_pv(const PartialTiles& t, const unsig
   }
 }
 
-/// partial_o[slot] = O / l (float32), partial_lse[slot] = m + log(l); an empty
-/// item (l = 0) writes zeros and lse = -inf, which the merge gives weight 0.
+/// Each row's O / l and m + log(l) to its destination (a float32 partial
+/// slot, or the output row of a direct item); an empty row (l = 0) writes
+/// zeros and lse = -inf, which the merge gives weight 0.
 template <class S>
 __device__ __forceinline__ void write_partial_states(const canopy_abi::PartialParams& p,
                                                      const canopy_abi::DeviceWorkItem& item,
@@ -259,18 +223,18 @@ __device__ __forceinline__ void write_partial_states(const canopy_abi::PartialPa
   for (int u = threadIdx.x; u < item.row_count * S::kHeadDim; u += S::kThreads) {
     const int r = u / S::kHeadDim;
     const float l = t.l[r];
-    const long long slot = item.row_begin + r;
-    p.partial_o[slot * S::kHeadDim + u % S::kHeadDim] = l > 0.f ? t.o[u] / l : 0.f;
+    const float value[1] = {l > 0.f ? t.o[u] / l : 0.f};
+    store_row_values<S>(p, row_destination(p, item, r), u % S::kHeadDim, value);
   }
   for (int r = threadIdx.x; r < item.row_count; r += S::kThreads) {
     const float l = t.l[r];
-    p.partial_lse[item.row_begin + r] = l > 0.f ? t.m[r] + logf(l) : neg_inf();
+    store_row_lse(p, row_destination(p, item, r), l > 0.f ? t.m[r] + logf(l) : neg_inf());
   }
 }
 
 /// The kernel body: Q load, then a STAGES-deep cp.async pipeline over KV tiles.
 template <class S>
-__device__ __forceinline__ void partial_attention(const canopy_abi::PartialParams& p) {
+__device__ __forceinline__ void partial_attention_fma(const canopy_abi::PartialParams& p) {
   static_assert(S::kHeadDim == 64 || S::kHeadDim == 128 || S::kHeadDim == 256,
                 "head_dim must be 64, 128 or 256");
   static_assert(S::kThreads == S::kWarps * 32, "a block is kWarps whole warps");

@@ -1,0 +1,207 @@
+// The registry rows. Shared-memory sizes come from templates/kernel_layouts.cuh,
+// the same constexpr functions the kernels carve their memory with.
+#include "generator/kernel_families.hpp"
+
+#include <array>
+
+#include "canopy/error.hpp"
+#include "generator/kernel_source.hpp"
+#include "templates/kernel_layouts.cuh"
+
+namespace canopy::generator {
+namespace {
+
+bool is_half(DType t) { return t == DType::kF16 || t == DType::kBF16; }
+bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
+
+int block_threads(const KernelSpec& s) { return s.tile.warps * 32; }
+
+// ---- FMA reference ----------------------------------------------------------
+
+int fma_smem(const KernelSpec& s) {
+  return canopy_abi::fma_smem_layout(s.head_dim, s.tile.tile_q, s.tile.tile_kv, s.tile.stages)
+      .total;
+}
+
+Verdict fma_can_implement(const KernelSpec& s, int arch) noexcept {
+  const KernelConfig& t = s.tile;
+  if (t.tile_q % 8 != 0 || t.tile_q > 128) {
+    return {Support::kTileShape, "tile_q", t.tile_q, "a multiple of 8 up to 128"};
+  }
+  if (t.tile_kv % 32 != 0 || t.tile_kv > 256) {
+    return {Support::kTileShape, "tile_kv", t.tile_kv, "a multiple of 32 up to 256"};
+  }
+  if (t.warps > 16) return {Support::kTileShape, "warps", t.warps, "at most 16"};
+  if (t.stages > 4) return {Support::kTileShape, "stages", t.stages, "1..4"};
+  if (fma_smem(s) > max_smem_per_block(arch)) {
+    return {Support::kSharedMemory, "shared memory bytes", fma_smem(s), "within the arch limit"};
+  }
+  return {};
+}
+
+std::vector<int> fma_row_tiles(const KernelConfig& c) { return {c.tile_q}; }
+
+std::vector<KernelConfig> fma_configs(const AttentionSpec& spec) {
+  // The reference: a narrow and a wide tile, chosen per task by the cost model.
+  const int tile_kv = spec.head_dim > 128 ? 32 : 64;
+  return {{KernelFamily::kFmaAttention, 16, tile_kv, 4, 2},
+          {KernelFamily::kFmaAttention, 64, tile_kv, 4, 2}};
+}
+
+// ---- mma.sync tensor cores --------------------------------------------------
+
+int mma_smem(const KernelSpec& s) {
+  const KernelConfig& t = s.tile;
+  return canopy_abi::mma_smem_layout(s.head_dim, t.tile_q, t.tile_kv, t.warps, t.stages).total;
+}
+
+std::vector<int> mma_row_tiles(const KernelConfig& c) {
+  // 16 * row_warps rows; the other warps split each KV tile's tokens, and a
+  // warp's slice must be a whole number of 16-token k-steps.
+  std::vector<int> tiles;
+  for (int row_warps = 1; row_warps <= c.warps; row_warps *= 2) {
+    if (c.warps % row_warps != 0) continue;
+    const int kv_warps = c.warps / row_warps;
+    if (c.tile_kv % (16 * kv_warps) == 0) tiles.push_back(16 * row_warps);
+  }
+  return tiles;
+}
+
+Verdict mma_can_implement(const KernelSpec& s, int arch) noexcept {
+  const KernelConfig& t = s.tile;
+  if (!is_pow2(t.warps) || t.warps > 8) {
+    return {Support::kTileShape, "warps", t.warps, "1, 2, 4 or 8"};
+  }
+  if (t.tile_q != 16 * t.warps) {
+    return {Support::kTileShape, "tile_q", t.tile_q, "16 * warps (16 rows per warp)"};
+  }
+  if (t.tile_kv % 16 != 0 || t.tile_kv > 256) {
+    return {Support::kTileShape, "tile_kv", t.tile_kv, "a multiple of 16 up to 256"};
+  }
+  if (t.stages < 2 || t.stages > 4) return {Support::kTileShape, "stages", t.stages, "2..4"};
+  // The cp.async gather covers a tile in whole passes of 16-byte chunks.
+  const int chunks = s.head_dim / 8;
+  const int threads = block_threads(s);
+  if (threads % chunks != 0 || t.tile_kv % (threads / chunks) != 0) {
+    return {Support::kTileShape, "tile_kv", t.tile_kv,
+            "a multiple of the tokens one pass of the block copies (threads / (head_dim / 8))"};
+  }
+  if (!canopy_abi::mma_combine_fits(s.head_dim, t.tile_kv, t.warps, t.stages)) {
+    return {Support::kTileShape, "stages", t.stages,
+            "enough K/V stage bytes to combine the warps' states (16 * warps <= stages * tile_kv)"};
+  }
+  if (mma_row_tiles(t).empty()) {
+    return {Support::kTileShape, "tile_kv", t.tile_kv, "at least 16 tokens per warp"};
+  }
+  if (mma_smem(s) > max_smem_per_block(arch)) {
+    return {Support::kSharedMemory, "shared memory bytes", mma_smem(s), "within the arch limit"};
+  }
+  return {};
+}
+
+std::vector<KernelConfig> mma_configs(const AttentionSpec& spec) {
+  // Four warps: rows 16/32/64 by arrangement, two blocks per SM (D <= 128).
+  // Eight warps: up to 128 rows of one wide shared prefix per K/V stage.
+  if (spec.head_dim > 128) return {{KernelFamily::kMmaAttention, 64, 64, 4, 2}};
+  return {{KernelFamily::kMmaAttention, 64, 64, 4, 3},
+          {KernelFamily::kMmaAttention, 128, 64, 8, 3}};
+}
+
+// ---- merge ------------------------------------------------------------------
+
+constexpr int kMergeThreads = 128;  // 4 warps, one output row each
+
+int merge_threads(const KernelSpec&) { return kMergeThreads; }
+int no_smem(const KernelSpec&) { return 0; }
+
+Verdict merge_can_implement(const KernelSpec& s, int) noexcept {
+  if (s.merge_fan_in < 0 || s.merge_fan_in > kMaxUnrolledFanIn) {
+    return {Support::kTileShape, "merge_fan_in", s.merge_fan_in, "0..16"};
+  }
+  return {};
+}
+
+std::vector<int> no_row_tiles(const KernelConfig&) { return {}; }
+std::vector<KernelConfig> no_configs(const AttentionSpec&) { return {}; }
+
+// ---- the table --------------------------------------------------------------
+
+constexpr std::string_view kFmaTemplates[] = {"kernel_layouts.cuh", "paged_kv.cuh",
+                                              "attention_fma.cuh"};
+constexpr std::string_view kMmaTemplates[] = {"kernel_layouts.cuh", "paged_kv.cuh",
+                                              "tensor_core.cuh", "attention_mma.cuh"};
+constexpr std::string_view kMergeTemplates[] = {"merge_states.cuh"};
+
+const std::array<FamilyInfo, 3> kFamilies = {{
+    {KernelFamily::kFmaAttention, "fma", kFmaTemplates, "canopy_dev::partial_attention_fma",
+     "canopy_abi::PartialParams", block_threads, fma_smem, fma_can_implement, fma_row_tiles,
+     fma_configs},
+    {KernelFamily::kMmaAttention, "mma", kMmaTemplates, "canopy_dev::partial_attention_mma",
+     "canopy_abi::PartialParams", block_threads, mma_smem, mma_can_implement, mma_row_tiles,
+     mma_configs},
+    {KernelFamily::kMergeStates, "merge", kMergeTemplates, "canopy_dev::merge_states",
+     "canopy_abi::MergeParams", merge_threads, no_smem, merge_can_implement, no_row_tiles,
+     no_configs},
+}};
+
+}  // namespace
+
+const char* to_string(Support s) noexcept {
+  switch (s) {
+    case Support::kOk:
+      return "ok";
+    case Support::kArchTooOld:
+      return "arch too old";
+    case Support::kHeadDim:
+      return "head_dim not generated";
+    case Support::kDtype:
+      return "unsupported dtype";
+    case Support::kTileShape:
+      return "tile shape out of range";
+    case Support::kSharedMemory:
+      return "shared memory over the per-block limit";
+    case Support::kWrongFamily:
+      return "tile of another family";
+  }
+  return "unknown";
+}
+
+const FamilyInfo& family_info(KernelFamily family) {
+  for (const FamilyInfo& f : kFamilies) {
+    if (f.family == family) return f;
+  }
+  throw Error(ErrorKind::kInvalidArgument,
+              fmt::format("unknown kernel family {}", static_cast<int>(family)));
+}
+
+std::span<const FamilyInfo> all_families() { return kFamilies; }
+
+Verdict can_implement(const KernelSpec& spec, int arch) noexcept {
+  // cp.async, bf16 conversions and mma.sync m16n8k16 all need sm_80.
+  if (arch < 80) return {Support::kArchTooOld, "arch", arch, "sm_80 or newer"};
+  if (spec.head_dim != 64 && spec.head_dim != 128 && spec.head_dim != 256) {
+    return {Support::kHeadDim, "head_dim", spec.head_dim, "64, 128 or 256"};
+  }
+  if (is_partial_family(spec.family)) {
+    const KernelConfig& t = spec.tile;
+    if (t.family != spec.family) {
+      return {Support::kWrongFamily, "tile family", static_cast<int>(t.family),
+              "the spec's family"};
+    }
+    if (!is_half(spec.q_dtype)) {
+      return {Support::kDtype, "q_dtype", static_cast<int>(spec.q_dtype), "fp16 or bf16"};
+    }
+    if (!is_half(spec.kv_dtype)) {
+      return {Support::kDtype, "kv_dtype", static_cast<int>(spec.kv_dtype), "fp16 or bf16"};
+    }
+    if (t.tile_q <= 0 || t.tile_kv <= 0 || t.warps <= 0 || t.stages <= 0) {
+      return {Support::kTileShape, "tile", 0, "positive fields"};
+    }
+  }
+  for (const FamilyInfo& f : kFamilies) {
+    if (f.family == spec.family) return f.can_implement(spec, arch);
+  }
+  return {Support::kWrongFamily, "family", static_cast<int>(spec.family), "a registered family"};
+}
+
+}  // namespace canopy::generator

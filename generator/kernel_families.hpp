@@ -1,0 +1,69 @@
+// The kernel family registry: one row per KernelFamily saying how its kernels
+// are generated (templates, entry point, parameter block), launched (threads,
+// shared memory) and which specs and arches they implement. Config
+// enumeration, validation, the generator, the runtime, the CI compile test and
+// canopy-inspect all read this table, so a new family (a Hopper wgmma/TMA one,
+// a persistent one) is one new row.
+#pragma once
+
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "canopy/kernel_spec.hpp"
+#include "canopy/plan.hpp"
+#include "canopy/spec.hpp"
+
+namespace canopy::generator {
+
+/// Why a family cannot implement a spec (CUTLASS-style status, for the
+/// planner and the autotuner: no exception, no message formatting).
+enum class Support : std::uint8_t {
+  kOk,
+  kArchTooOld,    ///< the family's instructions are missing on this arch
+  kHeadDim,       ///< head_dim not generated
+  kDtype,         ///< element types not supported
+  kTileShape,     ///< tile fields out of the family's range
+  kSharedMemory,  ///< the layout exceeds the arch's per-block limit
+  kWrongFamily,   ///< the spec's tile names another family
+};
+const char* to_string(Support s) noexcept;
+
+/// can_implement's answer: on failure, the field, its value and the rule it
+/// breaks (static strings, so answering allocates nothing).
+struct Verdict {
+  Support support = Support::kOk;
+  const char* field = "";
+  int value = 0;
+  const char* rule = "";
+  bool ok() const { return support == Support::kOk; }
+};
+
+struct FamilyInfo {
+  KernelFamily family;
+  const char* name;                             ///< as in KernelSpec strings
+  std::span<const std::string_view> templates;  ///< inlined in this order
+  const char* device_entry;                     ///< device function the kernel calls
+  const char* params_type;                      ///< its parameter block (kernel_abi.cuh)
+  int (*threads)(const KernelSpec& spec);       ///< block size (== __launch_bounds__)
+  int (*smem_bytes)(const KernelSpec& spec);    ///< dynamic shared memory per block
+  Verdict (*can_implement)(const KernelSpec& spec, int arch) noexcept;
+  /// Partial families: the per-item row tiles a kernel of this config runs.
+  std::vector<int> (*row_tiles)(const KernelConfig& config);
+  /// Partial families: the configs shipped (compiled in CI, offered to the planner).
+  std::vector<KernelConfig> (*shipped_configs)(const AttentionSpec& spec);
+};
+
+/// The row of `family`; every KernelFamily has one.
+const FamilyInfo& family_info(KernelFamily family);
+/// Every row, partial-attention families first.
+std::span<const FamilyInfo> all_families();
+
+/// True for families that turn work items into partial states.
+constexpr bool is_partial_family(KernelFamily f) { return f != KernelFamily::kMergeStates; }
+
+/// The checks every family shares (arch >= sm_80, head dim, positive tile
+/// fields), then family_info(spec.family).can_implement(spec, arch).
+Verdict can_implement(const KernelSpec& spec, int arch) noexcept;
+
+}  // namespace canopy::generator

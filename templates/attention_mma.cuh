@@ -1,0 +1,443 @@
+// Partial attention on tensor cores (mma.sync m16n8k16, sm_80+): one thread
+// block runs one work item, i.e. up to row_tile query rows of one GQA group
+// against a run of paged KV tokens, and writes one normalised partial state
+// per row (or the output row itself for a direct item).
+//
+// Warps are arranged per item as kRowWarps x kKvWarps (kWarps in all): each
+// warp owns 16 query rows and a 1/kKvWarps slice of every KV tile. Wide
+// items (many rows sharing a prefix) use all warps along rows: a GEMM-shaped
+// block. Narrow items (one request's GQA group, 1-8 rows) use all warps along
+// the tokens: every warp streams its own part of the KV, and the warps'
+// states are combined once at the end. The row tile of an item picks the
+// arrangement (row_tile = 16 * kRowWarps), so one kernel serves both shapes.
+//
+// Per KV tile, per warp (registers only):
+//   S = Q K^T            Q fragments (registers for D <= 128, else ldmatrix),
+//                        K through ldmatrix from the swizzled stage;
+//   online softmax       m, l per row, in the log2 domain (exp2);
+//   O = alpha O + P V    P packed from S's accumulators, V through ldmatrix.trans.
+// K and V tiles arrive through a STAGES-deep cp.async gather over the page
+// table (16-byte chunks, any page size).
+#pragma once
+
+#include "device_common.cuh"
+#include "kernel_abi.cuh"
+#include "kernel_layouts.cuh"
+#include "paged_kv.cuh"
+#include "tensor_core.cuh"
+
+namespace canopy_dev {
+
+/// Compile-time facts of the specialization.
+template <class S>
+struct MmaTraits {
+  static constexpr int kD = S::kHeadDim;
+  static constexpr int kChunks = kD / 8;    // 16-byte chunks per row
+  static constexpr int kKSteps = kD / 16;   // k16 steps of Q K^T
+  static constexpr int kDimTiles = kD / 8;  // n8 tiles of O
+  static constexpr bool kQInRegisters = kD <= 128;
+  static constexpr canopy_abi::MmaSmemLayout kSmem =
+      canopy_abi::mma_smem_layout(kD, S::kTileQ, S::kTileKV, S::kWarps, S::kStages);
+  static constexpr int kTileElems = S::kTileKV * kD;
+  static constexpr int kCombineStride = canopy_abi::mma_combine_row_floats(kD);
+  static constexpr bool kCombineFits =
+      canopy_abi::mma_combine_fits(kD, S::kTileKV, S::kWarps, S::kStages);
+};
+
+/// One arrangement of the block's warps for an item.
+template <class S, int kRowWarpsT>
+struct WarpRole {
+  static constexpr int kRowWarps = kRowWarpsT;
+  static constexpr int kKvWarps = S::kWarps / kRowWarps;
+  static constexpr int kWarpTokens = S::kTileKV / kKvWarps;  // tokens per warp per tile
+  static constexpr int kTokenTiles = kWarpTokens / 8;        // n8 tiles of S
+  static constexpr int kTokenSteps = kWarpTokens / 16;       // k16 steps of P V
+  static constexpr bool kValid = S::kWarps % kRowWarps == 0 && kRowWarps * 16 <= S::kTileQ &&
+                                 kWarpTokens >= 16 && S::kTileKV % (16 * kKvWarps) == 0;
+};
+
+/// The item's Q rows -> shared (converted to the KV dtype, swizzled); rows
+/// past row_count are zero.
+template <class S>
+__device__ __forceinline__ void stage_q(const canopy_abi::PartialParams& p,
+                                        const canopy_abi::DeviceWorkItem& item, int rows,
+                                        unsigned short* q_s) {
+  constexpr int kChunks = MmaTraits<S>::kChunks;
+  const Chunk16* q = static_cast<const Chunk16*>(p.q);
+  for (int u = threadIdx.x; u < rows * kChunks; u += S::kThreads) {
+    const int r = u / kChunks;
+    const int c = u % kChunks;
+    Chunk16 chunk = {0u, 0u, 0u, 0u};
+    if (r < item.row_count) {
+      // query row id = request * num_qo_heads + qo_head, and q is [rows, D].
+      const long long row = p.query_rows[item.row_begin + r];
+      chunk = convert_chunk<S::kQDtype, S::kKvDtype>(q[row * kChunks + c]);
+    }
+    *reinterpret_cast<Chunk16*>(q_s + swizzled_offset<kChunks>(r, c)) = chunk;
+  }
+}
+
+/// Starts the async gather of TILE_KV tokens from segment token `first` into
+/// one stage. A thread owns one 16-byte column chunk of every kRowsPerPass-th
+/// token: it looks up all its page ids first (independent loads), then issues
+/// the copies. Tokens past token_end are zero-filled (finite padding).
+template <class S>
+__device__ __forceinline__ void load_kv_tile(const canopy_abi::PartialParams& p,
+                                             const canopy_abi::DeviceWorkItem& item, int first,
+                                             unsigned short* k_s, unsigned short* v_s) {
+  constexpr int kChunks = MmaTraits<S>::kChunks;
+  constexpr int kRowsPerPass = S::kThreads / kChunks;
+  constexpr int kPasses = S::kTileKV / kRowsPerPass;
+  static_assert(S::kThreads % kChunks == 0 && S::kTileKV % kRowsPerPass == 0,
+                "a tile is a whole number of passes of the block over 16-byte chunks");
+  const unsigned short* k_src = static_cast<const unsigned short*>(p.k_cache);
+  const unsigned short* v_src = static_cast<const unsigned short*>(p.v_cache);
+  const int chunk = threadIdx.x % kChunks;
+  const int row0 = threadIdx.x / kChunks;
+  long long offset[kPasses];
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    const int token = first + row0 + i * kRowsPerPass;
+    offset[i] = token < item.token_end ? kv_token_offset<S>(p, item, token) + chunk * 8 : -1;
+  }
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    const int dst = swizzled_offset<kChunks>(row0 + i * kRowsPerPass, chunk);
+    const bool valid = offset[i] >= 0;
+    const long long src = valid ? offset[i] : 0;
+    cp_async_16(k_s + dst, k_src + src, valid);
+    cp_async_16(v_s + dst, v_src + src, valid);
+  }
+}
+
+/// A fragments of the warp's 16 Q rows for k-step kk (head dims 16kk..16kk+15).
+template <class S>
+__device__ __forceinline__ void load_q_fragment(unsigned (&a)[4], const unsigned short* q_s,
+                                                int q_row0, int kk) {
+  const int lane = threadIdx.x % 32;
+  const int row = q_row0 + (lane & 7) + 8 * ((lane >> 3) & 1);
+  ldmatrix_x4(a, q_s + swizzled_offset<MmaTraits<S>::kChunks>(row, 2 * kk + (lane >> 4)));
+}
+
+/// s[16 x kWarpTokens] = Q K^T over the warp's tokens [tok0, tok0 + kWarpTokens) of a stage.
+template <class S, class R>
+__device__ __forceinline__ void compute_scores(float (&s)[R::kTokenTiles][4],
+                                               const unsigned (&q_frag)[MmaTraits<S>::kKSteps][4],
+                                               const unsigned short* q_s, int q_row0,
+                                               const unsigned short* k_s, int tok0) {
+  using T = MmaTraits<S>;
+  const int lane = threadIdx.x % 32;
+  const int m = lane >> 3;  // which 8x8 matrix this lane addresses
+#pragma unroll
+  for (int nt = 0; nt < R::kTokenTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < T::kKSteps; ++kk) {
+    unsigned a[4];
+    if constexpr (T::kQInRegisters) {
+      a[0] = q_frag[kk][0];
+      a[1] = q_frag[kk][1];
+      a[2] = q_frag[kk][2];
+      a[3] = q_frag[kk][3];
+    } else {
+      load_q_fragment<S>(a, q_s, q_row0, kk);
+    }
+#pragma unroll
+    for (int np = 0; np < R::kTokenTiles / 2; ++np) {
+      // Matrices: (tokens 0-7, dims 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15)
+      // = b0b1, b2b3 of token tile 2np, then of 2np + 1.
+      unsigned b[4];
+      const int token = tok0 + 16 * np + (lane & 7) + 8 * (m >> 1);
+      ldmatrix_x4(b, k_s + swizzled_offset<T::kChunks>(token, 2 * kk + (m & 1)));
+      mma_16x8x16<S::kKvDtype>(s[2 * np], a, b[0], b[1]);
+      mma_16x8x16<S::kKvDtype>(s[2 * np + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+/// Scores to the log2 domain (scale, optional soft cap), tokens at or past
+/// `valid` (warp-slice relative) to -inf.
+template <class S, class R>
+__device__ __forceinline__ void scale_and_mask(float (&s)[R::kTokenTiles][4],
+                                               const canopy_abi::PartialParams& p, int valid) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  const int t = threadIdx.x % 4;
+#pragma unroll
+  for (int nt = 0; nt < R::kTokenTiles; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float x = s[nt][e] * p.sm_scale;
+      if constexpr (S::kSoftCap) x = p.soft_cap * tanhf(x / p.soft_cap);
+      x *= kLog2e;
+      const int token = 8 * nt + 2 * t + (e & 1);
+      s[nt][e] = token < valid ? x : neg_inf();
+    }
+  }
+}
+
+/// Online softmax over the tile for the thread's two rows (g and g + 8):
+/// m' = max(m, max s), p = 2^(s - m'), l' = 2^(m - m') l + sum p (this
+/// thread's columns only; the quad's sums are added at the end), O scaled.
+template <class S, class R>
+__device__ __forceinline__ void online_softmax(float (&s)[R::kTokenTiles][4], float (&m)[2],
+                                               float (&l)[2],
+                                               float (&o)[MmaTraits<S>::kDimTiles][4]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float tile_max = neg_inf();
+#pragma unroll
+    for (int nt = 0; nt < R::kTokenTiles; ++nt) {
+      tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+    }
+    // The four threads of a quad hold one row's columns.
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+    const float m_new = fmaxf(m[i], tile_max);
+    // A row with no valid token yet keeps m = -inf; subtract 0 then, not -inf.
+    const float m_use = m_new == neg_inf() ? 0.f : m_new;
+    const float alpha = fast_exp2(m[i] - m_use);
+    m[i] = m_new;
+    float sum = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < R::kTokenTiles; ++nt) {
+      s[nt][2 * i] = fast_exp2(s[nt][2 * i] - m_use);
+      s[nt][2 * i + 1] = fast_exp2(s[nt][2 * i + 1] - m_use);
+      sum += s[nt][2 * i] + s[nt][2 * i + 1];
+    }
+    l[i] = l[i] * alpha + sum;
+#pragma unroll
+    for (int nd = 0; nd < MmaTraits<S>::kDimTiles; ++nd) {
+      o[nd][2 * i] *= alpha;
+      o[nd][2 * i + 1] *= alpha;
+    }
+  }
+}
+
+/// O[16 x D] += P[16 x kWarpTokens] V over the warp's tokens of a stage.
+template <class S, class R>
+__device__ __forceinline__ void accumulate_pv(float (&o)[MmaTraits<S>::kDimTiles][4],
+                                              const float (&s)[R::kTokenTiles][4],
+                                              const unsigned short* v_s, int tok0) {
+  using T = MmaTraits<S>;
+  const int lane = threadIdx.x % 32;
+  const int m = lane >> 3;
+#pragma unroll
+  for (int ks = 0; ks < R::kTokenSteps; ++ks) {
+    // S accumulators of token tiles 2ks, 2ks + 1 are P's A fragment.
+    const unsigned a[4] = {pack2<S::kKvDtype>(s[2 * ks][0], s[2 * ks][1]),
+                           pack2<S::kKvDtype>(s[2 * ks][2], s[2 * ks][3]),
+                           pack2<S::kKvDtype>(s[2 * ks + 1][0], s[2 * ks + 1][1]),
+                           pack2<S::kKvDtype>(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+    const int token = tok0 + 16 * ks + (lane & 7) + 8 * (m & 1);
+#pragma unroll
+    for (int dp = 0; dp < T::kD / 16; ++dp) {
+      // Transposed matrices: (tokens 0-7, dims 0-7), (8-15, 0-7), (0-7, 8-15),
+      // (8-15, 8-15) = b0b1, b2b3 of dim tile 2dp, then of 2dp + 1.
+      unsigned b[4];
+      ldmatrix_x4_trans(b, v_s + swizzled_offset<T::kChunks>(token, 2 * dp + (m >> 1)));
+      mma_16x8x16<S::kKvDtype>(o[2 * dp], a, b[0], b[1]);
+      mma_16x8x16<S::kKvDtype>(o[2 * dp + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+/// Natural-log lse of a row from its log2-domain max and sum.
+__device__ __forceinline__ float row_lse(float m, float l) {
+  constexpr float kLn2 = 0.6931471805599453f;
+  return l > 0.f ? m * kLn2 + logf(l) : neg_inf();
+}
+
+/// Single-slice items: each warp writes its rows straight from registers.
+template <class S>
+__device__ __forceinline__ void write_rows_from_registers(
+    const canopy_abi::PartialParams& p, const canopy_abi::DeviceWorkItem& item, int q_row0,
+    const float (&o)[MmaTraits<S>::kDimTiles][4], const float (&m)[2], const float (&l)[2]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = q_row0 + lane / 4 + 8 * i;
+    if (r >= item.row_count) continue;
+    const RowDestination dst = row_destination(p, item, r);
+    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+#pragma unroll
+    for (int nd = 0; nd < MmaTraits<S>::kDimTiles; ++nd) {
+      const float v[2] = {o[nd][2 * i] * inv, o[nd][2 * i + 1] * inv};
+      store_row_values<S>(p, dst, 8 * nd + 2 * (lane % 4), v);
+    }
+    if (lane % 4 == 0) store_row_lse(p, dst, row_lse(m[i], l[i]));
+  }
+}
+
+/// Token-split items: the warps of one row group combine their states in
+/// shared memory (reusing the K/V stages), weighted by 2^(m_w - max m).
+template <class S, class R>
+__device__ __forceinline__ void combine_and_write_rows(const canopy_abi::PartialParams& p,
+                                                       const canopy_abi::DeviceWorkItem& item,
+                                                       unsigned char* smem,
+                                                       const float (&o)[MmaTraits<S>::kDimTiles][4],
+                                                       const float (&m)[2], const float (&l)[2]) {
+  using T = MmaTraits<S>;
+  constexpr int kStride = T::kCombineStride;
+  float* combine_o = reinterpret_cast<float*>(smem + T::kSmem.combine_o);
+  float* combine_ml = reinterpret_cast<float*>(smem + T::kSmem.combine_ml);
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with the K/V stages the area aliases
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = lane / 4 + 8 * i;
+    float* dst = combine_o + (warp * 16 + row) * kStride + 2 * (lane % 4);
+#pragma unroll
+    for (int nd = 0; nd < T::kDimTiles; ++nd) {
+      *reinterpret_cast<Float2*>(dst + 8 * nd) = Float2{o[nd][2 * i], o[nd][2 * i + 1]};
+    }
+    if (lane % 4 == 0) {
+      combine_ml[(warp * 16 + row) * 2] = m[i];
+      combine_ml[(warp * 16 + row) * 2 + 1] = l[i];
+    }
+  }
+  __syncthreads();
+  // Row r of the item is row r % 16 of row warp r / 16, whose kKvWarps warps
+  // are warps (r / 16) * kKvWarps + w.
+  constexpr int kQuads = T::kD / 4;
+  for (int u = threadIdx.x; u < R::kRowWarps * 16 * kQuads; u += S::kThreads) {
+    const int r = u / kQuads;
+    const int col = 4 * (u % kQuads);
+    if (r >= item.row_count) continue;
+    const int first = (r / 16) * R::kKvWarps * 16 + r % 16;  // combine row of warp w: first + 16 w
+    float m_max = neg_inf();
+#pragma unroll
+    for (int w = 0; w < R::kKvWarps; ++w) m_max = fmaxf(m_max, combine_ml[(first + 16 * w) * 2]);
+    const float m_use = m_max == neg_inf() ? 0.f : m_max;
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float l_sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < R::kKvWarps; ++w) {
+      const int row = first + 16 * w;
+      const float weight = fast_exp2(combine_ml[row * 2] - m_use);
+      l_sum += weight * combine_ml[row * 2 + 1];
+      const Float4 v = *reinterpret_cast<const Float4*>(combine_o + row * kStride + col);
+      acc[0] += weight * v.x;
+      acc[1] += weight * v.y;
+      acc[2] += weight * v.z;
+      acc[3] += weight * v.w;
+    }
+    const float inv = l_sum > 0.f ? 1.f / l_sum : 0.f;
+    const float out[4] = {acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv};
+    const RowDestination dst = row_destination(p, item, r);
+    store_row_values<S>(p, dst, col, out);
+    if (col == 0) store_row_lse(p, dst, row_lse(m_max, l_sum));
+  }
+}
+
+/// The item under one warp arrangement: pipeline, per-tile math, epilogue.
+template <class S, class R>
+__device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
+                                       const canopy_abi::DeviceWorkItem& item,
+                                       unsigned char* smem) {
+  using T = MmaTraits<S>;
+  unsigned short* q_s = reinterpret_cast<unsigned short*>(smem + T::kSmem.q);
+  unsigned short* k_s = reinterpret_cast<unsigned short*>(smem + T::kSmem.k);
+  unsigned short* v_s = reinterpret_cast<unsigned short*>(smem + T::kSmem.v);
+  const int warp = threadIdx.x / 32;
+  const int q_row0 = (warp / R::kKvWarps) * 16;              // the warp's 16 rows
+  const int slice0 = (warp % R::kKvWarps) * R::kWarpTokens;  // its tokens of each tile
+
+  const int num_tokens = item.token_end - item.token_begin;
+  const int num_tiles = num_tokens > 0 ? (num_tokens + S::kTileKV - 1) / S::kTileKV : 0;
+  // Prologue: STAGES - 1 tiles in flight, then Q (its loads overlap them).
+#pragma unroll
+  for (int s = 0; s < S::kStages - 1; ++s) {
+    if (s < num_tiles) {
+      load_kv_tile<S>(p, item, item.token_begin + s * S::kTileKV, k_s + s * T::kTileElems,
+                      v_s + s * T::kTileElems);
+    }
+    cp_async_commit();
+  }
+  stage_q<S>(p, item, R::kRowWarps * 16, q_s);
+  __syncthreads();
+
+  unsigned q_frag[T::kKSteps][4];
+  if constexpr (T::kQInRegisters) {
+#pragma unroll
+    for (int kk = 0; kk < T::kKSteps; ++kk) load_q_fragment<S>(q_frag[kk], q_s, q_row0, kk);
+  }
+  float o[T::kDimTiles][4];
+#pragma unroll
+  for (int nd = 0; nd < T::kDimTiles; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+  float m[2] = {neg_inf(), neg_inf()};
+  float l[2] = {0.f, 0.f};
+
+  for (int j = 0; j < num_tiles; ++j) {
+    cp_async_wait<S::kStages - 2>();  // tile j has landed (this thread's copies)
+    __syncthreads();                  // ... and every thread's; tile j - 1's stage is free
+    const int ahead = j + S::kStages - 1;
+    if (ahead < num_tiles) {
+      const int stage = ahead % S::kStages;
+      load_kv_tile<S>(p, item, item.token_begin + ahead * S::kTileKV, k_s + stage * T::kTileElems,
+                      v_s + stage * T::kTileElems);
+    }
+    cp_async_commit();
+    const int stage = j % S::kStages;
+    const int valid = min(S::kTileKV, num_tokens - j * S::kTileKV) - slice0;
+    if (valid > 0) {  // warp-uniform: a slice past the last token has nothing to do
+      float s[R::kTokenTiles][4];
+      compute_scores<S, R>(s, q_frag, q_s, q_row0, k_s + stage * T::kTileElems, slice0);
+      scale_and_mask<S, R>(s, p, valid);
+      online_softmax<S, R>(s, m, l, o);
+      accumulate_pv<S, R>(o, s, v_s + stage * T::kTileElems, slice0);
+    }
+  }
+
+  // Each thread summed only its own columns: add the quad's sums.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+  }
+  if constexpr (R::kKvWarps == 1) {
+    write_rows_from_registers<S>(p, item, q_row0, o, m, l);
+  } else {
+    combine_and_write_rows<S, R>(p, item, smem, o, m, l);
+  }
+}
+
+/// Runs the item under the arrangement its row tile asks for.
+template <class S, int kRowWarps>
+__device__ __forceinline__ bool dispatch_row_tile(const canopy_abi::PartialParams& p,
+                                                  const canopy_abi::DeviceWorkItem& item,
+                                                  unsigned char* smem) {
+  if constexpr (kRowWarps > S::kWarps) {
+    return false;
+  } else {
+    using R = WarpRole<S, kRowWarps>;
+    if constexpr (R::kValid) {
+      if (item.row_tile == 16 * kRowWarps) {
+        attend<S, R>(p, item, smem);
+        return true;
+      }
+    }
+    return dispatch_row_tile<S, kRowWarps * 2>(p, item, smem);
+  }
+}
+
+template <class S>
+__device__ __forceinline__ void partial_attention_mma(const canopy_abi::PartialParams& p) {
+  using T = MmaTraits<S>;
+  static_assert(S::kHeadDim == 64 || S::kHeadDim == 128 || S::kHeadDim == 256,
+                "head_dim must be 64, 128 or 256");
+  static_assert(S::kThreads == S::kWarps * 32, "a block is kWarps whole warps");
+  static_assert(S::kStages >= 2 && S::kStages <= 4, "the KV pipeline holds 2 to 4 stages");
+  static_assert(S::kTileQ == 16 * S::kWarps, "Q holds 16 rows per warp (the widest arrangement)");
+  static_assert(T::kSmem.total == S::kSmemBytes,
+                "device shared-memory layout must match the host's (kernel_layouts.cuh)");
+  static_assert(T::kCombineFits, "the warp-combine area must fit in the K/V stages it reuses");
+  static_assert(S::kQDtype != kDtF32 && S::kKvDtype != kDtF32, "q and KV are fp16 or bf16");
+  extern __shared__ __align__(128) unsigned char canopy_smem[];
+  const canopy_abi::DeviceWorkItem item = p.items[p.item_begin + blockIdx.x];
+  // The host validates row tiles against the kernel; an unknown one is a bug
+  // that must not pass silently as unwritten rows.
+  if (!dispatch_row_tile<S, 1>(p, item, canopy_smem)) __trap();
+}
+
+}  // namespace canopy_dev
