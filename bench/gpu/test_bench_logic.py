@@ -1,0 +1,372 @@
+"""CPU tests of the GPU benchmark's host logic (python3 -m pytest bench/gpu).
+
+No GPU and no torch needed; the cascade simulation uses numpy when present and
+the C API cross-checks use libcanopy_bench_capi.so when built (else skipped).
+"""
+import json
+import math
+import os
+import random
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import bench_logic as L  # noqa: E402
+
+SUITE_PATH = os.path.join(ROOT, "bench", "workloads", "suite.json")
+with open(SUITE_PATH) as f:
+    SUITE = json.load(f)
+
+
+def suite_tables(name):
+    for n, tree, model, dtype, page in L.suite_entries(SUITE):
+        if n == name:
+            return L.workload_from_tree(SUITE, tree, model, dtype, page, name)
+    raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------
+# Tables and trie
+
+
+def test_tables_trim_and_last_page():
+    t = L.Tables([0, 3, 6], [0, 1, 2, 0, 1, 3], [40, 20], 16, 4)
+    assert t.pages(0) == [0, 1, 2] and t.last_page_len(0) == 8
+    assert t.pages(1) == [0, 1] and t.last_page_len(1) == 4  # page 3 unused
+    assert t.keys(1) == [(0, 16), (1, 4)]
+    indptr, indices, last = t.flat()
+    assert indptr == [0, 3, 5] and indices == [0, 1, 2, 0, 1] and last == [8, 4]
+
+
+def test_tables_reject_short_rows():
+    with pytest.raises(ValueError):
+        L.Tables([0, 1], [0], [40], 16)
+
+
+def test_tree_tables_share_full_pages_and_copy_partial_ones():
+    t = L.tables_from_tree("1,2|20,4", 16)
+    # root: 1 full page (0) + 4 tokens copied into each child's own page
+    assert t.pages(0) == [0, 1] and t.pages(1) == [0, 2]
+    assert t.seq_lens == [24, 24] and t.num_pages == 3
+
+
+def test_trie_counts():
+    t = L.tables_from_tree("1,4,16|64,32,8", 16)
+    trie = L.PageTrie(t)
+    assert trie.count[0] == 16
+    assert trie.count[trie.path[0][0]] == 16  # root pages shared by all
+    assert trie.count[trie.path[0][4]] == 4  # depth 5: first page of a level-1 node
+    assert trie.count[trie.path[0][-1]] == 1
+
+
+# ---------------------------------------------------------------------------
+# Cascade levels
+
+TREES = ["1,4,16|64,32,8", "1,4,16|40,20,5", "1,2,4,8|16,16,16,16", "2,8,32|48,33,17",
+         "1,64|4096,256", "16|300", "1,4,64|2048,1024,256"]
+
+
+@pytest.mark.parametrize("tree", TREES)
+@pytest.mark.parametrize("variant", ["shared", "root", "depth"])
+@pytest.mark.parametrize("page_size", [1, 16, 64])
+def test_levels_cover_every_request(tree, variant, page_size):
+    t = L.tables_from_tree(tree, page_size)
+    try:
+        plan = L.build_cascade_levels(t, variant)
+    except L.NotRepresentable:
+        assert variant == "depth" or page_size == 64
+        return
+    L.check_levels_cover(t, plan)
+    for lv in plan["levels"]:
+        assert lv["groups"] >= 1 and lv["max_group"] >= 1
+
+
+def test_level_counts_by_variant():
+    t = L.tables_from_tree("1,4,16|64,32,8", 16)
+    assert L.build_cascade_levels(t, "shared")["num_levels"] == 2
+    assert L.build_cascade_levels(t, "root")["num_levels"] == 2
+    assert L.build_cascade_levels(t, "depth")["num_levels"] == 3
+    flat = L.tables_from_tree("16|300", 16)
+    for v in ("shared", "root", "depth"):
+        assert L.build_cascade_levels(flat, v)["num_levels"] == 1
+
+
+def test_shared_level_groups_are_deepest_shared_nodes():
+    t = L.tables_from_tree("1,4,16|64,32,8", 16)
+    plan = L.build_cascade_levels(t, "shared")
+    top, bottom = plan["levels"]
+    assert top["groups"] == 4 and top["max_group"] == 4  # root+branch per group of 4
+    assert top["kv_indptr"][1] == 6  # 4 root pages + 2 branch pages
+    assert bottom["groups"] == 16
+    root = L.build_cascade_levels(t, "root")["levels"][0]
+    assert root["groups"] == 1 and root["kv_indptr"] == [0, 4]
+
+
+def test_mixed_sharing_gets_one_private_page_up():
+    # request 0 and 1 share pages 0,1; request 2 shares nothing (pages 5,6,7)
+    t = L.Tables([0, 3, 6, 9], [0, 1, 2, 0, 1, 3, 5, 6, 7], [40, 40, 33], 16)
+    plan = L.build_cascade_levels(t, "shared")
+    L.check_levels_cover(t, plan)
+    assert plan["num_levels"] == 2
+    top = plan["levels"][0]
+    assert top["groups"] == 2  # {0,1} on pages 0,1; {2} on its first page
+    assert sorted(top["kv_last_page_len"]) == [16, 16]
+
+
+def test_identical_requests_and_requests_ending_inside_others():
+    t = L.Tables([0, 2, 4, 7], [0, 1, 0, 1, 0, 1, 2], [32, 32, 40], 16)
+    for v in ("shared", "root", "depth"):
+        plan = L.build_cascade_levels(t, v)
+        L.check_levels_cover(t, plan)
+
+
+def test_single_page_requests_cannot_take_two_levels():
+    t = L.Tables([0, 1, 2], [0, 0], [5, 5], 16)
+    with pytest.raises(L.NotRepresentable):
+        L.build_cascade_levels(t, "shared")
+
+
+def test_sorted_order_makes_groups_contiguous():
+    t = L.tables_from_tree("1,4,16|64,32,8", 16)
+    rng = random.Random(3)
+    perm = list(range(t.batch))
+    rng.shuffle(perm)  # interleave the branches in request order
+    indptr, indices, seq = [0], [], []
+    for r in perm:
+        indices += t.pages(r)
+        indptr.append(len(indices))
+        seq.append(t.seq_lens[r])
+    shuffled = L.Tables(indptr, indices, seq, 16, t.num_pages)
+    for v in ("shared", "root", "depth"):
+        plan = L.build_cascade_levels(shuffled, v)
+        L.check_levels_cover(shuffled, plan)
+        assert plan["levels"][0]["groups"] == (4 if v == "shared" else 1)
+
+
+@pytest.mark.parametrize("name", [n for n, *_ in L.suite_entries(SUITE)])
+def test_every_suite_workload_has_a_two_level_cascade(name):
+    info, t = suite_tables(name)
+    plan = L.build_cascade_levels(t, "shared")
+    L.check_levels_cover(t, plan)
+    assert all(lv["groups"] >= 1 for lv in plan["levels"])
+
+
+def test_cascade_simulation_equals_attention():
+    """Attention per level group plus the log-sum-exp merge, un-permuted,
+    equals direct attention: the levels mean what FlashInfer computes."""
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(0)
+    for tree, page in (("1,4,16|40,20,5", 16), ("2,8,32|48,33,17", 4), ("1,2,4,8|3,5,7,9", 2)):
+        t = L.tables_from_tree(tree, page)
+        d = 8
+        k = rng.uniform(-1, 1, (t.num_pages, page, d))
+        v = rng.uniform(-1, 1, (t.num_pages, page, d))
+        q = rng.uniform(-2, 2, (t.batch, d))
+
+        def attend(qrow, pages, ntok):
+            kk = k[pages].reshape(-1, d)[:ntok]
+            vv = v[pages].reshape(-1, d)[:ntok]
+            s = kk @ qrow / math.sqrt(d)
+            m = s.max()
+            p = np.exp(s - m)
+            return p @ vv / p.sum(), m + math.log(p.sum())
+
+        ref = np.stack([attend(q[r], t.pages(r), t.seq_lens[r])[0] for r in range(t.batch)])
+        for variant in ("shared", "root", "depth"):
+            try:
+                plan = L.build_cascade_levels(t, variant)
+            except L.NotRepresentable:
+                continue
+            order = plan["order"]
+            qs = q[order]
+            o_acc, lse_acc = None, None
+            for lv in plan["levels"]:
+                o = np.zeros_like(qs)
+                lse = np.zeros(len(order))
+                qo, ip, idx, last = (lv["qo_indptr"], lv["kv_indptr"], lv["kv_indices"],
+                                     lv["kv_last_page_len"])
+                for g in range(len(qo) - 1):
+                    pages = idx[ip[g]:ip[g + 1]]
+                    ntok = (len(pages) - 1) * page + last[g]
+                    for i in range(qo[g], qo[g + 1]):
+                        o[i], lse[i] = attend(qs[i], pages, ntok)
+                if o_acc is None:
+                    o_acc, lse_acc = o, lse
+                else:
+                    m = np.maximum(lse_acc, lse)
+                    wa, wb = np.exp(lse_acc - m), np.exp(lse - m)
+                    o_acc = (o_acc * wa[:, None] + o * wb[:, None]) / (wa + wb)[:, None]
+                    lse_acc = m + np.log(wa + wb)
+            out = np.empty_like(o_acc)
+            out[order] = o_acc
+            err = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+            assert err < 1e-12, (tree, variant, err)
+
+
+# ---------------------------------------------------------------------------
+# Floors
+
+
+def test_workload_bytes_and_floor():
+    info, t = suite_tables("sys-4k-x64")  # 1,64|4096,256, llama3-8b, fp16, page 16
+    b = L.workload_bytes(t, info)
+    per_token = 8 * 128 * 2 * 2
+    assert b["unique_kv_bytes"] == (4096 + 64 * 256) * per_token
+    assert b["total_kv_bytes"] == 64 * (4096 + 256) * per_token
+    assert b["q_bytes"] == b["out_bytes"] == 64 * 32 * 128 * 2
+    assert b["flops"] == 4 * 64 * 4352 * 32 * 128
+    assert b["sharing"]
+    fl, kind = L.floor_us(b["unique_bytes"], b["flops"], 4.5e12, 790e12)
+    assert kind == "memory" and abs(fl - b["unique_bytes"] / 4.5e6) < 1e-9
+    info, t = suite_tables("sys-32k-x256")
+    b = L.workload_bytes(t, info)
+    assert L.floor_us(b["unique_bytes"], b["flops"], 4.5e12, 790e12)[1] == "math"
+    info, t = suite_tables("flat-64x4k")
+    assert not L.workload_bytes(t, info)["sharing"]
+
+
+def test_partial_shared_pages_count_their_most_used_tokens():
+    t = L.Tables([0, 2, 4], [0, 1, 0, 1], [20, 24], 16)
+    b = L.workload_bytes(t, L.make_spec(1, 1, 4))
+    assert b["unique_kv_bytes"] == (16 + 8) * 4 * 2 * 2
+
+
+# ---------------------------------------------------------------------------
+# Rows, summaries, tables
+
+
+def fake_row(name, floor, times, statuses=None, sharing=True):
+    statuses = statuses or {}
+    methods = {m: {"status": statuses.get(m, "PASS"), "median_us": t, "host_us": 5.0,
+                   "launches": 3, "rel_l2": 1e-4} for m, t in times.items()}
+    return {"workload": name, "floor_us": floor, "floor_kind": "memory",
+            "bytes": {"unique_bytes": floor * 4.5e6, "sharing": sharing}, "methods": methods}
+
+
+def test_derive_row_picks_best_correct_cascade_and_fi_best():
+    row = fake_row("w", 10.0, {"canopy": 20.0, "canopy-blind": 40.0, "fi-decode": 100.0,
+                               "fi-decode-tc": 60.0, "fi-cascade-2level": 30.0,
+                               "fi-cascade-root": 25.0, "fi-cascade-depth": 50.0},
+                   {"fi-cascade-root": "FAIL"})
+    row["methods"]["fi-cascade-2level"]["levels"] = 2
+    L.derive_row(row)
+    assert row["fi-cascade"]["method"] == "fi-cascade-2level"
+    assert row["fi-cascade"]["variant"] == "2level" and row["fi-cascade"]["levels"] == 2
+    assert row["fi-best"]["method"] == "fi-cascade-2level"
+    assert row["speedup_vs_fi_best"] == pytest.approx(1.5)
+    assert row["methods"]["canopy"]["frac_floor"] == pytest.approx(0.5)
+    assert row["methods"]["canopy"]["eff_tbs"] == pytest.approx(10.0 * 4.5e6 / 20e-6 / 1e12)
+
+
+def test_summary_geomeans():
+    rows = [fake_row("a", 10.0, {"canopy": 20.0, "fi-decode": 40.0}),
+            fake_row("b", 10.0, {"canopy": 80.0, "fi-decode": 40.0}, sharing=False),
+            fake_row("c", 10.0, {"canopy": 5.0, "fi-decode": 10.0}, {"canopy": "FAIL"})]
+    s = L.summarize(rows)
+    assert s["all"]["methods"]["canopy"]["geomean_frac_floor"] == pytest.approx(0.25)
+    assert s["all"]["methods"]["canopy"]["n"] == 2
+    assert s["sharing"]["methods"]["canopy"]["geomean_frac_floor"] == pytest.approx(0.5)
+    assert s["all"]["geomean_speedup_vs_fi_best"] == pytest.approx(1.0)
+    assert s["sharing_workloads"] == 2
+
+
+def test_text_and_markdown_tables():
+    rows = [fake_row("sys-4k-x64", 18.9, {"canopy": 630.0, "canopy-blind": 700.0,
+                                         "fi-cascade-2level": 69.2}),
+            fake_row("broken", 5.0, {"canopy": 1.0}, {"canopy": "FAIL"})]
+    rows[0]["methods"]["canopy"]["graph_us"] = 600.0
+    rows[1]["methods"]["fi-decode"] = {"status": "ERROR", "error": "Unsupported group_size"}
+    s = L.summarize(rows)
+    txt = L.text_table(rows, s)
+    assert "sys-4k-x64" in txt and "630.0 (0.030)" in txt and "FAIL" in txt and "ERR" in txt
+    assert "geomean fraction of floor" in txt
+    md = L.markdown({"env": {"device": "NVIDIA H200"}, "ceilings": {"read_bw_tbs": 4.5},
+                     "workloads": rows, "summary": s})
+    assert md.count("| sys-4k-x64 |") >= 2 and "Unsupported group_size" in md
+    assert "NVIDIA H200" in md
+
+
+# ---------------------------------------------------------------------------
+# Nsight Compute
+
+NCU_CSV = '''==PROF== Connected to process 123
+==PROF== Profiling "spin_kernel": 0%....50%....100% - 1 pass
+"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"
+"0","123","python3","h","at::cuda::spin_kernel(long)","1","7","(1, 1, 1)","(1, 1, 1)","0","9.0","Command line profiler metrics","dram__bytes_read.sum","byte","128"
+"1","123","python3","h","canopy_partial_hd128_a","1","7","(128, 1, 1)","(640, 1, 1)","0","9.0","Command line profiler metrics","dram__bytes_read.sum","Mbyte","1.5"
+"2","123","python3","h","canopy_merge_hd128","1","7","(128, 1, 1)","(64, 1, 1)","0","9.0","Command line profiler metrics","dram__bytes_read.sum","byte","1,000"
+"3","123","python3","h","at::cuda::spin_kernel(long)","1","7","(1, 1, 1)","(1, 1, 1)","0","9.0","Command line profiler metrics","dram__bytes_read.sum","byte","64"
+"4","123","python3","h","canopy_partial_hd128_b","1","7","(128, 1, 1)","(640, 1, 1)","0","9.0","Command line profiler metrics","dram__bytes_read.sum","byte","3000000"
+"5","123","python3","h","canopy_merge_hd128","1","7","(128, 1, 1)","(64, 1, 1)","0","9.0","Command line profiler metrics","dram__bytes_read.sum","byte","2000"
+'''
+
+
+def test_parse_ncu_csv_units_and_order():
+    k = L.parse_ncu_csv(NCU_CSV)
+    assert [x["id"] for x in k] == [0, 1, 2, 3, 4, 5]
+    assert k[1]["bytes"] == 1.5e6 and k[2]["bytes"] == 1000
+
+
+def test_assign_and_merge_ncu():
+    kernels = L.parse_ncu_csv(NCU_CSV)
+    manifest = [{"workload": "w", "method": "canopy", "kernels": 2, "marker": "spin_kernel"},
+                {"workload": "w", "method": "canopy-blind", "kernels": 2, "marker": "spin_kernel"}]
+    a = L.assign_ncu(manifest, kernels)
+    assert a[0]["dram_bytes"] == 1.5e6 + 1000 and not a[0]["problems"]
+    assert a[1]["dram_bytes"] == 3e6 + 2000
+    results = {"workloads": [fake_row("w", 1.0, {"canopy": 2.0, "canopy-blind": 3.0})]}
+    results["workloads"][0]["bytes"]["unique_bytes"] = 1e6
+    L.merge_ncu(results, a)
+    c = results["workloads"][0]["methods"]["canopy"]
+    assert c["dram_ratio"] == pytest.approx(1.501)
+    assert c["dram_reduction_vs_blind"] == pytest.approx(3002000 / 1501000)
+    # without markers, by counts; a wrong count and a foreign kernel are reported
+    no_marker = [x for x in kernels if "spin" not in x["name"]]
+    a = L.assign_ncu([{"workload": "w", "method": "canopy", "kernels": 3}], no_marker)
+    assert "not named canopy_" not in " ".join(a[0]["problems"])
+    assert a[-1]["problems"]  # one kernel left over
+    bad = [dict(no_marker[0], name="other_kernel")] + no_marker[1:2]
+    a = L.assign_ncu([{"workload": "w", "method": "canopy", "kernels": 2}], bad)
+    assert any("canopy_" in p for p in a[0]["problems"])
+
+
+# ---------------------------------------------------------------------------
+# The C API, when built: its tables equal the Python port's
+
+
+def _capi():
+    try:
+        import canopy_capi as C
+        return C, C.Lib()
+    except OSError as e:
+        pytest.skip(f"libcanopy_bench_capi.so not built: {e}")
+
+
+def test_capi_tables_equal_python_port():
+    C, lib = _capi()
+    for name, tree, model, dtype, page in L.suite_entries(SUITE):
+        w = C.Workload.from_suite(lib, name, SUITE_PATH)
+        info, t = L.workload_from_tree(SUITE, tree, model, dtype, page, name)
+        assert w.indptr == t.indptr and w.indices == t.indices and w.seq_lens == t.seq_lens
+        assert w.num_pages == t.num_pages
+        for key in ("num_qo_heads", "num_kv_heads", "head_dim", "page_size", "kv_dtype"):
+            assert w.info[key] == info[key], (name, key)
+        w.close()
+
+
+def test_capi_plans_without_gpu():
+    C, lib = _capi()
+    w = C.Workload.from_suite(lib, "two-level-3", SUITE_PATH)
+    p = C.Plan(lib, w)
+    info = p.info()
+    assert info["kernel_launches"] == p.launches() >= 2 and not info["prepared"]
+    assert all(k.startswith("canopy_") for k in info["kernels"])
+    with pytest.raises(C.CanopyError):
+        C.Plan(lib, w, {"no_such_option": 1})
+    with pytest.raises(C.CanopyError) as e:
+        C.Runtime(lib)
+    assert e.value.kind == "no_device" or lib.gpu_available()[0]
