@@ -619,7 +619,10 @@ def markdown(results):
 
 
 def _to_bytes(value, unit):
-    v = float(str(value).replace(",", ""))
+    try:
+        v = float(str(value).replace(",", ""))
+    except ValueError:
+        return float("nan")  # "n/a" and the like
     u = (unit or "byte").strip().lower()
     scale = {"byte": 1, "bytes": 1, "b": 1, "kbyte": 1e3, "kb": 1e3, "mbyte": 1e6, "mb": 1e6,
              "gbyte": 1e9, "gb": 1e9, "tbyte": 1e12, "kibyte": 1024, "mibyte": 1024**2,
@@ -683,6 +686,9 @@ def assign_ncu(manifest, kernels):
             i += n
         names = [k["name"] for k in seg]
         total = sum(k["bytes"] for k in seg)
+        if any(math.isnan(k["bytes"]) for k in seg):
+            problems.append("some kernels have no value")
+            total = sum(k["bytes"] for k in seg if not math.isnan(k["bytes"]))
         if e.get("kernels") is not None and len(seg) != e["kernels"]:
             problems.append(f"{len(seg)} kernels profiled, plan says {e['kernels']}")
         if e.get("method") in CANOPY_METHODS:

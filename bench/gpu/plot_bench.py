@@ -129,6 +129,7 @@ def main(argv=None):
     ap.add_argument("json", help="run_bench.py's results JSON")
     ap.add_argument("--out-dir", default=None, help="where the PNGs go (default: next to JSON)")
     ap.add_argument("--markdown", action="store_true", help="print the full markdown table")
+    ap.add_argument("--table", action="store_true", help="print the text table (last)")
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
     with open(args.json) as f:
@@ -140,7 +141,35 @@ def main(argv=None):
         os.makedirs(out_dir, exist_ok=True)
         for p in plot(results, out_dir):
             print(f"wrote {p}", file=sys.stderr if args.markdown else sys.stdout)
+    if args.table:
+        print(text_report(results))
     return 0
+
+
+def text_report(results):
+    """The run's table with its summary, DRAM ratios (if merged) and error count."""
+    rows = results.get("workloads", [])
+    env, ceil = results.get("env", {}), results.get("ceilings", {})
+    lines = [f"device {env.get('device', '?')}, driver {env.get('driver', '?')}, torch "
+             f"{env.get('torch', '?')}, flashinfer {env.get('flashinfer', '?')}; read "
+             f"{ceil.get('read_bw_tbs') or float('nan'):.2f} TB/s, bf16 "
+             f"{ceil.get('matrix_tflops') or float('nan'):.0f} TFLOP/s; "
+             f"iters {results.get('iters', '?')}"]
+    dram = [(r["workload"], r["methods"][L.CANOPY]) for r in rows
+            if r.get("methods", {}).get(L.CANOPY, {}).get("dram_ratio")]
+    if dram:
+        lines.append("canopy DRAM bytes / unique bytes (x reduction vs blind): " + ", ".join(
+            f"{w} {m['dram_ratio']:.2f}"
+            + (f" ({m['dram_reduction_vs_blind']:.1f}x)" if m.get("dram_reduction_vs_blind")
+               else "") for w, m in dram))
+    notes = results.get("notes") or []
+    errors = results.get("errors") or []
+    if notes:
+        lines.append("notes: " + " || ".join(notes)[:1500])
+    lines.append(f"{len(errors)} method errors (JSON 'errors'); first: "
+                 + " || ".join(e[:160] for e in errors[:4]) if errors else "no method errors")
+    lines.append(L.text_table(rows, results.get("summary") or L.summarize(rows)))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -611,7 +611,9 @@ def time_method(gpu, run, iters, warmup):
         run()
         host.append((time.perf_counter() - t0) * 1e6)
         ends[i].record()
-    torch.cuda.synchronize()
+        # One run in flight at a time: a full launch queue would block run() and
+        # count as host time; the flush and the delay hide this sync's gap.
+        torch.cuda.synchronize()
     ts = sorted(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
     return {"median_us": statistics.median(ts), "min_us": ts[0],
             "p10_us": ts[len(ts) // 10], "p90_us": ts[(len(ts) * 9) // 10], "iters": iters,
@@ -684,17 +686,22 @@ class Recorder:
         self.write({"type": "progress", "workload": workload, "method": method, "phase": phase})
 
 
-def setup_stack(args, need_fi):
-    """torch, the Canopy C API and runtime, FlashInfer: each failure recorded."""
+def setup_stack(args, need_fi, rec=None, disable=()):
+    """torch, the Canopy C API and runtime, FlashInfer: each failure recorded
+    (`disable`: components that killed an earlier worker)."""
     import_torch()
     if not torch.cuda.is_available():
         raise SystemExit("torch sees no CUDA device")
     torch.cuda.init()
-    errors = {}
+    errors = {k: "disabled: an earlier worker died while starting it" for k in disable}
+    if rec:
+        rec.progress(None, None, "start-canopy")
     lib, err = load_lib(args.capi)
     runtime, runtime_info = None, None
     if lib is None:
         errors["canopy"] = err
+    elif "canopy" in disable:
+        pass
     else:
         try:
             runtime = C.Runtime(lib, 0, args.cache_dir)
@@ -702,7 +709,9 @@ def setup_stack(args, need_fi):
         except C.CanopyError as e:
             errors["canopy"] = f"Canopy runtime: {e}"
     fi, fi_version = None, None
-    if need_fi:
+    if rec:
+        rec.progress(None, None, "start-flashinfer")
+    if need_fi and "flashinfer" not in disable:
         try:
             import flashinfer
             fi, fi_version = flashinfer, getattr(flashinfer, "__version__", "?")
@@ -819,7 +828,9 @@ def worker(cfg_path):
     skip = {(s["workload"], s["method"]): s["error"] for s in cfg.get("skip", [])}
     rec.progress(None, None, "start")
     need_fi = any(m in L.FI_METHODS for m in methods)
-    lib, runtime, runtime_info, fi, fi_version, errors = setup_stack(args, need_fi)
+    lib, runtime, runtime_info, fi, fi_version, errors = setup_stack(
+        args, need_fi, rec, cfg.get("disable", []))
+    rec.progress(None, None, "start-gpu")
     gpu = Gpu(args)
     if not cfg.get("env"):
         rec.write({"type": "env", "env": env_info(args, lib, runtime_info, fi_version),
@@ -872,12 +883,13 @@ def worker(cfg_path):
                 os._exit(3)
             continue
         cascade_cache, signatures = {}, {}
-        trie = L.PageTrie(wl.tables)
-        for name, variant in L.CASCADE_VARIANTS.items():
-            try:
-                cascade_cache[name] = L.build_cascade_levels(wl.tables, variant, trie)
-            except L.NotRepresentable as e:
-                cascade_cache[name] = e
+        if any(m in L.CASCADE_VARIANTS for m in methods):
+            trie = L.PageTrie(wl.tables)
+            for name, variant in L.CASCADE_VARIANTS.items():
+                try:
+                    cascade_cache[name] = L.build_cascade_levels(wl.tables, variant, trie)
+                except L.NotRepresentable as e:
+                    cascade_cache[name] = e
         for name in methods:
             if (wl.name, name) in skip:
                 row["methods"][name] = {"status": "ERROR", "error": skip[(wl.name, name)]}
@@ -903,6 +915,10 @@ def worker(cfg_path):
                            "error": res.get("error")})
                 os._exit(3)
         row["seconds"] = time.time() - t_wl
+        ci, bi = (row["methods"].get(n, {}).get("info") for n in (L.CANOPY, L.BLIND))
+        if ci and bi and all(ci.get(k) == bi.get(k) for k in ("items", "launch_configs",
+                                                              "predicted_us")):
+            row.setdefault("notes", []).append("prefix_blind planned the same as prefix-aware")
         rec.write(row)
         del inp, ref_out
         wl.close()
@@ -940,15 +956,15 @@ def supervise(args):
     results_path = os.path.splitext(os.path.abspath(args.out))[0] + ".jsonl"
     open(results_path, "w").close()
     log(f"{len(refs)} workload(s) x {len(methods)} method(s); results stream to {results_path}")
-    skip, notes, restarts = [], [], 0
+    skip, notes, restarts, disable, ceil_override = [], [], 0, [], None
     remaining = list(refs)
     while remaining:
         records = read_jsonl(results_path)
         env = next((r for r in records if r["type"] == "env"), None)
-        ceil = next((r["ceilings"] for r in records if r["type"] == "ceilings"), None)
+        ceil = next((r["ceilings"] for r in records if r["type"] == "ceilings"), ceil_override)
         cfg = {"args": vars(args), "methods": methods, "workloads": remaining, "skip": skip,
                "results": results_path, "env": bool(env), "ceilings": ceil,
-               "t_start": t_start}
+               "t_start": t_start, "disable": disable}
         cfg_path = os.path.join(out_dir, "worker_config.json")
         with open(cfg_path, "w") as f:
             json.dump(cfg, f)
@@ -973,6 +989,12 @@ def supervise(args):
         notes.append(msg)
         log(msg)
         restarts += 1
+        if wname is None and phase in ("start-canopy", "start-flashinfer") and restarts <= 8:
+            disable.append(phase.split("-", 1)[1])  # go on without it
+            continue
+        if wname is None and phase == "ceilings" and restarts <= 8:
+            ceil_override = {"error": msg}  # go on without ceilings (no floors)
+            continue
         if restarts > 8 or wname is None:
             notes.append("giving up: " + ("too many restarts" if restarts > 8 else
                                           "the worker failed before the first workload"))

@@ -15,7 +15,8 @@ that happens on a GPU.
     (needs torch; the C API is used when libcanopy_bench_capi.so is built)
 
 Environment for fault injection: CANOPY_BENCH_SELFTEST_CRASH=B makes the
-emulated cascade kill the worker on batches of size B; ..._HANG=B makes it hang.
+emulated cascade kill the worker on batches of size B; ..._HANG=B makes it hang;
+..._CRASH_FI_IMPORT=1 kills the worker while it imports FlashInfer.
 """
 import contextlib
 import math
@@ -190,6 +191,12 @@ def install(R=None):
     torch.cuda.profiler.start = lambda: None
     torch.cuda.profiler.stop = lambda: None
     sys.modules["flashinfer"] = make_fake_flashinfer()
+    if os.environ.get("CANOPY_BENCH_SELFTEST_CRASH_FI_IMPORT"):
+        class Dying(types.ModuleType):
+            def __getattr__(self, name):
+                os._exit(3)  # as a crash inside a real import would
+
+        sys.modules["flashinfer"] = Dying("flashinfer")
 
     def calibrate(self):
         self.sleep_kind, self.cycles_per_us = "torch.cuda._sleep", 1980.0

@@ -370,3 +370,41 @@ def test_capi_plans_without_gpu():
     with pytest.raises(C.CanopyError) as e:
         C.Runtime(lib)
     assert e.value.kind == "no_device" or lib.gpu_available()[0]
+
+
+def test_capi_every_host_entry_point(tmp_path):
+    C, lib = _capi()
+    avail, why = lib.gpu_available()
+    assert isinstance(avail, bool) and why
+    names = lib.suite_names(SUITE_PATH)
+    assert names == [n for n, *_ in L.suite_entries(SUITE)]
+    w = C.Workload.from_tree(lib, "1,4|64,16", "small-d64", "bf16", 8)
+    assert w.info["head_dim"] == 64 and w.info["kv_dtype"] == "bf16" and w.info["page_size"] == 8
+    assert len(w.indptr) == 5 and len(w.seq_lens) == 4
+    batch = tmp_path / "b.json"
+    batch.write_text(json.dumps({"num_qo_heads": 8, "num_kv_heads": 2, "head_dim": 128,
+                                 "dtype": "fp16", "page_size": 16, "kv_layout": "HND",
+                                 "requests": [{"pages": [0, 1], "seq_len": 20},
+                                              {"pages": [0, 2], "seq_len": 30}]}))
+    b = C.Workload.from_batch(lib, str(batch))
+    assert b.info["kv_layout"].lower() == "hnd" and b.indices == [0, 1, 0, 2]
+    with pytest.raises(C.CanopyError):
+        C.Workload.from_batch(lib, str(tmp_path / "missing.json"))
+    with pytest.raises(C.CanopyError):
+        C.Workload.from_tree(lib, "1,4|8,8", "no-such-model")
+    p = C.Plan(lib, b, {"prefix_blind": True, "waves": 2}, device={"arch": 80, "num_sms": 108})
+    info = p.info()
+    assert info["arch"] == 80 and info["num_sms"] == 108 and info["options"]["waves"] == 2
+    assert "items" in p.to_json()
+    with pytest.raises(C.CanopyError):
+        p.run(1, 2, 3, 4)  # a host plan cannot run
+    pw = C.Prewarm(lib, str(tmp_path / "cache"))
+    pw.add(p)
+    s = pw.compile(2)
+    assert s["failures"] == 0 and s["kernels"] == len(info["kernels"]) >= 2
+    assert s["compiled"] + s["disk_hits"] == s["kernels"]
+    again = C.Prewarm(lib, str(tmp_path / "cache"))
+    again.add(p)
+    assert again.compile(1)["compiled"] == 0  # all from disk now
+    for h in (p, pw, again, w, b):
+        h.close()
