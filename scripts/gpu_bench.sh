@@ -46,6 +46,7 @@ if [[ "${1:-run}" == "build" ]]; then
   # Canopy's kernels for the benchmark's plans on the H200 (arch 90, 132 SMs,
   # 227 KB), prefix-aware and prefix-blind, compiled here with NVRTC.
   cache=$(mktemp -d)
+  # shellcheck disable=SC2054  # the comma is --methods' list
   prewarm_args=(--prewarm "$cache" --capi "$CARRY_BUILD/lib/libcanopy_bench_capi.so"
                 --methods canopy,canopy-blind)
   [[ -n "${WORKLOADS:-}" ]] && prewarm_args+=(--workloads "$WORKLOADS")
@@ -130,7 +131,7 @@ if [[ "${NCU:-1}" == 1 && -f "$OUT/gpu_bench.json" ]] && command -v ncu >/dev/nu
   python3 bench/gpu/run_bench.py --parse-ncu "$OUT/ncu.csv" --manifest "$OUT/ncu_manifest.json" \
     --json "$OUT/gpu_bench.json" >"$OUT/ncu_parse.log" 2>&1 ||
     echo "ncu parse failed (see $OUT/ncu_parse.log)"
-  tail -n 70 "$OUT/ncu_parse.log"
+  grep -E '^merged|problem' "$OUT/ncu_parse.log" | tail -n 8
 fi
 
 # 5. Plots and the markdown table (docs/performance.md), then the table, last.

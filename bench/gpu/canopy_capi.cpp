@@ -38,13 +38,20 @@ thread_local std::string thread_string;  // results of calls without a handle
 
 int status_of(canopy::ErrorKind kind) {
   switch (kind) {
-    case canopy::ErrorKind::kInvalidArgument: return CANOPY_BENCH_INVALID_ARGUMENT;
-    case canopy::ErrorKind::kNotSupported: return CANOPY_BENCH_NOT_SUPPORTED;
-    case canopy::ErrorKind::kCompile: return CANOPY_BENCH_COMPILE;
-    case canopy::ErrorKind::kDriver: return CANOPY_BENCH_DRIVER;
-    case canopy::ErrorKind::kNoDevice: return CANOPY_BENCH_NO_DEVICE;
-    case canopy::ErrorKind::kCache: return CANOPY_BENCH_CACHE;
-    case canopy::ErrorKind::kIo: return CANOPY_BENCH_IO;
+    case canopy::ErrorKind::kInvalidArgument:
+      return CANOPY_BENCH_INVALID_ARGUMENT;
+    case canopy::ErrorKind::kNotSupported:
+      return CANOPY_BENCH_NOT_SUPPORTED;
+    case canopy::ErrorKind::kCompile:
+      return CANOPY_BENCH_COMPILE;
+    case canopy::ErrorKind::kDriver:
+      return CANOPY_BENCH_DRIVER;
+    case canopy::ErrorKind::kNoDevice:
+      return CANOPY_BENCH_NO_DEVICE;
+    case canopy::ErrorKind::kCache:
+      return CANOPY_BENCH_CACHE;
+    case canopy::ErrorKind::kIo:
+      return CANOPY_BENCH_IO;
   }
   return CANOPY_BENCH_OTHER;
 }
@@ -105,8 +112,8 @@ void read_field(const json& j, const char* key, T& out, const char* what) {
 
 void reject_unknown(const json& j, std::initializer_list<const char*> known, const char* what) {
   for (const auto& [key, value] : j.items()) {
-    const bool ok = std::any_of(known.begin(), known.end(),
-                                [&](const char* k) { return key == k; });
+    const bool ok =
+        std::any_of(known.begin(), known.end(), [&](const char* k) { return key == k; });
     std::string names;
     for (const char* k : known) names += fmt::format("{}'{}'", names.empty() ? "" : ", ", k);
     require(ok, fmt::format("{}: unknown field '{}' (known: {})", what, key, names));
@@ -334,9 +341,9 @@ int canopy_bench_workload_from_tree(const char* tree, const char* model, const c
     *workload = nullptr;
     require(tree != nullptr && *tree != '\0', "tree string is empty");
     auto h = std::make_unique<WorkloadHandle>();
-    h->w = canopy::workload::workload_from_tree(
-        tree, text_or(model, "llama3-8b"), canopy::dtype_from_string(text_or(dtype, "fp16")),
-        page_size > 0 ? page_size : 16);
+    h->w = canopy::workload::workload_from_tree(tree, text_or(model, "llama3-8b"),
+                                                canopy::dtype_from_string(text_or(dtype, "fp16")),
+                                                page_size > 0 ? page_size : 16);
     *workload = h.release();
   });
 }
@@ -497,7 +504,8 @@ int canopy_bench_prewarm_compile(void* prewarm, int threads, const char** json_o
     std::atomic<int> failures{0};
     std::mutex mutex;
     std::string first_error;
-    unsigned n = threads > 0 ? unsigned(threads) : std::max(1u, std::thread::hardware_concurrency());
+    unsigned n =
+        threads > 0 ? unsigned(threads) : std::max(1u, std::thread::hardware_concurrency());
     n = std::max(1u, std::min<unsigned>(n, unsigned(std::max<std::size_t>(list.size(), 1))));
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < n; ++t) {
@@ -508,23 +516,24 @@ int canopy_bench_prewarm_compile(void* prewarm, int threads, const char** json_o
           } catch (const std::exception& e) {
             failures++;
             std::lock_guard lock(mutex);
-            if (first_error.empty()) first_error = fmt::format("{}: {}", names[i].get<std::string>(), e.what());
+            if (first_error.empty())
+              first_error = fmt::format("{}: {}", names[i].get<std::string>(), e.what());
           }
         }
       });
     }
     for (std::thread& t : pool) t.join();
     const canopy::CubinCacheStats st = cache.stats();
-    pw.result = json{{"kernels", list.size()},
-                     {"compiled", st.compiles},
-                     {"disk_hits", st.disk_hits},
-                     {"failures", failures.load()},
-                     {"first_error", first_error},
-                     {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                                     .count()},
-                     {"dir", cache.dir()},
-                     {"specs", names}}
-                    .dump();
+    pw.result = json{
+        {"kernels", list.size()},
+        {"compiled", st.compiles},
+        {"disk_hits", st.disk_hits},
+        {"failures", failures.load()},
+        {"first_error", first_error},
+        {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()},
+        {"dir", cache.dir()},
+        {"specs",
+         names}}.dump();
     if (json_out != nullptr) *json_out = pw.result.c_str();
     canopy::check(failures.load() == 0, canopy::ErrorKind::kCompile,
                   fmt::format("prewarm: {} of {} kernels failed; first: {}", failures.load(),

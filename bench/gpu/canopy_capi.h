@@ -117,8 +117,7 @@ CANOPY_BENCH_EXPORT int canopy_bench_run(void* runtime, void* plan, uint64_t q, 
  * when any kernel failed. */
 CANOPY_BENCH_EXPORT int canopy_bench_prewarm_create(const char* cache_dir, void** prewarm);
 CANOPY_BENCH_EXPORT int canopy_bench_prewarm_add(void* prewarm, void* plan);
-CANOPY_BENCH_EXPORT int canopy_bench_prewarm_compile(void* prewarm, int threads,
-                                                     const char** json);
+CANOPY_BENCH_EXPORT int canopy_bench_prewarm_compile(void* prewarm, int threads, const char** json);
 CANOPY_BENCH_EXPORT int canopy_bench_prewarm_destroy(void* prewarm);
 
 #ifdef __cplusplus

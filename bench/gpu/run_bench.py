@@ -783,12 +783,15 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
                 if not cuda_alive():
                     raise
 
-        if not args.no_launch_count and name not in L.CANOPY_METHODS:
+        if not args.no_launch_count:  # FlashInfer's count; for Canopy a check of the plan's
             phase = "count"
             rec.progress(wl.name, name, "count")
             res["launches_profiled"] = count_kernels(m.run)
             if res.get("launches") is None:
                 res["launches"] = res["launches_profiled"]
+            elif res["launches_profiled"] not in (None, res["launches"]):
+                res["note"] = (f"the plan says {res['launches']} launches, the profiler saw "
+                               f"{res['launches_profiled']} kernels")
     except Exception as e:
         res["error"] = f"{phase}: {short_error(e)}"
         if phase in ("setup", "check", "time"):
