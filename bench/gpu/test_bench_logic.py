@@ -408,3 +408,20 @@ def test_capi_every_host_entry_point(tmp_path):
     assert again.compile(1)["compiled"] == 0  # all from disk now
     for h in (p, pw, again, w, b):
         h.close()
+
+
+def test_selftest_cpu_end_to_end(tmp_path):
+    """The whole harness (supervisor, worker, methods, JSON, table) on the CPU
+    with CPU stand-ins (selftest_cpu.py); needs torch, skipped without it."""
+    pytest.importorskip("torch")
+    import subprocess
+    out = tmp_path / "run.json"
+    r = subprocess.run([sys.executable, os.path.join(HERE, "selftest_cpu.py"), "--tree",
+                        "2,8|40,17", "--iters", "30", "--warmup", "1", "--no-launch-count",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    methods = res["workloads"][0]["methods"]
+    assert set(methods) == set(L.ALL_METHODS)
+    assert all(m["status"] == "PASS" for m in methods.values()), methods
+    assert res["workloads"][0]["fi-best"] and "vs fi" in r.stdout
