@@ -120,25 +120,27 @@ void reject_unknown(const json& j, std::initializer_list<const char*> known, con
   }
 }
 
-/// Kernel launches one Runtime::run makes for `plan`: one per non-empty launch
-/// group, plus the merge. Mirrors Runtime::run today; follow it when the plan
-/// becomes a launch schedule.
+/// Kernel launches one Runtime::run makes for `plan`: every non-empty step of
+/// its launch schedule (partial launches, then the merge when there is one).
+/// Mirrors Runtime::run.
 int kernel_launches(const canopy::Plan& plan) {
   int n = 0;
-  for (const canopy::LaunchGroup& g : plan.launches) n += g.item_end > g.item_begin ? 1 : 0;
-  if (plan.batch_size * plan.spec.num_qo_heads > 0) ++n;
+  for (const canopy::LaunchStep& step : plan.launches) n += step.end > step.begin ? 1 : 0;
   return n;
 }
 
-/// The kernels Runtime::prepare compiles for `plan` (by spec string).
+/// The kernels Runtime::prepare compiles for `plan` (by spec string): one per
+/// partial config, and the merge when the plan merges any row.
 std::map<std::string, canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, int arch) {
   std::map<std::string, canopy::KernelSpec> specs;
   for (const canopy::KernelConfig& config : plan.configs) {
     const canopy::KernelSpec k = canopy::partial_kernel_spec(plan.spec, config, arch);
     specs.emplace(k.to_string(), k);
   }
-  const canopy::KernelSpec m = canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch);
-  specs.emplace(m.to_string(), m);
+  if (!plan.merge_rows.empty()) {
+    const canopy::KernelSpec m = canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch);
+    specs.emplace(m.to_string(), m);
+  }
   return specs;
 }
 
@@ -177,14 +179,16 @@ T& handle(void* p, const char* what) {
 }
 
 canopy::PlannerOptions planner_options(const json& o) {
-  reject_unknown(o, {"allow_absorb", "allow_split", "waves", "min_split_tokens", "prefix_blind"},
-                 "planner options");
+  reject_unknown(
+      o, {"allow_absorb", "allow_split", "waves", "min_split_tokens", "prefix_blind", "row_tiles"},
+      "planner options");
   canopy::PlannerOptions options;
   read_field(o, "allow_absorb", options.allow_absorb, "planner options");
   read_field(o, "allow_split", options.allow_split, "planner options");
   read_field(o, "waves", options.waves, "planner options");
   read_field(o, "min_split_tokens", options.min_split_tokens, "planner options");
   read_field(o, "prefix_blind", options.prefix_blind, "planner options");
+  read_field(o, "row_tiles", options.row_tiles, "planner options");
   return options;
 }
 
@@ -235,21 +239,29 @@ json plan_summary(const PlanHandle& h) {
   const canopy::Plan& p = h.plan();
   json configs = json::array();
   for (const canopy::KernelConfig& c : p.configs) configs.push_back(c.to_string());
-  json launch_configs = json::array();
-  for (const canopy::LaunchGroup& g : p.launches) {
-    const std::string name = g.config >= 0 && std::size_t(g.config) < p.configs.size()
-                                 ? p.configs[std::size_t(g.config)].to_string()
-                                 : fmt::format("config#{}", g.config);
-    launch_configs.push_back(json{{"config", name}, {"items", g.item_end - g.item_begin}});
+  json launch_configs = json::array();  // the schedule: one entry per launch step
+  for (const canopy::LaunchStep& step : p.launches) {
+    const bool merge = step.family == canopy::KernelFamily::kMergeStates;
+    const std::string name = merge ? std::string("merge")
+                             : step.config >= 0 && std::size_t(step.config) < p.configs.size()
+                                 ? p.configs[std::size_t(step.config)].to_string()
+                                 : fmt::format("config#{}", step.config);
+    launch_configs.push_back(json{{"family", canopy::to_string(step.family)},
+                                  {"config", name},
+                                  {merge ? "merge_entries" : "items", step.end - step.begin}});
   }
+  std::int64_t direct = 0;
+  for (const canopy::WorkItem& item : p.items) direct += item.direct ? 1 : 0;
   json kernels = json::array();
   for (const auto& [name, spec] : plan_kernels(p, h.arch)) kernels.push_back(spec.kernel_name());
   return json{{"prepared", h.prepared.has_value()},
               {"arch", h.arch},
               {"num_sms", p.num_sms},
               {"kernel_launches", kernel_launches(p)},
-              {"launch_groups", p.launches.size()},
+              {"launch_steps", p.launches.size()},
               {"items", p.items.size()},
+              {"direct_items", direct},
+              {"merge_rows", p.merge_rows.size()},
               {"configs", configs},
               {"launch_configs", launch_configs},
               {"kernels", kernels},

@@ -81,7 +81,7 @@ CANOPY_BENCH_EXPORT int canopy_bench_workload_tables(void* workload, int32_t* in
 
 /* ---- Plans ---------------------------------------------------------------- */
 /* options_json: NULL, "" or an object with any of "allow_absorb", "allow_split",
- * "waves", "min_split_tokens", "prefix_blind" (unknown fields are an error).
+ * "waves", "min_split_tokens", "prefix_blind", "row_tiles" (unknown fields are an error).
  * device_json: NULL/"" or an object with any of "name", "arch", "num_sms",
  * "max_smem_per_block" (bytes): the device the cost model plans for. With a
  * runtime and no device_json, the runtime's device; without a runtime, an
@@ -92,8 +92,9 @@ CANOPY_BENCH_EXPORT int canopy_bench_plan_create(void* runtime, void* workload,
                                                  const char* options_json, const char* device_json,
                                                  void** plan);
 CANOPY_BENCH_EXPORT int canopy_bench_plan_destroy(void* plan);
-/* Summary: {"prepared", "arch", "num_sms", "kernel_launches", "launch_groups", "items",
- * "configs", "launch_configs", "kernels", "predicted_us", "workspace_bytes",
+/* Summary: {"prepared", "arch", "num_sms", "kernel_launches", "launch_steps", "items",
+ * "direct_items", "merge_rows", "configs", "launch_configs" (the schedule),
+ * "kernels", "predicted_us", "workspace_bytes",
  * "batch_size", "tree_depth", "num_partial_slots", "max_merge_fan_in", "plan_ms", "options"} */
 CANOPY_BENCH_EXPORT int canopy_bench_plan_info(void* plan, const char** json);
 /* The whole plan, canopy::plan_to_json. */

@@ -401,7 +401,7 @@ def test_capi_every_host_entry_point(tmp_path):
     pw = C.Prewarm(lib, str(tmp_path / "cache"))
     pw.add(p)
     s = pw.compile(2)
-    assert s["failures"] == 0 and s["kernels"] == len(info["kernels"]) >= 2
+    assert s["failures"] == 0 and s["kernels"] == len(info["kernels"]) >= 1
     assert s["compiled"] + s["disk_hits"] == s["kernels"]
     again = C.Prewarm(lib, str(tmp_path / "cache"))
     again.add(p)
