@@ -17,11 +17,12 @@
 #                                # table, all under $OUT; prints the table last
 #
 # Environment: OUT (default ./device-out), WORKLOADS (comma list; default the
-# whole suite), METHODS, ITERS (50), DEADLINE_S (360: no workload starts after
-# it), NCU (1: measure DRAM bytes; 0: skip), NCU_DEADLINE_S (90), NCU_TIMEOUT_S
-# (130), FI_JIT (1 lets FlashInfer JIT-compile modules missing from the bundle,
+# whole suite), METHODS, ITERS (50), DEADLINE_S (330: no workload starts after
+# it), NCU (1: measure DRAM bytes; 0: skip), NCU_DEADLINE_S (120), NCU_TIMEOUT_S
+# (170), FI_JIT (1 lets FlashInfer JIT-compile modules missing from the bundle,
 # minutes each; default: such a method fails at once), PEERS (the bundle to copy
-# at build time), PREWARM_ARCH is 90 (the H200). Users without the bundle
+# at build time). Kernels are prewarmed for the H200 (sm_90, 132 SMs, 227 KB
+# shared memory: canopy_capi.py's H200). Users without the bundle
 # install FlashInfer with `pip install flashinfer-python==0.7.4` and run
 # bench/gpu/run_bench.py directly (README "Benchmark", docs/benchmark.md).
 set -u -o pipefail
@@ -112,7 +113,7 @@ export PATH=/usr/local/cuda/bin:$PATH
 echo "setup: $((SECONDS - T0)) s; cubins carried: $(find "$CANOPY_CACHE_DIR" -type f | wc -l)"
 
 # 3. The benchmark (supervised: a crash or hang costs one method, not the run).
-args=(--out "$OUT/gpu_bench.json" --iters "${ITERS:-50}" --deadline-s "${DEADLINE_S:-360}")
+args=(--out "$OUT/gpu_bench.json" --iters "${ITERS:-50}" --deadline-s "${DEADLINE_S:-330}")
 [[ -n "${WORKLOADS:-}" ]] && args+=(--workloads "$WORKLOADS")
 [[ -n "${METHODS:-}" ]] && args+=(--methods "$METHODS")
 python3 bench/gpu/run_bench.py "${args[@]}" "$@" >"$OUT/run_bench.log" 2>&1
@@ -122,9 +123,9 @@ grep -E 'FAIL|ERROR|Traceback|worker ' "$OUT/run_bench.log" | head -n 20
 # 4. DRAM bytes read, per (workload, method), from Nsight Compute.
 if [[ "${NCU:-1}" == 1 && -f "$OUT/gpu_bench.json" ]] && command -v ncu >/dev/null; then
   ncu_args=(--ncu --out "$OUT/gpu_bench.json" --ncu-manifest "$OUT/ncu_manifest.json"
-            --deadline-s "${NCU_DEADLINE_S:-90}")
+            --deadline-s "${NCU_DEADLINE_S:-120}")
   [[ -n "${WORKLOADS:-}" ]] && ncu_args+=(--workloads "$WORKLOADS")
-  timeout -k 10 "${NCU_TIMEOUT_S:-130}" ncu --clock-control none --profile-from-start off \
+  timeout -k 10 "${NCU_TIMEOUT_S:-170}" ncu --clock-control none --profile-from-start off \
     --target-processes all --metrics dram__bytes_read.sum --csv --log-file "$OUT/ncu.csv" \
     python3 bench/gpu/run_bench.py "${ncu_args[@]}" >"$OUT/ncu_run.log" 2>&1
   echo "== ncu: rc $? in $((SECONDS - T0)) s (log: $OUT/ncu_run.log)"

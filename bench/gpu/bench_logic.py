@@ -389,6 +389,13 @@ def _finite(x):
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+def graph_us(m):
+    """A passing method's graph-replay time, unless its replayed output failed."""
+    if not passed(m) or m.get("graph_status") == "FAIL" or not _finite(m.get("graph_us")):
+        return None
+    return m["graph_us"]
+
+
 def derive_row(row):
     """Fills in per-method fraction of floor and effective bandwidth, the best
     cascade variant (fi-cascade), FlashInfer's best method (fi-best), and
@@ -401,7 +408,7 @@ def derive_row(row):
             m["frac_floor"] = floor / t
         if _finite(t) and ub:
             m["eff_tbs"] = ub / (t * 1e-6) / 1e12
-        if _finite(m.get("graph_us")) and _finite(floor):
+        if graph_us(m) and _finite(floor):
             m["graph_frac_floor"] = floor / m["graph_us"]
 
     def best(names):
@@ -419,10 +426,9 @@ def derive_row(row):
     c = methods.get(CANOPY)
     row["speedup_vs_fi_best"] = (row[FI_BEST]["median_us"] / c["median_us"]
                                  if passed(c) and row[FI_BEST] else None)
-    c_graph = c.get("graph_us") if c else None
+    c_graph = graph_us(c) if c else None
     row["graph_speedup_vs_fi_best"] = (row[FI_BEST]["median_us"] / c_graph
-                                       if c and c.get("status") == "PASS" and _finite(c_graph)
-                                       and row[FI_BEST] else None)
+                                       if c_graph and row[FI_BEST] else None)
     return row
 
 
@@ -443,7 +449,7 @@ def summarize(rows):
             fr = [x for x in fr if x is not None]
             per[n] = {"geomean_frac_floor": geomean(fr), "n": len(fr)}
         gfr = [r["methods"][CANOPY].get("graph_frac_floor") for r in sel
-               if r.get("methods", {}).get(CANOPY, {}).get("status") == "PASS"]
+               if graph_us(r.get("methods", {}).get(CANOPY))]
         per["canopy-graph"] = {"geomean_frac_floor": geomean(gfr),
                                "n": len([x for x in gfr if x])}
         sp = [r.get("speedup_vs_fi_best") for r in sel]
@@ -497,7 +503,8 @@ def table_rows(rows):
         derive_row(r)
         m = r.get("methods", {})
         c = m.get(CANOPY, {})
-        graph = _fmt(c.get("graph_us")) if c.get("status") == "PASS" else "-"
+        graph = ("FAIL" if c.get("graph_status") == "FAIL" else
+                 _fmt(graph_us(c)) if graph_us(c) else "-")
         casc = r.get(FI_CASCADE)
         casc_cell = (f"{casc['median_us']:.1f} ({casc['frac_floor']:.3f}) "
                      f"{casc['variant']}/{casc.get('levels') or '?'}L" if casc else

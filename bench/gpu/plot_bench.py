@@ -37,8 +37,7 @@ def _t(row, name):
 
 
 def _graph(row):
-    m = row.get("methods", {}).get(L.CANOPY)
-    return m.get("graph_us") if m and m.get("status") == "PASS" else None
+    return L.graph_us(row.get("methods", {}).get(L.CANOPY))
 
 
 def _ok(x):

@@ -761,7 +761,7 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
         rec.progress(wl.name, name, "time")
         res.update(time_method(gpu, m.run, args.iters, args.warmup))
         if res["status"] == "FAIL":
-            res["note"] = f"rel-L2 {err:.2e} over the {ctx['threshold']:.0e} threshold"
+            add_note(res, f"rel-L2 {err:.2e} over the {ctx['threshold']:.0e} threshold")
 
         if name in L.CANOPY_METHODS and not args.no_graph:
             phase = "graph"
@@ -775,8 +775,8 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
                 gt = time_method(gpu, g.replay, args.iters, args.warmup)
                 res["graph_us"] = gt["median_us"]
                 res["graph_host_us"] = gt["host_us"]
-                if not res["graph_rel_l2"] <= ctx["threshold"]:
-                    res["graph_status"] = "FAIL"
+                res["graph_status"] = ("PASS" if res["graph_rel_l2"] <= ctx["threshold"]
+                                       else "FAIL")
                 del g
             except Exception as e:
                 res["graph_error"] = short_error(e)
@@ -790,8 +790,8 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
             if res.get("launches") is None:
                 res["launches"] = res["launches_profiled"]
             elif res["launches_profiled"] not in (None, res["launches"]):
-                res["note"] = (f"the plan says {res['launches']} launches, the profiler saw "
-                               f"{res['launches_profiled']} kernels")
+                add_note(res, f"the plan says {res['launches']} launches, the profiler saw "
+                              f"{res['launches_profiled']} kernels")
     except Exception as e:
         res["error"] = f"{phase}: {short_error(e)}"
         if phase in ("setup", "check", "time"):
@@ -806,6 +806,10 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
             except Exception:
                 pass
     return res
+
+
+def add_note(res, text):
+    res["note"] = f"{res['note']}; {text}" if res.get("note") else text
 
 
 def workload_row(wl, ceil):

@@ -425,3 +425,11 @@ def test_selftest_cpu_end_to_end(tmp_path):
     assert set(methods) == set(L.ALL_METHODS)
     assert all(m["status"] == "PASS" for m in methods.values()), methods
     assert res["workloads"][0]["fi-best"] and "vs fi" in r.stdout
+
+
+def test_failed_graph_replay_is_not_reported_as_a_time():
+    row = fake_row("w", 10.0, {"canopy": 20.0, "fi-decode": 40.0})
+    row["methods"]["canopy"].update(graph_us=15.0, graph_status="FAIL")
+    L.derive_row(row)
+    assert row["graph_speedup_vs_fi_best"] is None and "graph_frac_floor" not in row["methods"]["canopy"]
+    assert L.table_rows([row])[0][3] == "FAIL"
