@@ -140,6 +140,11 @@ class Planner {
     return e.us;
   }
   int config_of(const Task& task) const { return variants_[task.variant].config; }
+  // One of a task's items: its row tiles over the same KV share the cost of
+  // streaming it (the first from HBM, its siblings mostly from L2).
+  double tile_cost(const Task& task, int tokens) {
+    return item_us(task.variant, task.request_count * spec_.group_size(), tokens) / task.tiles;
+  }
   // Cheapest variant for `rows` query rows over `tokens` KV tokens (one KV head).
   std::pair<int, double> best_variant(int rows, int tokens) {
     if (const CostMemo::Entry& e = memo_.slot(-1, rows, tokens); e.is(-1, rows, tokens)) {
@@ -319,7 +324,7 @@ void Planner::split_tasks() {
     task.tiles = (rows + row_tile - 1) / row_tile;
     task.tile_rows = (rows + task.tiles - 1) / task.tiles;
     task.pieces = 1;
-    task.item_cost = item_us(task.variant, task.tile_rows, task.tokens);
+    task.item_cost = tile_cost(task, task.tokens);
     whole_cost_[t] = task.item_cost;
     max_whole_cost_ = std::max(max_whole_cost_, task.item_cost);
     total += task.item_cost * task.tiles * spec_.num_kv_heads;
@@ -366,7 +371,7 @@ bool Planner::apply_split(double target) {
       pieces = std::max(1, std::min(by_cost, by_length));
       if (pieces > 1) {
         const int piece_tokens = (task.tokens + pieces - 1) / pieces;
-        item_cost = item_us(task.variant, task.tile_rows, piece_tokens);
+        item_cost = tile_cost(task, piece_tokens);
       }
     }
     changed |= pieces != task.pieces;

@@ -97,7 +97,7 @@ __device__ __forceinline__ void load_kv_tile(const canopy_abi::PartialParams& p,
     const int c = u % kChunks;
     const int token = first + i;
     const bool valid = token < item.token_end;
-    const long long elem = valid ? kv_token_offset<S>(p, item, token) + c * 8 : 0;
+    const long long elem = valid ? kv_token_offset<S>(p, item, token, item.kv_head) + c * 8 : 0;
     cp_async_16(k_dst + i * S::kHeadDim + c * 8, k_src + elem, valid);
     cp_async_16(v_dst + i * S::kHeadDim + c * 8, v_src + elem, valid);
   }

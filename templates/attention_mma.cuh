@@ -10,6 +10,9 @@
 // the tokens: every warp streams its own part of the KV, and the warps'
 // states are combined once at the end. The row tile of an item picks the
 // arrangement (row_tile = 16 * kRowWarps), so one kernel serves both shapes.
+// A head pack (narrow items of short KV: tree leaves) runs up to kWarps KV
+// heads of one request at once, one per warp, each warp a 16-token slice of
+// every stage: one block start-up for several heads, no combine.
 //
 // Per KV tile, per warp (registers only):
 //   S = Q K^T            Q fragments (registers for D <= 128, else ldmatrix),
@@ -36,6 +39,9 @@ struct MmaTraits {
   static constexpr int kKSteps = kD / 16;   // k16 steps of Q K^T
   static constexpr int kDimTiles = kD / 8;  // n8 tiles of O
   static constexpr bool kQInRegisters = kD <= 128;
+  // Head packs (several short narrow items per block) pay off where items are
+  // small; at D = 256 the extra code path would cost registers (spills).
+  static constexpr bool kHeadPacks = kD <= 128;
   static constexpr canopy_abi::MmaSmemLayout kSmem =
       canopy_abi::mma_smem_layout(kD, S::kTileQ, S::kTileKV, S::kWarps, S::kStages);
   static constexpr int kTileElems = S::kTileKV * kD;
@@ -56,35 +62,48 @@ struct WarpRole {
                                  kWarpTokens >= 16 && S::kTileKV % (16 * kKvWarps) == 0;
 };
 
+/// KV heads of an item: 1, or n for a head pack.
+__device__ __forceinline__ int item_heads(const canopy_abi::DeviceWorkItem& item) {
+  const int n = (item.flags & canopy_abi::kItemHeadMask) >> canopy_abi::kItemHeadShift;
+  return n > 1 ? n : 1;
+}
+
 /// The item's Q rows -> shared (converted to the KV dtype, swizzled); rows
-/// past row_count are zero.
-template <class S>
+/// past row_count are zero. In a head pack, shared rows 16h .. 16h + 15 are
+/// head h's rows.
+template <class S, bool kHeadPack>
 __device__ __forceinline__ void stage_q(const canopy_abi::PartialParams& p,
                                         const canopy_abi::DeviceWorkItem& item, int rows,
                                         unsigned short* q_s) {
   constexpr int kChunks = MmaTraits<S>::kChunks;
   const Chunk16* q = static_cast<const Chunk16*>(p.q);
+  const int heads = kHeadPack ? item_heads(item) : 1;
   for (int u = threadIdx.x; u < rows * kChunks; u += S::kThreads) {
     const int r = u / kChunks;
     const int c = u % kChunks;
+    const int head = kHeadPack ? r / 16 : 0;
+    const int k = kHeadPack ? r % 16 : r;
     Chunk16 chunk = {0u, 0u, 0u, 0u};
-    if (r < item.row_count) {
+    if (head < heads && k < item.row_count) {
       // query row id = request * num_qo_heads + qo_head, and q is [rows, D].
-      const long long row = p.query_rows[item.row_begin + r];
+      const long long row = p.query_rows[item.row_begin + head * item.row_count + k];
       chunk = convert_chunk<S::kQDtype, S::kKvDtype>(q[row * kChunks + c]);
     }
     *reinterpret_cast<Chunk16*>(q_s + swizzled_offset<kChunks>(r, c)) = chunk;
   }
 }
 
-/// Starts the async gather of TILE_KV tokens from segment token `first` into
-/// one stage. A thread owns one 16-byte column chunk of every kRowsPerPass-th
-/// token: it looks up all its page ids first (independent loads), then issues
-/// the copies. Tokens past token_end are zero-filled (finite padding).
-template <class S>
+/// Starts the async gather of one stage: TILE_KV tokens from segment token
+/// `first`, or for a head pack kSlice tokens from `first` of each of its KV
+/// heads (stage rows kSlice * h .. are head h's). A thread owns one 16-byte
+/// column chunk of every kRowsPerPass-th row: it looks up all its page ids
+/// first (independent loads), then issues the copies. Rows past token_end
+/// (or past the pack's heads) are zero-filled (finite padding).
+template <class S, bool kHeadPack>
 __device__ __forceinline__ void load_kv_tile(const canopy_abi::PartialParams& p,
                                              const canopy_abi::DeviceWorkItem& item, int first,
                                              unsigned short* k_s, unsigned short* v_s) {
+  constexpr int kSlice = S::kTileKV / S::kWarps;  // a head pack's tokens per head per stage
   constexpr int kChunks = MmaTraits<S>::kChunks;
   constexpr int kRowsPerPass = S::kThreads / kChunks;
   constexpr int kPasses = S::kTileKV / kRowsPerPass;
@@ -94,11 +113,16 @@ __device__ __forceinline__ void load_kv_tile(const canopy_abi::PartialParams& p,
   const unsigned short* v_src = static_cast<const unsigned short*>(p.v_cache);
   const int chunk = threadIdx.x % kChunks;
   const int row0 = threadIdx.x / kChunks;
+  const int heads = kHeadPack ? item_heads(item) : 1;
   long long offset[kPasses];
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
-    const int token = first + row0 + i * kRowsPerPass;
-    offset[i] = token < item.token_end ? kv_token_offset<S>(p, item, token) + chunk * 8 : -1;
+    const int row = row0 + i * kRowsPerPass;
+    const int head = kHeadPack ? row / kSlice : 0;
+    const int token = first + (kHeadPack ? row % kSlice : row);
+    offset[i] = token < item.token_end && head < heads
+                    ? kv_token_offset<S>(p, item, token, item.kv_head + head) + chunk * 8
+                    : -1;
   }
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
@@ -246,17 +270,19 @@ __device__ __forceinline__ float row_lse(float m, float l) {
   return l > 0.f ? m * kLn2 + logf(l) : neg_inf();
 }
 
-/// Single-slice items: each warp writes its rows straight from registers.
+/// Items the warp finishes alone: it writes its rows straight from registers.
+/// Its 16 rows are item rows row0 .. row0 + 15, of which those below `rows`
+/// exist.
 template <class S>
 __device__ __forceinline__ void write_rows_from_registers(
-    const canopy_abi::PartialParams& p, const canopy_abi::DeviceWorkItem& item, int q_row0,
+    const canopy_abi::PartialParams& p, const canopy_abi::DeviceWorkItem& item, int row0, int rows,
     const float (&o)[MmaTraits<S>::kDimTiles][4], const float (&m)[2], const float (&l)[2]) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int r = q_row0 + lane / 4 + 8 * i;
-    if (r >= item.row_count) continue;
-    const RowDestination dst = row_destination(p, item, r);
+    const int k = lane / 4 + 8 * i;
+    if (row0 + k >= rows) continue;
+    const RowDestination dst = row_destination(p, item, row0 + k);
     const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
 #pragma unroll
     for (int nd = 0; nd < MmaTraits<S>::kDimTiles; ++nd) {
@@ -331,30 +357,36 @@ __device__ __forceinline__ void combine_and_write_rows(const canopy_abi::Partial
 }
 
 /// The item under one warp arrangement: pipeline, per-tile math, epilogue.
-template <class S, class R>
+/// kHeadPack: a head pack under the 1 x kWarps arrangement (warp h = head h).
+template <class S, class R, bool kHeadPack>
 __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
                                        const canopy_abi::DeviceWorkItem& item,
                                        unsigned char* smem) {
   using T = MmaTraits<S>;
+  static_assert(!kHeadPack || R::kRowWarps == 1, "a head pack gives each warp one head");
   unsigned short* q_s = reinterpret_cast<unsigned short*>(smem + T::kSmem.q);
   unsigned short* k_s = reinterpret_cast<unsigned short*>(smem + T::kSmem.k);
   unsigned short* v_s = reinterpret_cast<unsigned short*>(smem + T::kSmem.v);
   const int warp = threadIdx.x / 32;
-  const int q_row0 = (warp / R::kKvWarps) * 16;              // the warp's 16 rows
-  const int slice0 = (warp % R::kKvWarps) * R::kWarpTokens;  // its tokens of each tile
+  const int q_row0 = kHeadPack ? 16 * warp : (warp / R::kKvWarps) * 16;  // the warp's Q rows
+  const int slice0 = (warp % R::kKvWarps) * R::kWarpTokens;              // its tokens of each stage
+  // Tokens of the segment each stage advances by: a head pack's stage holds
+  // one slice of tokens for each head.
+  constexpr int kStep = kHeadPack ? R::kWarpTokens : S::kTileKV;
 
   const int num_tokens = item.token_end - item.token_begin;
-  const int num_tiles = num_tokens > 0 ? (num_tokens + S::kTileKV - 1) / S::kTileKV : 0;
+  const int num_tiles = num_tokens > 0 ? (num_tokens + kStep - 1) / kStep : 0;
+  const bool warp_has_head = !kHeadPack || warp < item_heads(item);
   // Prologue: STAGES - 1 tiles in flight, then Q (its loads overlap them).
 #pragma unroll
   for (int s = 0; s < S::kStages - 1; ++s) {
     if (s < num_tiles) {
-      load_kv_tile<S>(p, item, item.token_begin + s * S::kTileKV, k_s + s * T::kTileElems,
-                      v_s + s * T::kTileElems);
+      load_kv_tile<S, kHeadPack>(p, item, item.token_begin + s * kStep, k_s + s * T::kTileElems,
+                                 v_s + s * T::kTileElems);
     }
     cp_async_commit();
   }
-  stage_q<S>(p, item, R::kRowWarps * 16, q_s);
+  stage_q<S, kHeadPack>(p, item, kHeadPack ? S::kTileQ : R::kRowWarps * 16, q_s);
   __syncthreads();
 
   unsigned q_frag[T::kKSteps][4];
@@ -374,12 +406,14 @@ __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
     const int ahead = j + S::kStages - 1;
     if (ahead < num_tiles) {
       const int stage = ahead % S::kStages;
-      load_kv_tile<S>(p, item, item.token_begin + ahead * S::kTileKV, k_s + stage * T::kTileElems,
-                      v_s + stage * T::kTileElems);
+      load_kv_tile<S, kHeadPack>(p, item, item.token_begin + ahead * kStep,
+                                 k_s + stage * T::kTileElems, v_s + stage * T::kTileElems);
     }
     cp_async_commit();
     const int stage = j % S::kStages;
-    const int valid = min(S::kTileKV, num_tokens - j * S::kTileKV) - slice0;
+    const int left = num_tokens - j * kStep;
+    const int valid = kHeadPack ? (warp_has_head ? min(R::kWarpTokens, left) : 0)
+                                : min(S::kTileKV, left) - slice0;
     if (valid > 0) {  // warp-uniform: a slice past the last token has nothing to do
       float s[R::kTokenTiles][4];
       compute_scores<S, R>(s, q_frag, q_s, q_row0, k_s + stage * T::kTileElems, slice0);
@@ -395,8 +429,14 @@ __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
   }
-  if constexpr (R::kKvWarps == 1) {
-    write_rows_from_registers<S>(p, item, q_row0, o, m, l);
+  if constexpr (kHeadPack) {
+    // Head h's rows are item rows h * row_count .. + row_count - 1.
+    if (warp_has_head) {
+      write_rows_from_registers<S>(p, item, warp * item.row_count, (warp + 1) * item.row_count, o,
+                                   m, l);
+    }
+  } else if constexpr (R::kKvWarps == 1) {
+    write_rows_from_registers<S>(p, item, q_row0, item.row_count, o, m, l);
   } else {
     combine_and_write_rows<S, R>(p, item, smem, o, m, l);
   }
@@ -413,7 +453,13 @@ __device__ __forceinline__ bool dispatch_row_tile(const canopy_abi::PartialParam
     using R = WarpRole<S, kRowWarps>;
     if constexpr (R::kValid) {
       if (item.row_tile == 16 * kRowWarps) {
-        attend<S, R>(p, item, smem);
+        if constexpr (kRowWarps == 1 && MmaTraits<S>::kHeadPacks) {
+          if (item_heads(item) > 1) {
+            attend<S, R, true>(p, item, smem);
+            return true;
+          }
+        }
+        attend<S, R, false>(p, item, smem);
         return true;
       }
     }

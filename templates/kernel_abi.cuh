@@ -10,6 +10,11 @@ enum : int {
   /// Every row of the item has this item as its only partial state: the
   /// kernel writes the final output row (and lse) itself, the merge skips it.
   kItemDirectOutput = 1,
+  /// Bits 8..15: KV heads in the item (0 or 1: one). A head pack covers KV
+  /// heads kv_head .. kv_head + n - 1 of one narrow task; head i's rows are
+  /// slots row_begin + i * row_count .. + row_count - 1.
+  kItemHeadShift = 8,
+  kItemHeadMask = 0xff << 8,
 };
 
 /// One WorkItem on the device: 8 int32, see canopy::WorkItem for meanings.

@@ -23,11 +23,12 @@ __device__ __forceinline__ long long kv_element_offset(const canopy_abi::Partial
   }
 }
 
-/// Element index of segment token `token` of `item` (page through the table).
+/// Element index of segment token `token` of `item` for KV head `kv_head`
+/// (page through the table).
 template <class S>
 __device__ __forceinline__ long long kv_token_offset(const canopy_abi::PartialParams& p,
                                                      const canopy_abi::DeviceWorkItem& item,
-                                                     int token) {
+                                                     int token, int kv_head) {
   int page_index, slot;
   if (p.page_shift >= 0) {  // the common case: a power-of-two page, no division
     page_index = token >> p.page_shift;
@@ -37,7 +38,7 @@ __device__ __forceinline__ long long kv_token_offset(const canopy_abi::PartialPa
     slot = token - page_index * p.page_size;
   }
   const int page = p.kv_pages[item.kv_page_offset + page_index];
-  return kv_element_offset<S>(p, page, slot, item.kv_head);
+  return kv_element_offset<S>(p, page, slot, kv_head);
 }
 
 /// Stores one float as element `index` of a tensor of dtype code `dtype`.

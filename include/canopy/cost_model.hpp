@@ -32,7 +32,7 @@ struct GpuCoefficients {
   int num_sms = 132;
   int arch = 90;
   double hbm_bytes_per_us = 3.0e6;      ///< 3.0 TB/s streaming read
-  double l2_bytes_per_us = 9.0e6;       ///< KV re-read by sibling row tiles, served by L2
+  double l2_bytes_per_us = 7.0e6;       ///< KV re-read by sibling row tiles, served by L2
   double tensor_flops_per_us = 6.0e8;   ///< 600 TFLOP/s fp16 mma.sync, dense
   double launch_overhead_us = 3.0;      ///< per kernel launch
   double merge_bytes_per_us = 2.5e6;    ///< merge kernel streaming rate
