@@ -16,7 +16,6 @@
 #include <thread>
 #include <vector>
 
-#include "../runtime/cubin_cache.hpp"
 #include "canopy/cpu.hpp"
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
@@ -26,12 +25,13 @@
 #include "canopy/tree.hpp"
 #include "cli_args.hpp"
 #include "problem.hpp"
+#include "runtime/jit/cubin_cache.hpp"
 #include "workload.hpp"
 
-// The GPU path drives the CUDA driver through runtime/driver.hpp, which needs
+// The GPU path drives the CUDA driver through runtime/device/driver.hpp, which needs
 // cuda.h; a build whose include path lacks it still runs the CPU path.
 #if __has_include(<cuda.h>)
-#include "../runtime/driver.hpp"
+#include "runtime/device/driver.hpp"
 #define CANOPY_DEMO_GPU 1
 #else
 #define CANOPY_DEMO_GPU 0

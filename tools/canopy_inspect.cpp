@@ -22,11 +22,6 @@
 #include <string>
 #include <vector>
 
-#include "../generator/kernel_inspect.hpp"
-#include "../generator/kernel_source.hpp"
-#include "../runtime/cubin_cache.hpp"
-#include "../runtime/elf_symbols.hpp"
-#include "../runtime/nvrtc_compiler.hpp"
 #include "canopy/cost_model.hpp"
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
@@ -34,6 +29,11 @@
 #include "canopy/planner.hpp"
 #include "canopy/tree.hpp"
 #include "cli_args.hpp"
+#include "generator/kernel_source.hpp"
+#include "runtime/jit/cubin_cache.hpp"
+#include "runtime/jit/elf_symbols.hpp"
+#include "runtime/jit/kernel_inspect.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
 #include "workload.hpp"
 
 namespace {
@@ -560,15 +560,15 @@ int run_kernel(const std::vector<std::string>& argv) {
   const canopy::KernelSpec spec = kernel_spec_from_args(args);
   namespace gen = canopy::generator;
   if (emit == "source") {
-    emit_text(args, gen::inspect_kernel(spec, gen::KernelArtifact::kSource));
+    emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kSource));
     return 0;
   }
   if (emit == "ptx") {
-    emit_text(args, gen::inspect_kernel(spec, gen::KernelArtifact::kPtx));
+    emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kPtx));
     return 0;
   }
   if (emit == "summary") {
-    emit_text(args, gen::inspect_kernel(spec, gen::KernelArtifact::kSummary));
+    emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kSummary));
     return 0;
   }
   gen::validate_kernel_spec(spec);  // before creating a cache directory

@@ -41,7 +41,7 @@ class PreparedPlan {
   const Plan& plan() const;
   std::int64_t workspace_bytes() const;
 
-  struct State;  // defined in runtime/, opaque here
+  struct State;  // defined in runtime/device/runtime.cpp, opaque here
 
  private:
   friend class Runtime;

@@ -17,8 +17,8 @@
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "generator/kernel_source.hpp"
-#include "runtime/elf_symbols.hpp"
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/jit/elf_symbols.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
 
 namespace canopy {
 namespace {

@@ -9,7 +9,6 @@
 #include "canopy/cost_model.hpp"
 #include "canopy/error.hpp"
 #include "canopy/planner.hpp"
-#include "generator/kernel_inspect.hpp"
 
 namespace canopy::generator {
 namespace {
@@ -107,13 +106,6 @@ TEST(KernelSource, CostModelSharedMemoryIsTheGeneratorsAndDefaultsFitSm90) {
       }
     }
   }
-}
-
-TEST(KernelInspect, SourceArtifactIsTheGeneratedSource) {
-  EXPECT_EQ(inspect_kernel(merge_spec(), KernelArtifact::kSource),
-            generate_kernel_source(merge_spec()));
-  EXPECT_EQ(kernel_artifact_from_string("ptx"), KernelArtifact::kPtx);
-  EXPECT_THROW(kernel_artifact_from_string("sass"), Error);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // A bounds-checked reader for the few ELF64 structures a symbol list needs.
-#include "runtime/elf_symbols.hpp"
+#include "runtime/jit/elf_symbols.hpp"
 
 #include <fmt/format.h>
 

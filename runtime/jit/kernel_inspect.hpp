@@ -6,7 +6,7 @@
 
 #include "canopy/kernel_spec.hpp"
 
-namespace canopy::generator {
+namespace canopy {
 
 enum class KernelArtifact {
   kSource,   ///< the generated CUDA C++ translation unit
@@ -20,4 +20,4 @@ KernelArtifact kernel_artifact_from_string(const std::string& name);
 /// Compiles when needed (NVRTC only); throws what the generator/NVRTC throw.
 std::string inspect_kernel(const KernelSpec& spec, KernelArtifact what);
 
-}  // namespace canopy::generator
+}  // namespace canopy

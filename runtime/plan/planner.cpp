@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "canopy/error.hpp"
-#include "runtime/flat_tree.hpp"
+#include "runtime/tree/flat_tree.hpp"
 
 namespace canopy {
 namespace {

@@ -1,5 +1,5 @@
 // Every NVRTC call is checked; failures carry enough context to reproduce.
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
 
 #include <fmt/format.h>
 #include <nvrtc.h>

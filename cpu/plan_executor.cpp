@@ -16,7 +16,7 @@
 
 #include "canopy/cpu.hpp"
 #include "canopy/error.hpp"
-#include "runtime/cpu_parallel.hpp"
+#include "cpu/parallel.hpp"
 
 namespace canopy {
 

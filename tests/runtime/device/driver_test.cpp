@@ -1,13 +1,13 @@
 // The driver loader without a GPU: missing library, missing symbols, the
 // toolkit's stub libcuda (cuInit fails), and gpu_available never throwing.
-#include "runtime/driver.hpp"
+#include "runtime/device/driver.hpp"
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "canopy/runtime.hpp"
-#include "tests/runtime/gpu_test_util.hpp"
+#include "tests/runtime/device/gpu_test_util.hpp"
 #include "tests/test_data.hpp"
 
 namespace canopy::test {

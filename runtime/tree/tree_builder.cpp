@@ -14,8 +14,8 @@
 
 #include "canopy/error.hpp"
 #include "canopy/tree.hpp"
-#include "runtime/child_index.hpp"
-#include "runtime/flat_tree.hpp"
+#include "runtime/tree/child_index.hpp"
+#include "runtime/tree/flat_tree.hpp"
 
 namespace canopy {
 namespace {

@@ -27,8 +27,8 @@
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/runtime.hpp"
-#include "runtime/cubin_cache.hpp"
-#include "tests/runtime/gpu_test_util.hpp"
+#include "runtime/jit/cubin_cache.hpp"
+#include "tests/runtime/device/gpu_test_util.hpp"
 #include "tests/test_data.hpp"
 
 namespace canopy::test {

@@ -1,6 +1,6 @@
 // The cubin cache, in the spirit of Triton's test_cache.py: keys, hits,
 // damaged entries, unusable directories and concurrent writers.
-#include "runtime/cubin_cache.hpp"
+#include "runtime/jit/cubin_cache.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -16,7 +16,7 @@
 
 #include "canopy/error.hpp"
 #include "generator/kernel_source.hpp"
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
 
 namespace canopy {
 namespace {

@@ -1,5 +1,5 @@
 // SHA-256 against the FIPS 180-4 example vectors.
-#include "generator/sha256.hpp"
+#include "runtime/jit/sha256.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// AttentionSpec, DType, KvLayout and ErrorKind: names, parsing and validation.
+// AttentionSpec, DType and KvLayout: names, parsing and validation.
 #include "canopy/spec.hpp"
 
 #include <fmt/format.h>
@@ -8,26 +8,6 @@
 #include "canopy/error.hpp"
 
 namespace canopy {
-
-const char* to_string(ErrorKind kind) noexcept {
-  switch (kind) {
-    case ErrorKind::kInvalidArgument:
-      return "invalid argument";
-    case ErrorKind::kNotSupported:
-      return "not supported";
-    case ErrorKind::kCompile:
-      return "compile error";
-    case ErrorKind::kDriver:
-      return "driver error";
-    case ErrorKind::kNoDevice:
-      return "no device";
-    case ErrorKind::kCache:
-      return "cache error";
-    case ErrorKind::kIo:
-      return "I/O error";
-  }
-  return "unknown error";
-}
 
 const char* to_string(DType dtype) noexcept {
   switch (dtype) {

@@ -1,5 +1,5 @@
 // NVRTC wrapper: options, PTX output, and failures that carry their context.
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Cubin cache: in-process map over an on-disk store of atomically written,
 // self-checking entries.
-#include "runtime/cubin_cache.hpp"
+#include "runtime/jit/cubin_cache.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -16,8 +16,8 @@
 
 #include "canopy/error.hpp"
 #include "generator/kernel_source.hpp"
-#include "generator/sha256.hpp"
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
+#include "runtime/jit/sha256.hpp"
 
 #ifndef CANOPY_VERSION
 #define CANOPY_VERSION "unknown"

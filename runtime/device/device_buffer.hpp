@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "runtime/driver.hpp"
+#include "runtime/device/driver.hpp"
 
 namespace canopy::driver {
 

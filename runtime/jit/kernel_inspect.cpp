@@ -1,14 +1,14 @@
 // Inspection helpers: everything is recomputed from the spec, nothing cached.
-#include "generator/kernel_inspect.hpp"
+#include "runtime/jit/kernel_inspect.hpp"
 
 #include <fmt/format.h>
 
 #include "canopy/error.hpp"
 #include "generator/kernel_source.hpp"
-#include "runtime/elf_symbols.hpp"
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/jit/elf_symbols.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
 
-namespace canopy::generator {
+namespace canopy {
 
 KernelArtifact kernel_artifact_from_string(const std::string& name) {
   if (name == "source" || name == "cu") return KernelArtifact::kSource;
@@ -19,7 +19,7 @@ KernelArtifact kernel_artifact_from_string(const std::string& name) {
 }
 
 std::string inspect_kernel(const KernelSpec& spec, KernelArtifact what) {
-  const std::string source = generate_kernel_source(spec);
+  const std::string source = generator::generate_kernel_source(spec);
   if (what == KernelArtifact::kSource) return source;
   if (what == KernelArtifact::kPtx) {
     const NvrtcResult ptx =
@@ -27,14 +27,15 @@ std::string inspect_kernel(const KernelSpec& spec, KernelArtifact what) {
     return std::string(ptx.binary.begin(), ptx.binary.end());
   }
   const NvrtcResult cubin = nvrtc_compile(source, spec.kernel_name(), spec.to_string(), spec.arch);
-  const int smem = kernel_smem_bytes(spec);
+  const int smem = generator::kernel_smem_bytes(spec);
   std::string out = fmt::format(
       "spec        {}\nkernel      {}\nthreads     {}\nsmem_bytes  {} (sm_{} allows {}: {})\n"
       "source      {} bytes\ncubin       {} bytes, compiled in {:.0f} ms by NVRTC {}\n"
       "options     ",
-      spec.to_string(), spec.kernel_name(), kernel_threads(spec), smem, spec.arch,
-      max_smem_per_block(spec.arch), smem <= max_smem_per_block(spec.arch) ? "fits" : "TOO BIG",
-      source.size(), cubin.binary.size(), cubin.compile_ms, nvrtc_version());
+      spec.to_string(), spec.kernel_name(), generator::kernel_threads(spec), smem, spec.arch,
+      generator::max_smem_per_block(spec.arch),
+      smem <= generator::max_smem_per_block(spec.arch) ? "fits" : "TOO BIG", source.size(),
+      cubin.binary.size(), cubin.compile_ms, nvrtc_version());
   for (const std::string& o : cubin.options) out += o + " ";
   out += "\nfunctions  ";
   for (const std::string& name : elf_function_names(cubin.binary)) out += " " + name;
@@ -43,4 +44,4 @@ std::string inspect_kernel(const KernelSpec& spec, KernelArtifact what) {
   return out;
 }
 
-}  // namespace canopy::generator
+}  // namespace canopy

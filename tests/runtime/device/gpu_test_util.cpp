@@ -1,4 +1,4 @@
-#include "tests/runtime/gpu_test_util.hpp"
+#include "tests/runtime/device/gpu_test_util.hpp"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "runtime/driver.hpp"
+#include "runtime/device/driver.hpp"
 
 #include <dlfcn.h>
 #include <fmt/format.h>

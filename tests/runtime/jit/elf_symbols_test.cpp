@@ -1,5 +1,5 @@
 // The ELF reader on real cubins and on damaged data: answers or throws, never crashes.
-#include "runtime/elf_symbols.hpp"
+#include "runtime/jit/elf_symbols.hpp"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "generator/kernel_source.hpp"
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
 
 namespace canopy {
 namespace {

@@ -1,5 +1,5 @@
 // A straightforward SHA-256: 64-byte blocks, big-endian words, 64 rounds.
-#include "generator/sha256.hpp"
+#include "runtime/jit/sha256.hpp"
 
 #include <algorithm>
 

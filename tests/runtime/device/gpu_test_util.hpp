@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "canopy/runtime.hpp"
-#include "runtime/device_buffer.hpp"
-#include "runtime/driver.hpp"
+#include "runtime/device/device_buffer.hpp"
+#include "runtime/device/driver.hpp"
 #include "tests/test_data.hpp"
 
 namespace canopy::test {

@@ -1,4 +1,4 @@
-#include "runtime/device_buffer.hpp"
+#include "runtime/device/device_buffer.hpp"
 
 #include <fmt/format.h>
 

@@ -1,5 +1,5 @@
 // canopy::Runtime and PreparedPlan: plans on the host, kernels through NVRTC
-// (CubinCache), launches through the CUDA driver API (runtime/driver.hpp).
+// (CubinCache), launches through the CUDA driver API (runtime/device/driver.hpp).
 #include "canopy/runtime.hpp"
 
 #include <fmt/format.h>
@@ -14,9 +14,9 @@
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "generator/kernel_source.hpp"
-#include "runtime/cubin_cache.hpp"
-#include "runtime/device_buffer.hpp"
-#include "runtime/driver.hpp"
+#include "runtime/device/device_buffer.hpp"
+#include "runtime/device/driver.hpp"
+#include "runtime/jit/cubin_cache.hpp"
 #include "templates/kernel_abi.cuh"
 
 namespace canopy {
