@@ -119,9 +119,9 @@ void validate_kernel_spec(const KernelSpec& s) {
           ErrorKind::kInvalidArgument, s, "unknown kernel kind");
   require(s.head_dim == 64 || s.head_dim == 128 || s.head_dim == 256, ErrorKind::kNotSupported, s,
           fmt::format("head_dim ({}) must be 64, 128 or 256", s.head_dim));
-  require(
-      s.arch >= 80, ErrorKind::kNotSupported, s,
-      fmt::format("arch (sm_{}) must be sm_80 or newer (kernels use cp.async and bf16)", s.arch));
+  require(s.arch.has_cp_async() && s.arch.has_mma(), ErrorKind::kNotSupported, s,
+          fmt::format("arch ({}) must be sm_80 or newer (kernels use cp.async and bf16 mma)",
+                      s.arch.to_string()));
   if (s.kind == KernelKind::kPartialAttention) {
     validate_partial(s);
   } else {
@@ -149,21 +149,6 @@ int kernel_smem_bytes(const KernelSpec& s) {
 
 int merge_rows_per_block(const KernelSpec& s) {
   return s.kind == KernelKind::kMergeStates ? kMergeThreads / 32 : 1;
-}
-
-int max_smem_per_block(int arch) {
-  switch (arch) {
-    case 80:
-    case 87:
-      return 163 * 1024;
-    case 90:
-    case 100:
-    case 103:
-    case 110:
-      return 227 * 1024;
-    default:
-      return 99 * 1024;  // sm_86, sm_89, sm_120 and unknown parts
-  }
 }
 
 std::string generate_kernel_source(const KernelSpec& s) {

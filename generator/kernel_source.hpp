@@ -28,7 +28,4 @@ int kernel_smem_bytes(const KernelSpec& spec);
 /// one block per merge_rows_per_block() output rows for merges.
 int merge_rows_per_block(const KernelSpec& spec);
 
-/// The opt-in dynamic shared memory limit per block of a compute capability.
-int max_smem_per_block(int arch);
-
 }  // namespace canopy::generator

@@ -11,7 +11,7 @@ std::string KernelSpec::to_string() const {
                      kind_name, head_dim, canopy::to_string(q_dtype), canopy::to_string(kv_dtype),
                      canopy::to_string(o_dtype), canopy::to_string(kv_layout), tile.tile_q,
                      tile.tile_kv, tile.warps, tile.stages, soft_cap ? 1 : 0, with_lse ? 1 : 0,
-                     merge_fan_in, arch);
+                     merge_fan_in, arch.id());
 }
 
 std::string KernelSpec::kernel_name() const {
@@ -33,7 +33,7 @@ std::uint64_t KernelSpec::hash() const {
   return h;
 }
 
-KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, int arch) {
+KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, Arch arch) {
   // Fields the partial kernel ignores are normalised so equal code has one spec:
   // it always writes float32 partial states and never an lse of its own.
   KernelSpec k;
@@ -63,7 +63,7 @@ int fan_in_bucket(int max_fan_in) {
 
 }  // namespace
 
-KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, int arch) {
+KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, Arch arch) {
   // The merge reads float32 partials (q/kv dtype fp32) and ignores tile and layout.
   KernelSpec k;
   k.kind = KernelKind::kMergeStates;

@@ -168,7 +168,7 @@ void print_plan_summary(const canopy::Plan& plan, const canopy::PrefixTree& tree
       plan.max_merge_fan_in, plan.predicted_us, plan.num_sms);
 }
 
-std::vector<canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, int arch) {
+std::vector<canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, canopy::Arch arch) {
   std::vector<canopy::KernelSpec> specs;
   for (const canopy::KernelConfig& c : plan.configs) {
     specs.push_back(canopy::partial_kernel_spec(plan.spec, c, arch));
@@ -205,13 +205,15 @@ int run_cpu(const Args& args, canopy::workload::Workload w, const std::string& h
                            options.cost_model.coefficients().name);
 
   canopy::CubinCache cache(args.get("--cache-dir", ""));
-  for (const canopy::KernelSpec& spec : plan_kernels(plan, 90)) {
+  const canopy::Arch arch = options.cost_model.coefficients().arch;
+  for (const canopy::KernelSpec& spec : plan_kernels(plan, arch)) {
     t0 = Clock::now();
     const canopy::CompiledKernel& k = cache.get(spec);
-    std::cout << fmt::format(
-        "kernel       {}: {} bytes of sm_90 cubin, {}\n", k.spec.to_string(), k.cubin.size(),
-        k.from_disk ? fmt::format("from the cache ({:.0f} ms)", ms_since(t0))
-                    : fmt::format("compiled by NVRTC in {:.0f} ms", k.compile_ms));
+    std::cout << fmt::format("kernel       {}: {} bytes of {} cubin, {}\n", k.spec.to_string(),
+                             k.cubin.size(), arch.to_string(),
+                             k.from_disk
+                                 ? fmt::format("from the cache ({:.0f} ms)", ms_since(t0))
+                                 : fmt::format("compiled by NVRTC in {:.0f} ms", k.compile_ms));
   }
   std::cout << fmt::format("cubin cache  {}\n", cache.dir().empty() ? "memory only" : cache.dir());
 
@@ -309,8 +311,8 @@ int run_gpu(const Args& args, const canopy::workload::Workload& w) {
   ro.cache_dir = args.get("--cache-dir", "");
   canopy::Runtime rt(ro);
   const drv::DeviceContext& dev = drv::device_context(ro.device);
-  std::cout << fmt::format("device       {} (sm_{}, {} SMs, {:.0f} GiB), driver CUDA {}.{}\n",
-                           rt.device_name(), rt.arch(), dev.num_sms,
+  std::cout << fmt::format("device       {} ({}, {} SMs, {:.0f} GiB), driver CUDA {}.{}\n",
+                           rt.device_name(), rt.arch().to_string(), dev.num_sms,
                            static_cast<double>(dev.total_mem) / 1073741824.0,
                            drv::api().driver_version / 1000, drv::api().driver_version % 1000 / 10);
 

@@ -301,45 +301,22 @@ std::vector<KernelResources> cubin_resources(const std::vector<char>& cubin) {
   return kernels;
 }
 
-/// Per-SM limits for a rough occupancy estimate.
-struct SmLimits {
-  int registers = 65536;
-  int max_threads = 2048;
-  int max_blocks = 32;
-  int smem = 228 * 1024;     ///< shared memory per SM
-  int reserved_smem = 1024;  ///< per block, taken by the system
-};
-
-std::optional<SmLimits> sm_limits(int arch) {
-  switch (arch) {
-    case 80:
-      return SmLimits{65536, 2048, 32, 164 * 1024, 1024};
-    case 86:
-      return SmLimits{65536, 1536, 16, 100 * 1024, 1024};
-    case 89:
-      return SmLimits{65536, 1536, 24, 100 * 1024, 1024};
-    case 90:
-      return SmLimits{65536, 2048, 32, 228 * 1024, 1024};
-    default:
-      return std::nullopt;
-  }
-}
-
-/// A rough estimate: the per-block shared memory is dynamic + max(static, the
-/// 1 KiB the system reserves per block), registers are allocated per warp in
-/// units of 256.
-std::string occupancy_text(int arch, int registers, int threads, std::int64_t dynamic_smem,
+/// A rough estimate from the arch's per-SM limits: the per-block shared memory
+/// is dynamic + max(static, what the system reserves per block), registers are
+/// allocated per warp in units of 256.
+std::string occupancy_text(canopy::Arch arch, int registers, int threads, std::int64_t dynamic_smem,
                            std::int64_t static_smem) {
-  const auto limits = sm_limits(arch);
-  if (!limits || registers <= 0 || threads <= 0) return "n/a (no limits table for this arch)";
+  if (!arch.is_known() || registers <= 0 || threads <= 0) {
+    return "n/a (no limits table for this arch)";
+  }
   const int warps = (threads + 31) / 32;
   const int regs_per_warp = ((std::max(registers, 1) * 32 + 255) / 256) * 256;
-  const int by_regs = limits->registers / (regs_per_warp * warps);
-  const int by_threads = limits->max_threads / (warps * 32);
+  const int by_regs = arch.registers_per_sm() / (regs_per_warp * warps);
+  const int by_threads = arch.max_threads_per_sm() / (warps * 32);
   const std::int64_t smem_block =
-      dynamic_smem + std::max<std::int64_t>(static_smem, limits->reserved_smem);
-  const int by_smem = static_cast<int>(limits->smem / smem_block);
-  const int blocks = std::min({by_regs, by_threads, by_smem, limits->max_blocks});
+      dynamic_smem + std::max<std::int64_t>(static_smem, arch.reserved_smem_per_block());
+  const int by_smem = static_cast<int>(arch.max_smem_per_sm() / smem_block);
+  const int blocks = std::min({by_regs, by_threads, by_smem, arch.max_blocks_per_sm()});
   const char* limiter = blocks == by_smem      ? "shared memory"
                         : blocks == by_regs    ? "registers"
                         : blocks == by_threads ? "threads"
@@ -367,7 +344,7 @@ std::vector<Option> kernel_options() {
       {"--lse", "", "merge kernel also writes the log-sum-exp"},
       {"--merge", "", "the merge-states kernel instead of partial attention"},
       {"--fan-in", "N", "merge: partials per row, 0 = general loop (rounded up to 1/2/4/8/16)"},
-      {"--arch", "N", "compute capability, e.g. 80, 86, 89, 90 (default 90)"},
+      {"--arch", "SM", "GPU target, e.g. 80, 86, 89, 90, 90a or sm_90a (default 90)"},
       {"--emit", "WHAT", "source | ptx | sass | resources | summary | cubin (default source)"},
       {"--out", "FILE", "write to FILE instead of stdout (required for cubin)"},
       {"--cache-dir", "DIR", "cubin cache directory, 'off' for none (default: as the runtime)"},
@@ -389,6 +366,17 @@ std::string kernel_help() {
          "  canopy-inspect kernel --merge --fan-in 3 --lse --emit source\n";
 }
 
+/// --arch: "90", "90a", "sm_90a" (default sm_90).
+canopy::Arch arch_from_args(const Args& args) {
+  const auto text = args.value("--arch");
+  if (!text) return canopy::kSm90;
+  try {
+    return canopy::Arch::parse(*text);
+  } catch (const canopy::Error& e) {
+    throw UsageError(std::string("--arch: ") + e.what());
+  }
+}
+
 canopy::KernelSpec kernel_spec_from_args(const Args& args) {
   canopy::AttentionSpec a;
   a.head_dim = static_cast<int>(args.get_int("--head-dim", 128, 1, 4096));
@@ -404,7 +392,7 @@ canopy::KernelSpec kernel_spec_from_args(const Args& args) {
   a.kv_layout = canopy::cli::parse_layout_option("--layout", args.get("--layout", "NHD"));
   a.logits_soft_cap = args.has("--soft-cap") ? 30.0 : 0.0;  // the value is a run-time parameter
   a.with_lse = args.has("--lse");
-  const int arch = static_cast<int>(args.get_int("--arch", 90, 1, 1000));
+  const canopy::Arch arch = arch_from_args(args);
 
   canopy::KernelConfig tile;
   tile.tile_q = static_cast<int>(args.get_int("--tile-q", tile.tile_q, 1, 4096));
@@ -466,7 +454,7 @@ std::string ptxas_verbose(const canopy::KernelSpec& spec, std::string* tool) {
   const TempFile file(spec.to_string(), ".ptx", ptx.binary.data(), ptx.binary.size());
   const std::string out = file.path() + ".cubin";
   const CommandResult r =
-      run_command({ptxas, "-v", fmt::format("-arch=sm_{}", spec.arch), file.path(), "-o", out});
+      run_command({ptxas, "-v", "-arch=" + spec.arch.to_string(), file.path(), "-o", out});
   std::error_code ec;
   std::filesystem::remove(out, ec);
   if (r.status != 0) return "ptxas failed:\n" + r.output;
@@ -498,11 +486,11 @@ std::string resources_text(const canopy::CompiledKernel& k, const std::string& c
     throw canopy::Error(canopy::ErrorKind::kInvalidArgument,
                         fmt::format("the cubin has no function {}", k.name));
   }
-  const int smem_limit = canopy::generator::max_smem_per_block(spec.arch);
+  const int smem_limit = spec.arch.max_smem_per_block();
   std::string out;
   out += fmt::format("kernel       {}\n", k.name);
   out += fmt::format("spec         {}\n", spec.to_string());
-  out += fmt::format("cubin        {} bytes for sm_{}, {}\n", k.cubin.size(), spec.arch,
+  out += fmt::format("cubin        {} bytes for {}, {}\n", k.cubin.size(), spec.arch.to_string(),
                      k.from_disk ? fmt::format("read from the cache ({})", cache_dir)
                                  : fmt::format("compiled by NVRTC {} in {:.0f} ms",
                                                canopy::nvrtc_version(), k.compile_ms));
@@ -512,8 +500,9 @@ std::string resources_text(const canopy::CompiledKernel& k, const std::string& c
                      std::int64_t{r->registers} * k.threads);
   out += fmt::format(
       "shared mem   {} bytes dynamic (set at launch) + {} in the cubin's .nv.shared "
-      "section = {} per block; sm_{} allows {} ({})\n",
-      k.smem_bytes, r->static_smem, k.smem_bytes + r->static_smem, spec.arch, smem_limit,
+      "section = {} per block; {} allows {} ({})\n",
+      k.smem_bytes, r->static_smem, k.smem_bytes + r->static_smem, spec.arch.to_string(),
+      smem_limit,
       k.smem_bytes + static_cast<std::int64_t>(r->static_smem) <= smem_limit ? "fits" : "TOO BIG");
   if (r->frame_bytes >= 0) {
     std::string stack;
@@ -590,7 +579,7 @@ int run_kernel(const std::vector<std::string>& argv) {
 std::vector<Option> plan_options() {
   std::vector<Option> o = canopy::cli::workload_options();
   o.push_back({"--sms", "N", "plan for N SMs (default: the cost model's 132, H100 SXM)"});
-  o.push_back({"--arch", "N", "arch of the kernel specs listed (default 90)"});
+  o.push_back({"--arch", "SM", "GPU target of the kernel specs listed, e.g. 80, 90a (default 90)"});
   o.push_back({"--no-absorb", "", "never let children absorb a parent's KV"});
   o.push_back({"--no-split", "", "never split long KV ranges"});
   o.push_back({"--json", "", "print JSON (plan_to_json plus tree summary) instead of text"});
@@ -684,7 +673,7 @@ int run_plan(const std::vector<std::string>& argv) {
     return 0;
   }
   const int tree_lines = static_cast<int>(args.get_int("--tree-lines", 40, 0, 1 << 30));
-  const int arch = static_cast<int>(args.get_int("--arch", 90, 1, 1000));
+  const canopy::Arch arch = arch_from_args(args);
   canopy::PlannerOptions options;
   if (args.has("--sms")) {
     canopy::GpuCoefficients c;
@@ -756,7 +745,7 @@ int run_plan(const std::vector<std::string>& argv) {
                        rows, fan_in == 1 ? " (copied through)" : "");
   }
   out += "\n== predicted busy time per SM\n" + sm_load_text(plan, args.has("--per-sm"));
-  out += fmt::format("\n== kernels (sm_{})\n", arch);
+  out += fmt::format("\n== kernels ({})\n", arch.to_string());
   for (std::size_t i = 0; i < kernels.size(); ++i) {
     if (i + 1 < kernels.size()) {
       int items = 0;

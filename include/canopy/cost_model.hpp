@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "canopy/arch.hpp"
 #include "canopy/plan.hpp"
 #include "canopy/spec.hpp"
 
@@ -12,14 +13,14 @@ namespace canopy {
 /// what decode kernels reach; the tuning database (canopy-tune) replaces them.
 struct GpuCoefficients {
   std::string name = "H100-SXM (datasheet defaults)";
-  int num_sms = 132;
-  int arch = 90;
-  double hbm_bytes_per_us = 3.0e6;      ///< 3.0 TB/s streaming read
-  double tensor_flops_per_us = 6.0e8;   ///< 600 TFLOP/s fp16 mma.sync, dense
-  double item_overhead_us = 1.5;        ///< per work item: block start, Q load, epilogue
-  double launch_overhead_us = 3.0;      ///< per kernel launch
-  double merge_bytes_per_us = 2.5e6;    ///< merge kernel streaming rate
-  int max_smem_per_block = 227 * 1024;  ///< bytes, opt-in maximum
+  int num_sms = kSm90.default_num_sms();  ///< 132
+  Arch arch = kSm90;
+  double hbm_bytes_per_us = 3.0e6;     ///< 3.0 TB/s streaming read
+  double tensor_flops_per_us = 6.0e8;  ///< 600 TFLOP/s fp16 mma.sync, dense
+  double item_overhead_us = 1.5;       ///< per work item: block start, Q load, epilogue
+  double launch_overhead_us = 3.0;     ///< per kernel launch
+  double merge_bytes_per_us = 2.5e6;   ///< merge kernel streaming rate
+  int max_smem_per_block = kSm90.max_smem_per_block();  ///< bytes, opt-in maximum (227 KiB)
   bool operator==(const GpuCoefficients&) const = default;
 };
 

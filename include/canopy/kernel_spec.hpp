@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "canopy/arch.hpp"
 #include "canopy/plan.hpp"
 #include "canopy/spec.hpp"
 
@@ -29,9 +30,10 @@ struct KernelSpec {
   bool soft_cap = false;
   bool with_lse = false;
   int merge_fan_in = 0;
-  int arch = 90;  ///< compute capability major*10+minor: 80, 86, 89, 90
+  Arch arch = kSm90;  ///< the GPU target: sm_80, sm_86, sm_89, sm_90, sm_90a, ...
 
-  /// Every field, e.g. "partial_hd128_q-fp16_kv-fp16_o-fp16_nhd_q16_kv64_w4_s2_cap0_lse0_sm90".
+  /// Every field, e.g. "partial_hd128_q-fp16_kv-fp16_o-fp16_nhd_q16_kv64_w4_s2_cap0_lse0_fan0_sm90"
+  /// (an `a` target ends in "_sm90a").
   std::string to_string() const;
   std::string kernel_name() const;  ///< the extern "C" symbol in the cubin
   std::uint64_t hash() const;
@@ -41,7 +43,7 @@ struct KernelSpec {
 inline constexpr int kMaxUnrolledFanIn = 16;
 
 /// The partial-attention spec for one of a plan's configs, and its merge spec.
-KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, int arch);
-KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, int arch);
+KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, Arch arch);
+KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, Arch arch);
 
 }  // namespace canopy

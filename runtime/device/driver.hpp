@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "canopy/arch.hpp"
 #include "canopy/error.hpp"
 
 namespace canopy::driver {
@@ -124,7 +125,8 @@ struct DeviceContext {
   int cc_minor = 0;
   int max_smem_optin = 0;  ///< bytes per block with opt-in
   std::size_t total_mem = 0;
-  int arch() const { return cc_major * 10 + cc_minor; }
+  /// The plain target of the device (sm_90, never sm_90a: kernels use no `a` features).
+  Arch arch() const { return Arch{cc_major, cc_minor, false}; }
 };
 
 /// Throws Error(kNoDevice) for a bad ordinal, Error(kDriver) on driver errors.

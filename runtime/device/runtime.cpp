@@ -175,7 +175,7 @@ Runtime::~Runtime() {
 
 const CostModel& Runtime::cost_model() const { return impl_->cost_model; }
 std::string Runtime::device_name() const { return impl_->dev->name; }
-int Runtime::arch() const { return impl_->dev->arch(); }
+Arch Runtime::arch() const { return impl_->dev->arch(); }
 
 // Plan for this device unless the caller brought its own coefficients.
 PlannerOptions Runtime::Impl::device_options(const PlannerOptions& requested) const {
@@ -207,7 +207,7 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
   s->soft_cap = static_cast<float>(plan.spec.logits_soft_cap);
 
   // Kernels: one partial kernel per config, one merge kernel.
-  const int arch = dev.arch();
+  const Arch arch = dev.arch();
   for (const KernelConfig& config : plan.configs) {
     s->partial.push_back(ModuleRegistry::instance().get(
         dev, partial_kernel_spec(plan.spec, config, arch), *impl_->cache));

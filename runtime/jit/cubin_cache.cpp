@@ -107,7 +107,7 @@ std::string env(const char* name) {
 }  // namespace
 
 std::string cubin_cache_key(const std::string& source, const std::vector<std::string>& options,
-                            const std::string& nvrtc_version, int arch,
+                            const std::string& nvrtc_version, Arch arch,
                             const std::string& canopy_version) {
   // Length-prefixed fields, so no two different inputs hash the same bytes.
   Sha256 h;
@@ -117,7 +117,7 @@ std::string cubin_cache_key(const std::string& source, const std::vector<std::st
   };
   field("canopy", canopy_version);
   field("nvrtc", nvrtc_version);
-  field("arch", std::to_string(arch));
+  field("arch", arch.id());  // "90", "90a": keys of plain targets are as before
   field("options", join(options));
   field("source", source);
   return h.hex_digest();

@@ -37,7 +37,7 @@ struct CubinCacheStats {
 
 /// Key of one cache entry: SHA-256 over everything that changes the cubin.
 std::string cubin_cache_key(const std::string& source, const std::vector<std::string>& options,
-                            const std::string& nvrtc_version, int arch,
+                            const std::string& nvrtc_version, Arch arch,
                             const std::string& canopy_version);
 
 /// Where the cache lives when nothing is given explicitly: $CANOPY_CACHE_DIR,

@@ -77,9 +77,9 @@ std::string join(const std::vector<std::string>& items) {
 
 }  // namespace
 
-std::vector<std::string> nvrtc_options(int arch, NvrtcOutput output) {
-  const char* prefix = output == NvrtcOutput::kCubin ? "sm" : "compute";
-  return {fmt::format("--gpu-architecture={}_{}", prefix, arch), "-std=c++17"};
+std::vector<std::string> nvrtc_options(Arch arch, NvrtcOutput output) {
+  const std::string target = output == NvrtcOutput::kCubin ? arch.to_string() : arch.virtual_name();
+  return {"--gpu-architecture=" + target, "-std=c++17"};
 }
 
 std::string nvrtc_version() {
@@ -90,7 +90,7 @@ std::string nvrtc_version() {
 }
 
 NvrtcResult nvrtc_compile(const std::string& source, const std::string& program_name,
-                          const std::string& spec_string, int arch, NvrtcOutput output,
+                          const std::string& spec_string, Arch arch, NvrtcOutput output,
                           const std::string& failure_dir) {
   NvrtcResult result;
   result.options = nvrtc_options(arch, output);

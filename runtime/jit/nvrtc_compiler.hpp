@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "canopy/arch.hpp"
+
 namespace canopy {
 
 enum class NvrtcOutput { kCubin, kPtx };
@@ -15,9 +17,9 @@ struct NvrtcResult {
   double compile_ms = 0;             ///< wall time of nvrtcCompileProgram
 };
 
-/// The options used for `arch` (e.g. 90): a real sm_XX target for cubins so
-/// the driver never JIT-compiles PTX, compute_XX for PTX.
-std::vector<std::string> nvrtc_options(int arch, NvrtcOutput output = NvrtcOutput::kCubin);
+/// The options used for `arch`: the real target (sm_90, sm_90a) for cubins so
+/// the driver never JIT-compiles PTX, the virtual one (compute_90a) for PTX.
+std::vector<std::string> nvrtc_options(Arch arch, NvrtcOutput output = NvrtcOutput::kCubin);
 
 /// "13.0": the NVRTC library version (part of the cubin cache key).
 std::string nvrtc_version();
@@ -27,7 +29,7 @@ std::string nvrtc_version();
 /// spec string and the path where the source was written for inspection
 /// (`failure_dir`, or a temp directory when empty).
 NvrtcResult nvrtc_compile(const std::string& source, const std::string& program_name,
-                          const std::string& spec_string, int arch,
+                          const std::string& spec_string, Arch arch,
                           NvrtcOutput output = NvrtcOutput::kCubin,
                           const std::string& failure_dir = "");
 

@@ -21,6 +21,9 @@
 #include "runtime/jit/nvrtc_compiler.hpp"
 
 namespace canopy {
+
+void PrintTo(const Arch& arch, std::ostream* os) { *os << arch.to_string(); }
+
 namespace {
 
 /// CPU time of the calling thread: NVRTC compiles on it, so this is the
@@ -33,10 +36,10 @@ double thread_cpu_ms() {
 
 /// The planner's cost model for a device of `arch`: it drops configs whose
 /// shared memory does not fit, exactly as make_plan does.
-CostModel model_for(int arch) {
+CostModel model_for(Arch arch) {
   GpuCoefficients c;
   c.arch = arch;
-  c.max_smem_per_block = generator::max_smem_per_block(arch);
+  c.max_smem_per_block = arch.max_smem_per_block();
   return CostModel(c);
 }
 
@@ -44,7 +47,7 @@ CostModel model_for(int arch) {
 /// x q dtype x KV dtype x layout x soft cap x every config that fits.
 /// (partial_kernel_spec normalises o dtype and lse away: the kernel writes
 /// float32 partial states either way.)
-std::vector<KernelSpec> partial_specs(int arch) {
+std::vector<KernelSpec> partial_specs(Arch arch) {
   const CostModel model = model_for(arch);
   std::vector<KernelSpec> specs;
   for (int head_dim : {64, 128, 256}) {
@@ -71,7 +74,7 @@ std::vector<KernelSpec> partial_specs(int arch) {
 
 /// Every merge kernel: head dim x output dtype x lse x fan-in (the planner's
 /// max fan-in rounds up to 1, 2, 4, 8, 16, or 0 = the general loop).
-std::vector<KernelSpec> merge_specs(int arch) {
+std::vector<KernelSpec> merge_specs(Arch arch) {
   std::vector<KernelSpec> specs;
   for (int head_dim : {64, 128, 256}) {
     for (DType o : {DType::kF16, DType::kBF16, DType::kF32}) {
@@ -136,18 +139,18 @@ void compile_all(const std::vector<KernelSpec>& specs, const char* label) {
   }
 }
 
-class KernelCompile : public ::testing::TestWithParam<int> {};
+class KernelCompile : public ::testing::TestWithParam<Arch> {};
 
 TEST_P(KernelCompile, PartialAttentionKernels) {
-  compile_all(partial_specs(GetParam()), ("partial sm_" + std::to_string(GetParam())).c_str());
+  compile_all(partial_specs(GetParam()), ("partial " + GetParam().to_string()).c_str());
 }
 
 TEST_P(KernelCompile, MergeKernels) {
-  compile_all(merge_specs(GetParam()), ("merge sm_" + std::to_string(GetParam())).c_str());
+  compile_all(merge_specs(GetParam()), ("merge " + GetParam().to_string()).c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(Arch, KernelCompile, ::testing::Values(80, 90),
-                         [](const auto& arch) { return "sm" + std::to_string(arch.param); });
+INSTANTIATE_TEST_SUITE_P(Arch, KernelCompile, ::testing::Values(kSm80, kSm90),
+                         [](const auto& arch) { return "sm" + arch.param.id(); });
 
 }  // namespace
 }  // namespace canopy

@@ -15,13 +15,13 @@ namespace {
 
 KernelSpec partial_spec() {
   AttentionSpec a;
-  return partial_kernel_spec(a, KernelConfig{16, 64, 4, 2}, 90);
+  return partial_kernel_spec(a, KernelConfig{16, 64, 4, 2}, kSm90);
 }
 
 KernelSpec merge_spec() {
   AttentionSpec a;
   a.with_lse = true;
-  return merge_kernel_spec(a, 4, 90);
+  return merge_kernel_spec(a, 4, kSm90);
 }
 
 TEST(KernelSource, ByteIdenticalForTheSameSpec) {
@@ -76,7 +76,7 @@ TEST(KernelSource, RejectsBadSpecsNamingTheField) {
   s.kv_dtype = DType::kF32;
   expect_error(s, ErrorKind::kNotSupported, "kv_dtype (fp32)");
   s = partial_spec();
-  s.arch = 75;
+  s.arch = Arch{7, 5};
   expect_error(s, ErrorKind::kNotSupported, "sm_75");
   s = merge_spec();
   s.merge_fan_in = 17;
@@ -97,12 +97,12 @@ TEST(KernelSource, CostModelSharedMemoryIsTheGeneratorsAndDefaultsFitSm90) {
     AttentionSpec a;
     a.head_dim = head_dim;
     for (const KernelConfig& c : default_kernel_configs(a)) {
-      const int bytes = kernel_smem_bytes(partial_kernel_spec(a, c, 90));
+      const int bytes = kernel_smem_bytes(partial_kernel_spec(a, c, kSm90));
       EXPECT_EQ(CostModel::smem_bytes(a, c), bytes);
-      EXPECT_LE(bytes, max_smem_per_block(90)) << head_dim << " " << c.to_string();
+      EXPECT_LE(bytes, kSm90.max_smem_per_block()) << head_dim << " " << c.to_string();
       // sm_80 (163 KiB) takes every default but hd256 x q64, which the planner drops.
       if (!(head_dim == 256 && c.tile_q == 64)) {
-        EXPECT_LE(bytes, max_smem_per_block(80)) << head_dim << " " << c.to_string();
+        EXPECT_LE(bytes, kSm80.max_smem_per_block()) << head_dim << " " << c.to_string();
       }
     }
   }

@@ -209,12 +209,12 @@ TEST(GpuPrewarm, CompileKernels) {
   const char* arch_env = std::getenv("CANOPY_PREWARM_ARCH");
   if (!gpu && (arch_env == nullptr || *arch_env == '\0')) GTEST_SKIP() << "no GPU: " << why;
   PlannerOptions options;
-  int arch = 0;
+  Arch arch;
   if (gpu) {
     options.cost_model = shared_runtime().cost_model();
     arch = shared_runtime().arch();
   } else {
-    arch = std::atoi(arch_env);
+    arch = Arch::parse(arch_env);  // "90", "90a", "sm_90a"
     GpuCoefficients c;
     c.arch = arch;
     options.cost_model = CostModel(c);
@@ -264,9 +264,10 @@ TEST(GpuPrewarm, CompileKernels) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const CubinCacheStats st = cache.stats();
   std::printf(
-      "prewarm: %zu kernels for sm_%d in %.1f s on %u threads (%d compiled, %d from disk) "
+      "prewarm: %zu kernels for %s in %.1f s on %u threads (%d compiled, %d from disk) "
       "into '%s'\n",
-      list.size(), arch, seconds, threads, st.compiles, st.disk_hits, cache.dir().c_str());
+      list.size(), arch.to_string().c_str(), seconds, threads, st.compiles, st.disk_hits,
+      cache.dir().c_str());
   EXPECT_EQ(failures.load(), 0) << first_error;
 }
 
@@ -278,12 +279,13 @@ TEST(GpuDriver, DeviceInfo) {
   const driver::Api& a = driver::api();
   const driver::DeviceContext& d = driver::device_context(0);
   std::printf(
-      "device 0: %s, %d SMs, sm_%d, %d bytes opt-in smem/block, %.1f GiB, driver CUDA %d.%d, "
+      "device 0: %s, %d SMs, %s, %d bytes opt-in smem/block, %.1f GiB, driver CUDA %d.%d, "
       "%d device(s)\n",
-      d.name.c_str(), d.num_sms, d.arch(), d.max_smem_optin, double(d.total_mem) / (1 << 30),
-      a.driver_version / 1000, a.driver_version % 1000 / 10, a.device_count);
+      d.name.c_str(), d.num_sms, d.arch().to_string().c_str(), d.max_smem_optin,
+      double(d.total_mem) / (1 << 30), a.driver_version / 1000, a.driver_version % 1000 / 10,
+      a.device_count);
   EXPECT_GT(d.num_sms, 0);
-  EXPECT_GE(d.arch(), 80);
+  EXPECT_TRUE(d.arch().has_cp_async() && d.arch().has_mma()) << d.arch().to_string();  // sm_80+
   EXPECT_GE(d.max_smem_optin, 48 * 1024);
   Runtime& rt = shared_runtime();
   EXPECT_EQ(rt.arch(), d.arch());

@@ -36,7 +36,7 @@ class CubinCacheTest : public ::testing::Test {
 
   static KernelSpec spec(int fan_in = 2) {
     AttentionSpec a;
-    return merge_kernel_spec(a, fan_in, 90);  // merges compile fastest
+    return merge_kernel_spec(a, fan_in, kSm90);  // merges compile fastest
   }
   std::string dir() const { return dir_.string(); }
   std::vector<fs::path> files() const {
@@ -62,26 +62,28 @@ void write_file(const fs::path& path, const std::string& bytes) {
 
 TEST_F(CubinCacheTest, KeyChangesWithEveryInputAndOnlyThen) {
   const std::string src = generator::generate_kernel_source(spec());
-  const std::vector<std::string> opts = nvrtc_options(90);
-  const std::string base = cubin_cache_key(src, opts, "13.0", 90, "0.1.0");
+  const std::vector<std::string> opts = nvrtc_options(kSm90);
+  const std::string base = cubin_cache_key(src, opts, "13.0", kSm90, "0.1.0");
   EXPECT_EQ(base.size(), 64u);
-  EXPECT_EQ(base, cubin_cache_key(src, opts, "13.0", 90, "0.1.0"));
+  EXPECT_EQ(base, cubin_cache_key(src, opts, "13.0", kSm90, "0.1.0"));
   std::vector<std::string> more = opts;
   more.push_back("-lineinfo");
-  EXPECT_NE(base, cubin_cache_key(src + " ", opts, "13.0", 90, "0.1.0"));
-  EXPECT_NE(base, cubin_cache_key(src, more, "13.0", 90, "0.1.0"));
-  EXPECT_NE(base, cubin_cache_key(src, opts, "13.1", 90, "0.1.0"));
-  EXPECT_NE(base, cubin_cache_key(src, opts, "13.0", 80, "0.1.0"));
-  EXPECT_NE(base, cubin_cache_key(src, opts, "13.0", 90, "0.1.1"));
+  EXPECT_NE(base, cubin_cache_key(src + " ", opts, "13.0", kSm90, "0.1.0"));
+  EXPECT_NE(base, cubin_cache_key(src, more, "13.0", kSm90, "0.1.0"));
+  EXPECT_NE(base, cubin_cache_key(src, opts, "13.1", kSm90, "0.1.0"));
+  EXPECT_NE(base, cubin_cache_key(src, opts, "13.0", kSm80, "0.1.0"));
+  EXPECT_NE(base, cubin_cache_key(src, opts, "13.0", kSm90a, "0.1.0"));
+  EXPECT_NE(base, cubin_cache_key(src, opts, "13.0", kSm90, "0.1.1"));
   // Field boundaries are unambiguous: moving a character between fields changes the key.
-  EXPECT_NE(cubin_cache_key("ab", {"c"}, "1", 90, "v"), cubin_cache_key("a", {"bc"}, "1", 90, "v"));
+  EXPECT_NE(cubin_cache_key("ab", {"c"}, "1", kSm90, "v"),
+            cubin_cache_key("a", {"bc"}, "1", kSm90, "v"));
   // Every KernelSpec field reaches the source, hence the key.
   const std::vector<std::function<void(KernelSpec&)>> flips = {
       [](KernelSpec& s) { s.head_dim = 64; },
       [](KernelSpec& s) { s.o_dtype = DType::kBF16; },
       [](KernelSpec& s) { s.with_lse = true; },
       [](KernelSpec& s) { s.merge_fan_in = 4; },
-      [](KernelSpec& s) { s.arch = 80; },
+      [](KernelSpec& s) { s.arch = kSm80; },
       [](KernelSpec& s) { s.q_dtype = DType::kF16; },
       [](KernelSpec& s) { s.tile.tile_q = 32; },
       [](KernelSpec& s) { s.kv_layout = KvLayout::kHND; },
@@ -264,9 +266,9 @@ TEST_F(CubinCacheTest, ColdVsWarmTimings) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
   };
   AttentionSpec a;
-  const std::vector<KernelSpec> specs = {partial_kernel_spec(a, {16, 64, 4, 2}, 90),
-                                         partial_kernel_spec(a, {64, 64, 4, 2}, 90),
-                                         merge_kernel_spec(a, 4, 90)};
+  const std::vector<KernelSpec> specs = {partial_kernel_spec(a, {16, 64, 4, 2}, kSm90),
+                                         partial_kernel_spec(a, {64, 64, 4, 2}, kSm90),
+                                         merge_kernel_spec(a, 4, kSm90)};
   for (const KernelSpec& k : specs) {
     CubinCache cold(dir());
     auto t = Clock::now();

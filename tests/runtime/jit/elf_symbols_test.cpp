@@ -17,8 +17,9 @@ namespace {
 const std::vector<char>& sample_cubin() {
   static const std::vector<char> cubin = [] {
     AttentionSpec a;
-    const KernelSpec k = merge_kernel_spec(a, 2, 90);
-    return nvrtc_compile(generator::generate_kernel_source(k), k.kernel_name(), k.to_string(), 90)
+    const KernelSpec k = merge_kernel_spec(a, 2, kSm90);
+    return nvrtc_compile(generator::generate_kernel_source(k), k.kernel_name(), k.to_string(),
+                         kSm90)
         .binary;
   }();
   return cubin;
@@ -26,7 +27,7 @@ const std::vector<char>& sample_cubin() {
 
 TEST(ElfSymbols, CubinExportsItsKernel) {
   AttentionSpec a;
-  const std::string name = merge_kernel_spec(a, 2, 90).kernel_name();
+  const std::string name = merge_kernel_spec(a, 2, kSm90).kernel_name();
   const std::vector<std::string> functions = elf_function_names(sample_cubin());
   EXPECT_NE(std::find(functions.begin(), functions.end(), name), functions.end());
 }

@@ -12,7 +12,7 @@ namespace {
 KernelSpec merge_spec() {
   AttentionSpec a;
   a.with_lse = true;
-  return merge_kernel_spec(a, 4, 90);
+  return merge_kernel_spec(a, 4, kSm90);
 }
 
 TEST(KernelInspect, SourceArtifactIsTheGeneratedSource) {

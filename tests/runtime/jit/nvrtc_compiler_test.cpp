@@ -14,24 +14,27 @@ namespace canopy {
 namespace {
 
 TEST(NvrtcCompiler, OptionsTargetTheExactArch) {
-  const std::vector<std::string> cubin = nvrtc_options(80);
+  const std::vector<std::string> cubin = nvrtc_options(kSm80);
   EXPECT_EQ(cubin.front(), "--gpu-architecture=sm_80");
   EXPECT_NE(std::find(cubin.begin(), cubin.end(), "-std=c++17"), cubin.end());
-  EXPECT_EQ(nvrtc_options(90, NvrtcOutput::kPtx).front(), "--gpu-architecture=compute_90");
+  EXPECT_EQ(nvrtc_options(kSm90, NvrtcOutput::kPtx).front(), "--gpu-architecture=compute_90");
+  EXPECT_EQ(nvrtc_options(kSm90a).front(), "--gpu-architecture=sm_90a");
+  EXPECT_EQ(nvrtc_options(kSm90a, NvrtcOutput::kPtx).front(), "--gpu-architecture=compute_90a");
   EXPECT_FALSE(nvrtc_version().empty());
 }
 
 TEST(NvrtcCompiler, CompilesCubinAndPtx) {
   AttentionSpec a;
-  const KernelSpec k = merge_kernel_spec(a, 1, 90);
+  const KernelSpec k = merge_kernel_spec(a, 1, kSm90);
   const std::string src = generator::generate_kernel_source(k);
-  const NvrtcResult cubin = nvrtc_compile(src, k.kernel_name(), k.to_string(), 90);
+  const NvrtcResult cubin = nvrtc_compile(src, k.kernel_name(), k.to_string(), kSm90);
   ASSERT_GE(cubin.binary.size(), 4u);
   EXPECT_EQ(std::string(cubin.binary.data(), 4),
             "\x7f"
             "ELF");
   EXPECT_GT(cubin.compile_ms, 0);
-  const NvrtcResult ptx = nvrtc_compile(src, k.kernel_name(), k.to_string(), 90, NvrtcOutput::kPtx);
+  const NvrtcResult ptx =
+      nvrtc_compile(src, k.kernel_name(), k.to_string(), kSm90, NvrtcOutput::kPtx);
   const std::string text(ptx.binary.begin(), ptx.binary.end());
   EXPECT_NE(text.find(".entry " + k.kernel_name()), std::string::npos);
   EXPECT_NE(text.find(".target sm_90"), std::string::npos);
@@ -43,11 +46,11 @@ TEST(NvrtcCompiler, FailureCarriesLogOptionsSpecAndSourcePath) {
   std::filesystem::remove_all(dir);
   // A generated kernel with one line broken, as a template bug would do.
   AttentionSpec a;
-  const KernelSpec k = merge_kernel_spec(a, 1, 90);
+  const KernelSpec k = merge_kernel_spec(a, 1, kSm90);
   std::string src = generator::generate_kernel_source(k);
   src += "\n__device__ int broken() { return undeclared_identifier_xyz; }\n";
   try {
-    nvrtc_compile(src, k.kernel_name(), k.to_string(), 90, NvrtcOutput::kCubin, dir);
+    nvrtc_compile(src, k.kernel_name(), k.to_string(), kSm90, NvrtcOutput::kCubin, dir);
     FAIL() << "a broken source compiled";
   } catch (const Error& e) {
     const std::string msg = e.what();
@@ -67,7 +70,7 @@ TEST(NvrtcCompiler, FailureCarriesLogOptionsSpecAndSourcePath) {
 
 TEST(NvrtcCompiler, UnknownArchIsACompileError) {
   try {
-    nvrtc_compile("extern \"C\" __global__ void k() {}", "k", "test", 12);
+    nvrtc_compile("extern \"C\" __global__ void k() {}", "k", "test", Arch{1, 2});
     FAIL() << "sm_12 accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kCompile);
