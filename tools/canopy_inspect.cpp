@@ -12,13 +12,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,7 +29,7 @@
 #include "cli_args.hpp"
 #include "generator/kernel_source.hpp"
 #include "runtime/jit/cubin_cache.hpp"
-#include "runtime/jit/elf_symbols.hpp"
+#include "runtime/jit/cubin_resources.hpp"
 #include "runtime/jit/kernel_inspect.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
 #include "workload.hpp"
@@ -154,152 +152,7 @@ class TempFile {
 };
 
 // ---------------------------------------------------------------------------
-// Resources read from the cubin (an ELF64 file): the per-function records of
-// the .nv.info section (EIATTR_REGCOUNT, EIATTR_FRAME_SIZE,
-// EIATTR_MIN/MAX_STACK_SIZE; older toolkits also keep the register count in
-// the top byte of the .text section's sh_info), static shared memory
-// (.nv.shared.<kernel>) and the parameter constant bank (.nv.constant0.<kernel>).
-
-struct KernelResources {
-  std::string name;
-  int registers = -1;
-  std::uint64_t code_bytes = 0;
-  std::uint64_t static_smem = 0;
-  std::uint64_t param_bank = 0;
-  std::int64_t frame_bytes = -1;  ///< per thread; -1 when the cubin does not say
-  std::int64_t min_stack = -1;
-  std::int64_t max_stack = -1;
-};
-
-class ElfReader {
- public:
-  explicit ElfReader(const std::vector<char>& image) : image_(image) {}
-  template <class T>
-  T read(std::uint64_t offset) const {
-    if (offset > image_.size() || sizeof(T) > image_.size() - offset) {
-      throw canopy::Error(canopy::ErrorKind::kInvalidArgument,
-                          fmt::format("cubin truncated at offset {}", offset));
-    }
-    T value;
-    std::memcpy(&value, image_.data() + offset, sizeof(T));
-    return value;
-  }
-  std::string c_string(std::uint64_t offset) const {
-    std::string out;
-    while (offset < image_.size() && image_[offset] != '\0' && out.size() < 4096) {
-      out += image_[offset++];
-    }
-    return out;
-  }
-
- private:
-  const std::vector<char>& image_;
-};
-
-std::vector<KernelResources> cubin_resources(const std::vector<char>& cubin) {
-  constexpr std::uint32_t kShtSymtab = 2;
-  const ElfReader elf(cubin);
-  if (cubin.size() < 64 ||
-      std::memcmp(cubin.data(),
-                  "\x7f"
-                  "ELF",
-                  4) != 0 ||
-      cubin[4] != 2) {
-    throw canopy::Error(canopy::ErrorKind::kInvalidArgument, "the cubin is not an ELF64 file");
-  }
-  struct Section {
-    std::string name;
-    std::uint32_t type, link, info;
-    std::uint64_t offset, size;
-  };
-  const auto shoff = elf.read<std::uint64_t>(0x28);
-  const auto shentsize = elf.read<std::uint16_t>(0x3A);
-  const auto shnum = elf.read<std::uint16_t>(0x3C);
-  const auto shstrndx = elf.read<std::uint16_t>(0x3E);
-  if (shentsize < 64 || shstrndx >= shnum) {
-    throw canopy::Error(canopy::ErrorKind::kInvalidArgument,
-                        "the cubin's section table is malformed");
-  }
-  std::vector<Section> sections(shnum);
-  for (std::uint16_t i = 0; i < shnum; ++i) {
-    const std::uint64_t h = shoff + std::uint64_t{i} * shentsize;
-    Section& s = sections[i];
-    s.name = std::to_string(elf.read<std::uint32_t>(h));  // resolved below
-    s.type = elf.read<std::uint32_t>(h + 4);
-    s.offset = elf.read<std::uint64_t>(h + 24);
-    s.size = elf.read<std::uint64_t>(h + 32);
-    s.link = elf.read<std::uint32_t>(h + 40);
-    s.info = elf.read<std::uint32_t>(h + 44);
-  }
-  const std::uint64_t names = sections[shstrndx].offset;
-  for (Section& s : sections) s.name = elf.c_string(names + std::stoull(s.name));
-
-  // Symbols, for the .nv.info records that name a function by symbol index.
-  std::vector<std::string> symbols;
-  for (const Section& s : sections) {
-    if (s.type != kShtSymtab || s.link >= sections.size()) continue;
-    const std::uint64_t strtab = sections[s.link].offset;
-    for (std::uint64_t off = 0; off + 24 <= s.size; off += 24) {
-      symbols.push_back(elf.c_string(strtab + elf.read<std::uint32_t>(s.offset + off)));
-    }
-    break;
-  }
-
-  std::vector<KernelResources> kernels;
-  std::map<std::string, std::size_t> by_name;
-  for (const std::string& name : canopy::elf_function_names(cubin)) {
-    by_name[name] = kernels.size();
-    kernels.push_back(KernelResources{});
-    kernels.back().name = name;
-  }
-  auto find = [&](const std::string& name) -> KernelResources* {
-    const auto it = by_name.find(name);
-    return it == by_name.end() ? nullptr : &kernels[it->second];
-  };
-  auto starts = [](const std::string& s, const std::string& prefix) {
-    return s.rfind(prefix, 0) == 0;
-  };
-  for (const Section& s : sections) {
-    if (starts(s.name, ".text.")) {
-      if (KernelResources* k = find(s.name.substr(6))) {
-        if (k->registers < 0 && (s.info >> 24) != 0) k->registers = static_cast<int>(s.info >> 24);
-        k->code_bytes = s.size;
-      }
-    } else if (starts(s.name, ".nv.shared.")) {
-      if (KernelResources* k = find(s.name.substr(11))) k->static_smem = s.size;
-    } else if (starts(s.name, ".nv.constant0.")) {
-      if (KernelResources* k = find(s.name.substr(14))) k->param_bank = s.size;
-    } else if (s.name == ".nv.info") {
-      // Records: u8 format, u8 attribute, u16 value or payload size (format 4), payload.
-      constexpr std::uint8_t kSval = 0x04, kFrameSize = 0x11, kMinStack = 0x12, kMaxStack = 0x23,
-                             kRegCount = 0x2f;
-      std::uint64_t off = 0;
-      while (off + 4 <= s.size) {
-        const auto format = elf.read<std::uint8_t>(s.offset + off);
-        const auto attribute = elf.read<std::uint8_t>(s.offset + off + 1);
-        const auto value = elf.read<std::uint16_t>(s.offset + off + 2);
-        off += 4;
-        if (format != kSval) continue;
-        if (value == 8 && off + 8 <= s.size &&
-            (attribute == kFrameSize || attribute == kMinStack || attribute == kMaxStack ||
-             attribute == kRegCount)) {
-          const auto symbol = elf.read<std::uint32_t>(s.offset + off);
-          const auto amount = elf.read<std::uint32_t>(s.offset + off + 4);
-          KernelResources* k = symbol < symbols.size() ? find(symbols[symbol]) : nullptr;
-          if (k != nullptr && attribute == kRegCount) {
-            k->registers = static_cast<int>(amount);
-          } else if (k != nullptr) {
-            (attribute == kFrameSize  ? k->frame_bytes
-             : attribute == kMinStack ? k->min_stack
-                                      : k->max_stack) = amount;
-          }
-        }
-        off += value;
-      }
-    }
-  }
-  return kernels;
-}
+// Occupancy
 
 /// A rough estimate from the arch's per-SM limits: the per-block shared memory
 /// is dynamic + max(static, what the system reserves per block), registers are
@@ -477,9 +330,9 @@ std::string ptxas_verbose(const canopy::KernelSpec& spec, std::string* tool) {
 
 std::string resources_text(const canopy::CompiledKernel& k, const std::string& cache_dir) {
   const canopy::KernelSpec& spec = k.spec;
-  const std::vector<KernelResources> all = cubin_resources(k.cubin);
-  const KernelResources* r = nullptr;
-  for (const KernelResources& x : all) {
+  const std::vector<canopy::KernelResources> all = canopy::cubin_resources(k.cubin);
+  const canopy::KernelResources* r = nullptr;
+  for (const canopy::KernelResources& x : all) {
     if (x.name == k.name) r = &x;
   }
   if (r == nullptr) {

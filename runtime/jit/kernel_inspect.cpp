@@ -5,7 +5,7 @@
 
 #include "canopy/error.hpp"
 #include "generator/kernel_source.hpp"
-#include "runtime/jit/elf_symbols.hpp"
+#include "runtime/jit/elf_reader.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
 
 namespace canopy {

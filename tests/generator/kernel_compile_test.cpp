@@ -17,7 +17,7 @@
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "generator/kernel_source.hpp"
-#include "runtime/jit/elf_symbols.hpp"
+#include "runtime/jit/elf_reader.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
 
 namespace canopy {
