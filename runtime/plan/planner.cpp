@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "canopy/error.hpp"
-#include "runtime/tree/flat_tree.hpp"
 
 namespace canopy {
 namespace {
@@ -191,7 +190,8 @@ class CostMemo {
 
 class Planner {
  public:
-  Planner(const AttentionSpec& spec, const FlatTree& tree, const PlannerOptions& options, Plan& out)
+  Planner(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
+          Plan& out)
       : spec_(spec), tree_(tree), opt_(options), model_(options.cost_model), plan_(out) {
     configs_ = opt_.candidates.empty() ? default_kernel_configs(spec) : opt_.candidates;
     std::erase_if(configs_, [&](const KernelConfig& c) { return !model_.fits(spec, c); });
@@ -235,9 +235,6 @@ class Planner {
     return requests * spec_.num_qo_heads * model_.merge_row_us(spec_, 1) / spec_.num_kv_heads;
   }
 
-  std::span<const int> children(const FlatTree::Node& node) const {
-    return {tree_.children.data() + node.child_begin, static_cast<std::size_t>(node.child_count)};
-  }
   void gather_requests(int node);
   void decide(int node, std::int32_t inherited_pages_begin, std::int32_t inherited_pages,
               std::int32_t inherited_tokens, std::int32_t path_offset);
@@ -259,7 +256,7 @@ class Planner {
   void build_merge_schedule();
 
   const AttentionSpec& spec_;
-  const FlatTree& tree_;
+  const PrefixTree& tree_;
   const PlannerOptions& opt_;
   const CostModel& model_;
   std::vector<KernelConfig> configs_;
@@ -285,11 +282,11 @@ class Planner {
 // Lists every node's subtree requests as one contiguous range, so a standalone
 // task takes its readers without walking or allocating.
 void Planner::gather_requests(int node_id) {
-  const FlatTree::Node& node = tree_.nodes[node_id];
+  const PrefixTree::Node& node = tree_.nodes[node_id];
   subtree_begin_[node_id] = static_cast<std::int32_t>(preorder_requests_.size());
-  const int* requests = tree_.requests.data() + node.request_begin;
-  preorder_requests_.insert(preorder_requests_.end(), requests, requests + node.request_count);
-  for (int c : children(node)) gather_requests(c);
+  const std::span<const int> requests = tree_.requests(node);
+  preorder_requests_.insert(preorder_requests_.end(), requests.begin(), requests.end());
+  for (int c : tree_.children(node)) gather_requests(c);
   subtree_end_[node_id] = static_cast<std::int32_t>(preorder_requests_.size());
 }
 
@@ -299,7 +296,7 @@ void Planner::gather_requests(int node_id) {
 // a separate pass plus one more partial state to merge per row.
 void Planner::decide(int node_id, std::int32_t inh_begin, std::int32_t inh_pages,
                      std::int32_t inh_tokens, std::int32_t path_offset) {
-  const FlatTree::Node& node = tree_.nodes[node_id];
+  const PrefixTree::Node& node = tree_.nodes[node_id];
   if (node.subtree_requests == 0) return;
   const std::int32_t seg_tokens = inh_tokens + node.num_tokens;
 
@@ -309,7 +306,7 @@ void Planner::decide(int node_id, std::int32_t inh_begin, std::int32_t inh_pages
     double standalone =
         cost(node.subtree_requests, seg_tokens) + partial_us(node.subtree_requests - own);
     double pushed = cost(own, seg_tokens);
-    for (int c : children(node)) {
+    for (int c : tree_.children(node)) {
       const auto& child = tree_.nodes[c];
       pushed += cost(child.subtree_requests, seg_tokens + child.num_tokens) -
                 cost(child.subtree_requests, child.num_tokens);
@@ -320,22 +317,22 @@ void Planner::decide(int node_id, std::int32_t inh_begin, std::int32_t inh_pages
     add_task(node_id, inh_begin, inh_pages, seg_tokens, path_offset,
              preorder_requests_.data() + subtree_begin_[node_id],
              subtree_end_[node_id] - subtree_begin_[node_id]);
-    for (int c : children(node)) decide(c, 0, 0, 0, node.prefix_tokens + node.num_tokens);
+    for (int c : tree_.children(node)) decide(c, 0, 0, 0, node.prefix_tokens + node.num_tokens);
     return;
   }
   if (node.request_count > 0) {
-    add_task(node_id, inh_begin, inh_pages, seg_tokens, path_offset,
-             tree_.requests.data() + node.request_begin, node.request_count);
+    add_task(node_id, inh_begin, inh_pages, seg_tokens, path_offset, tree_.requests(node).data(),
+             node.request_count);
   }
   // The children inherit the whole segment: its page chain goes at the end of
   // scratch_pages_ while they are walked.
   const std::int32_t seg_begin = static_cast<std::int32_t>(scratch_pages_.size());
   scratch_pages_.resize(seg_begin + inh_pages);  // resize first: copying from itself
   std::copy_n(scratch_pages_.data() + inh_begin, inh_pages, scratch_pages_.data() + seg_begin);
-  scratch_pages_.insert(scratch_pages_.end(), tree_.pages + node.page_begin,
-                        tree_.pages + node.page_begin + node.page_count);
+  const std::span<const std::int32_t> own_pages = tree_.pages_of(node);
+  scratch_pages_.insert(scratch_pages_.end(), own_pages.begin(), own_pages.end());
   const std::int32_t seg_pages = inh_pages + node.page_count;
-  for (int c : children(node)) decide(c, seg_begin, seg_pages, seg_tokens, path_offset);
+  for (int c : tree_.children(node)) decide(c, seg_begin, seg_pages, seg_tokens, path_offset);
   scratch_pages_.resize(seg_begin);
 }
 
@@ -344,14 +341,14 @@ void Planner::decide(int node_id, std::int32_t inh_begin, std::int32_t inh_pages
 void Planner::add_task(int node_id, std::int32_t inh_begin, std::int32_t inh_pages,
                        std::int32_t tokens, std::int32_t path_offset, const int* readers,
                        std::int32_t reader_count) {
-  const FlatTree::Node& node = tree_.nodes[node_id];
+  const PrefixTree::Node& node = tree_.nodes[node_id];
   Task task;
   task.node = node_id;
   task.page_offset = static_cast<std::int32_t>(plan_.kv_pages.size());
   plan_.kv_pages.insert(plan_.kv_pages.end(), scratch_pages_.begin() + inh_begin,
                         scratch_pages_.begin() + inh_begin + inh_pages);
-  plan_.kv_pages.insert(plan_.kv_pages.end(), tree_.pages + node.page_begin,
-                        tree_.pages + node.page_begin + node.page_count);
+  const std::span<const std::int32_t> own_pages = tree_.pages_of(node);
+  plan_.kv_pages.insert(plan_.kv_pages.end(), own_pages.begin(), own_pages.end());
   task.tokens = tokens;
   task.path_offset = path_offset;
   task.request_begin = static_cast<std::int32_t>(task_requests_.size());
@@ -677,7 +674,7 @@ void Planner::run() {
   plan_.configs.clear();
   plan_.spec = spec_;
   plan_.batch_size = tree_.batch_size;
-  plan_.tree_depth = tree_.max_depth;
+  plan_.tree_depth = tree_.max_depth();
   plan_.num_sms = model_.coefficients().num_sms;
   subtree_begin_.resize(tree_.nodes.size());
   subtree_end_.resize(tree_.nodes.size());
@@ -711,8 +708,8 @@ std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec) {
 
 namespace {
 
-void plan_flat_tree(const AttentionSpec& spec, const FlatTree& tree, const PlannerOptions& options,
-                    Plan& out) {
+void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
+               Plan& out) {
   CANOPY_CHECK(tree.page_size == spec.page_size, ErrorKind::kInvalidArgument,
                "the tree was built with page_size {} but the spec says {}", tree.page_size,
                spec.page_size);
@@ -725,14 +722,13 @@ void plan_flat_tree(const AttentionSpec& spec, const FlatTree& tree, const Plann
 void make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
                Plan& out) {
   spec.validate();
-  plan_flat_tree(spec, flatten(tree), options, out);
+  plan_tree(spec, tree, options, out);
 }
 
 void make_plan(const AttentionSpec& spec, const BlockTables& tables, const PlannerOptions& options,
                Plan& out) {
   spec.validate();
-  // Planning straight from the flat tree skips building the PrefixTree.
-  plan_flat_tree(spec, discover_flat_tree(tables, spec.page_size), options, out);
+  plan_tree(spec, discover_prefix_tree(tables, spec.page_size), options, out);
 }
 
 Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options) {

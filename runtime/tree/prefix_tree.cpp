@@ -2,11 +2,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <span>
 #include <string>
 
 #include "canopy/error.hpp"
 #include "canopy/tree.hpp"
-#include "runtime/tree/flat_tree.hpp"
 
 namespace canopy {
 
@@ -22,40 +22,13 @@ std::vector<int> PrefixTree::subtree_request_list(int node) const {
   while (!stack.empty()) {
     const int id = stack.back();
     stack.pop_back();
-    out.insert(out.end(), nodes[id].requests.begin(), nodes[id].requests.end());
-    stack.insert(stack.end(), nodes[id].children.begin(), nodes[id].children.end());
+    const std::span<const int> ending = requests(id);
+    const std::span<const int> below = children(id);
+    out.insert(out.end(), ending.begin(), ending.end());
+    stack.insert(stack.end(), below.begin(), below.end());
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-FlatTree flatten(const PrefixTree& tree) {
-  FlatTree flat;
-  flat.page_size = tree.page_size;
-  flat.batch_size = tree.batch_size;
-  flat.max_depth = tree.max_depth();
-  flat.roots = tree.roots;
-  flat.pages = tree.pages.data();
-  flat.nodes.resize(tree.nodes.size());
-  flat.children.reserve(tree.nodes.size());
-  flat.requests.reserve(tree.batch_size);
-  for (std::size_t i = 0; i < tree.nodes.size(); ++i) {
-    const PrefixTree::Node& src = tree.nodes[i];
-    FlatTree::Node& node = flat.nodes[i];
-    node.parent = src.parent;
-    node.page_begin = src.page_begin;
-    node.page_count = src.page_count;
-    node.num_tokens = src.num_tokens;
-    node.prefix_tokens = src.prefix_tokens;
-    node.subtree_requests = src.subtree_requests;
-    node.child_begin = static_cast<std::int32_t>(flat.children.size());
-    node.child_count = static_cast<std::int32_t>(src.children.size());
-    flat.children.insert(flat.children.end(), src.children.begin(), src.children.end());
-    node.request_begin = static_cast<std::int32_t>(flat.requests.size());
-    node.request_count = static_cast<std::int32_t>(src.requests.size());
-    flat.requests.insert(flat.requests.end(), src.requests.begin(), src.requests.end());
-  }
-  return flat;
 }
 
 std::string PrefixTree::to_string() const {
@@ -67,8 +40,8 @@ std::string PrefixTree::to_string() const {
     out += fmt::format("{:>{}}node {}: {} tokens in {} pages (pages {}..), {} requests below", "",
                        2 * n.depth, i, n.num_tokens, n.page_count,
                        n.page_count ? pages[n.page_begin] : -1, n.subtree_requests);
-    if (!n.requests.empty()) {
-      out += fmt::format(", ending here: {}", n.requests.size());
+    if (n.request_count > 0) {
+      out += fmt::format(", ending here: {}", n.request_count);
     }
     out += '\n';
   }
@@ -118,42 +91,63 @@ PrefixTree tree_from_explicit(const ExplicitTree& in, int page_size) {
     CANOPY_CHECK(request_node[r] >= 0, ErrorKind::kInvalidArgument,
                  "explicit tree: request {} ends at no node", r);
   }
-  // Preorder from the roots; any node not reached sits on a cycle.
+  // Preorder from the roots; any node not reached sits on a cycle. Each
+  // node's children get consecutive slots in child_ids, reserved when the
+  // node is numbered and filled as they are.
   PrefixTree tree;
   tree.page_size = page_size;
   tree.batch_size = in.batch_size;
   tree.request_node.assign(in.batch_size, -1);
+  tree.roots.resize(roots.size());
+  tree.nodes.reserve(n);
+  tree.child_ids.reserve(n);
+  tree.request_ids.reserve(in.batch_size);
+  struct Visit {
+    int old;     // node of `in`
+    int parent;  // new id, -1 for a root
+    int slot;    // index among the parent's children (or the roots)
+  };
+  std::vector<Visit> stack;
+  auto push_children = [&stack](const std::vector<int>& below, int parent) {
+    for (int slot = static_cast<int>(below.size()) - 1; slot >= 0; --slot) {
+      stack.push_back({below[slot], parent, slot});
+    }
+  };
   std::vector<int> new_id(n, -1);
-  std::vector<int> stack(roots.rbegin(), roots.rend());
+  push_children(roots, -1);
   while (!stack.empty()) {
-    const int old = stack.back();
+    const Visit v = stack.back();
     stack.pop_back();
-    const auto& src = in.nodes[old];
+    const auto& src = in.nodes[v.old];
     const int id = static_cast<int>(tree.nodes.size());
-    new_id[old] = id;
-    PrefixTree::Node node;
-    node.parent = src.parent < 0 ? -1 : new_id[src.parent];
-    if (node.parent >= 0) {
-      const auto& up = tree.nodes[node.parent];
+    new_id[v.old] = id;
+    PrefixTree::Node& node = tree.nodes.emplace_back();
+    node.parent = v.parent;
+    if (v.parent >= 0) {
+      const PrefixTree::Node& up = tree.nodes[v.parent];
       CANOPY_CHECK(up.num_tokens == up.page_count * page_size, ErrorKind::kInvalidArgument,
                    "explicit tree: node {} has children but its last page is partly filled "
                    "({} tokens in {} pages)",
                    src.parent, up.num_tokens, up.page_count);
       node.depth = up.depth + 1;
       node.prefix_tokens = up.prefix_tokens + up.num_tokens;
-      tree.nodes[node.parent].children.push_back(id);
+      tree.child_ids[up.child_begin + v.slot] = id;
     } else {
-      tree.roots.push_back(id);
+      tree.roots[v.slot] = id;
     }
     node.page_begin = static_cast<std::int32_t>(tree.pages.size());
     node.page_count = static_cast<std::int32_t>(src.pages.size());
     node.num_tokens = src.num_tokens;
-    node.requests = src.requests;
-    std::sort(node.requests.begin(), node.requests.end());
-    for (int r : node.requests) tree.request_node[r] = id;
     tree.pages.insert(tree.pages.end(), src.pages.begin(), src.pages.end());
-    tree.nodes.push_back(std::move(node));
-    stack.insert(stack.end(), children[old].rbegin(), children[old].rend());
+    node.request_begin = static_cast<std::int32_t>(tree.request_ids.size());
+    node.request_count = static_cast<std::int32_t>(src.requests.size());
+    tree.request_ids.insert(tree.request_ids.end(), src.requests.begin(), src.requests.end());
+    std::sort(tree.request_ids.begin() + node.request_begin, tree.request_ids.end());
+    for (int r : src.requests) tree.request_node[r] = id;
+    node.child_begin = static_cast<std::int32_t>(tree.child_ids.size());
+    node.child_count = static_cast<std::int32_t>(children[v.old].size());
+    tree.child_ids.resize(tree.child_ids.size() + children[v.old].size());
+    push_children(children[v.old], id);
   }
   for (int i = 0; i < n; ++i) {
     CANOPY_CHECK(new_id[i] >= 0, ErrorKind::kInvalidArgument,
@@ -161,8 +155,8 @@ PrefixTree tree_from_explicit(const ExplicitTree& in, int page_size) {
                  in.nodes[i].parent);
   }
   for (int i = static_cast<int>(tree.nodes.size()) - 1; i >= 0; --i) {
-    auto& node = tree.nodes[i];
-    node.subtree_requests += static_cast<std::int32_t>(node.requests.size());
+    PrefixTree::Node& node = tree.nodes[i];
+    node.subtree_requests += node.request_count;
     if (node.parent >= 0) tree.nodes[node.parent].subtree_requests += node.subtree_requests;
   }
   return tree;

@@ -15,7 +15,6 @@
 #include "canopy/error.hpp"
 #include "canopy/tree.hpp"
 #include "runtime/tree/child_index.hpp"
-#include "runtime/tree/flat_tree.hpp"
 
 namespace canopy {
 namespace {
@@ -135,7 +134,7 @@ class TreeBuilder {
     add_request(at, request);
   }
 
-  FlatTree finish() const;
+  PrefixTree finish() const;
 
  private:
   static std::uint64_t element_key(std::int32_t page, std::int32_t fill) {
@@ -210,16 +209,18 @@ class TreeBuilder {
 };
 
 // Numbers the nodes in preorder from the roots (parents before children,
-// deterministic). Each node's children get consecutive slots in `children`,
-// reserved when the node is numbered and filled as they are.
-FlatTree TreeBuilder::finish() const {
-  FlatTree tree;
+// deterministic). Each node's children get consecutive slots in child_ids,
+// reserved when the node is numbered and filled as they are; its pages are
+// copied out of the tables.
+PrefixTree TreeBuilder::finish() const {
+  PrefixTree tree;
   tree.page_size = page_size_;
   tree.batch_size = static_cast<int>(t_.seq_lens.size());
-  tree.pages = t_.indices.data();
   tree.nodes.reserve(nodes_.size() - 1);
-  tree.children.reserve(nodes_.size() - 1);
-  tree.requests.reserve(tree.batch_size);
+  tree.pages.reserve(static_cast<std::size_t>(total_pages_));
+  tree.child_ids.reserve(nodes_.size() - 1);
+  tree.request_ids.reserve(tree.batch_size);
+  tree.request_node.resize(tree.batch_size);
   struct Visit {
     int build;   // build node
     int parent;  // final id, -1 for a root
@@ -242,25 +243,30 @@ FlatTree TreeBuilder::finish() const {
     stack.pop_back();
     const BuildNode& src = nodes_[v.build];
     const int id = static_cast<int>(tree.nodes.size());
-    FlatTree::Node& node = tree.nodes.emplace_back();
+    PrefixTree::Node& node = tree.nodes.emplace_back();
     node.parent = v.parent;
+    node.depth = v.depth;
     if (v.parent < 0) {
       tree.roots[v.slot] = id;
     } else {
-      const FlatTree::Node& up = tree.nodes[v.parent];
+      const PrefixTree::Node& up = tree.nodes[v.parent];
       node.prefix_tokens = up.prefix_tokens + up.num_tokens;
-      tree.children[up.child_begin + v.slot] = id;
+      tree.child_ids[up.child_begin + v.slot] = id;
     }
-    tree.max_depth = std::max(tree.max_depth, v.depth + 1);
-    node.page_begin = src.src;
+    node.page_begin = static_cast<std::int32_t>(tree.pages.size());
     node.page_count = src.length;
     node.num_tokens = src.tokens;
-    node.request_begin = static_cast<std::int32_t>(tree.requests.size());
+    tree.pages.insert(tree.pages.end(), t_.indices.begin() + src.src,
+                      t_.indices.begin() + src.src + src.length);
+    node.request_begin = static_cast<std::int32_t>(tree.request_ids.size());
     node.request_count = src.num_requests;
-    for (int r = src.first_request; r >= 0; r = next_request_[r]) tree.requests.push_back(r);
-    node.child_begin = static_cast<std::int32_t>(tree.children.size());
+    for (int r = src.first_request; r >= 0; r = next_request_[r]) {
+      tree.request_ids.push_back(r);
+      tree.request_node[r] = id;
+    }
+    node.child_begin = static_cast<std::int32_t>(tree.child_ids.size());
     node.child_count = src.num_children;
-    tree.children.resize(tree.children.size() + src.num_children);
+    tree.child_ids.resize(tree.child_ids.size() + src.num_children);
     push_children(src, id, v.depth + 1);
   }
   for (int i = static_cast<int>(tree.nodes.size()) - 1; i >= 0; --i) {
@@ -271,49 +277,13 @@ FlatTree TreeBuilder::finish() const {
   return tree;
 }
 
-// The public form: per-node vectors and a private copy of the pages.
-PrefixTree to_prefix_tree(const FlatTree& flat) {
-  PrefixTree tree;
-  tree.page_size = flat.page_size;
-  tree.batch_size = flat.batch_size;
-  tree.roots = flat.roots;
-  tree.request_node.assign(flat.batch_size, -1);
-  tree.nodes.resize(flat.nodes.size());
-  std::size_t total_pages = 0;
-  for (const FlatTree::Node& n : flat.nodes) total_pages += n.page_count;
-  tree.pages.reserve(total_pages);
-  for (std::size_t i = 0; i < flat.nodes.size(); ++i) {
-    const FlatTree::Node& src = flat.nodes[i];
-    PrefixTree::Node& node = tree.nodes[i];
-    node.parent = src.parent;
-    node.depth = src.parent < 0 ? 0 : tree.nodes[src.parent].depth + 1;
-    node.page_begin = static_cast<std::int32_t>(tree.pages.size());
-    node.page_count = src.page_count;
-    node.num_tokens = src.num_tokens;
-    node.prefix_tokens = src.prefix_tokens;
-    node.subtree_requests = src.subtree_requests;
-    node.children.assign(flat.children.begin() + src.child_begin,
-                         flat.children.begin() + src.child_begin + src.child_count);
-    node.requests.assign(flat.requests.begin() + src.request_begin,
-                         flat.requests.begin() + src.request_begin + src.request_count);
-    for (int r : node.requests) tree.request_node[r] = static_cast<int>(i);
-    tree.pages.insert(tree.pages.end(), flat.pages + src.page_begin,
-                      flat.pages + src.page_begin + src.page_count);
-  }
-  return tree;
-}
-
 }  // namespace
 
-FlatTree discover_flat_tree(const BlockTables& tables, int page_size) {
+PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size) {
   validate_tables(tables, page_size);
   TreeBuilder builder(tables, page_size);
   for (int r = 0; r < tables.batch_size(); ++r) builder.insert(r);
   return builder.finish();
-}
-
-PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size) {
-  return to_prefix_tree(discover_flat_tree(tables, page_size));
 }
 
 }  // namespace canopy

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ void expect_same_requests(const BlockTables& a, const BlockTables& b, int page_s
     EXPECT_EQ(used_pages(a, r, page_size), used_pages(b, r, page_size)) << "request " << r;
 }
 
+/// A span of node ids as a vector, to compare and print.
+std::vector<int> ids(std::span<const int> span) { return {span.begin(), span.end()}; }
+
 /// Structural invariants every PrefixTree must satisfy, and that its paths
 /// reproduce the block tables.
 void expect_valid_tree(const PrefixTree& tree, const BlockTables& tables) {
@@ -40,6 +44,8 @@ void expect_valid_tree(const PrefixTree& tree, const BlockTables& tables) {
   std::vector<std::int32_t> subtree(tree.nodes.size(), 0);
   int max_depth = 0;
   std::int64_t pages_total = 0;
+  std::int64_t children_total = 0;
+  std::int64_t requests_total = 0;
   for (std::size_t i = 0; i < tree.nodes.size(); ++i) {
     const auto& n = tree.nodes[i];
     SCOPED_TRACE("node " + std::to_string(i));
@@ -54,22 +60,29 @@ void expect_valid_tree(const PrefixTree& tree, const BlockTables& tables) {
       EXPECT_EQ(n.depth, p.depth + 1);
       EXPECT_EQ(n.prefix_tokens, p.prefix_tokens + p.num_tokens);
       EXPECT_EQ(p.num_tokens, p.page_count * ps) << "inner node with a partial page";
-      EXPECT_NE(std::find(p.children.begin(), p.children.end(), static_cast<int>(i)),
-                p.children.end());
+      const std::vector<int> siblings = ids(tree.children(p));
+      EXPECT_NE(std::find(siblings.begin(), siblings.end(), static_cast<int>(i)), siblings.end());
     }
     EXPECT_GE(n.num_tokens, 1);
     EXPECT_GT(n.num_tokens, (n.page_count - 1) * ps);
     EXPECT_LE(n.num_tokens, n.page_count * ps);
     EXPECT_EQ(n.page_begin, pages_total);  // concatenated in node order
     pages_total += n.page_count;
-    EXPECT_TRUE(std::is_sorted(n.requests.begin(), n.requests.end()));
-    for (int r : n.requests) {
+    EXPECT_EQ(tree.pages_of(static_cast<int>(i)).data(), tree.pages.data() + n.page_begin);
+    // Child and request ranges partition child_ids and request_ids, in node order.
+    EXPECT_EQ(n.child_begin, children_total);
+    children_total += n.child_count;
+    EXPECT_EQ(n.request_begin, requests_total);
+    requests_total += n.request_count;
+    const std::vector<int> ending = ids(tree.requests(n));
+    EXPECT_TRUE(std::is_sorted(ending.begin(), ending.end()));
+    for (int r : ending) {
       EXPECT_EQ(ends_at[static_cast<std::size_t>(r)], -1) << "request " << r << " twice";
       ends_at[static_cast<std::size_t>(r)] = static_cast<int>(i);
     }
     // Siblings never start with the same page (else they would share a node).
     std::set<std::int32_t> firsts;
-    for (int c : n.children)
+    for (int c : tree.children(n))
       EXPECT_TRUE(firsts
                       .insert(tree.pages[static_cast<std::size_t>(
                           tree.nodes[static_cast<std::size_t>(c)].page_begin)])
@@ -77,9 +90,11 @@ void expect_valid_tree(const PrefixTree& tree, const BlockTables& tables) {
     max_depth = std::max(max_depth, n.depth + 1);
   }
   EXPECT_EQ(static_cast<std::int64_t>(tree.pages.size()), pages_total);
+  EXPECT_EQ(static_cast<std::int64_t>(tree.child_ids.size()), children_total);
+  EXPECT_EQ(static_cast<std::int64_t>(tree.request_ids.size()), requests_total);
   for (std::size_t i = tree.nodes.size(); i-- > 0;) {
     const auto& n = tree.nodes[i];
-    subtree[i] += static_cast<std::int32_t>(n.requests.size());
+    subtree[i] += n.request_count;
     EXPECT_EQ(n.subtree_requests, subtree[i]) << "node " << i;
     if (n.parent >= 0) subtree[static_cast<std::size_t>(n.parent)] += subtree[i];
     std::vector<int> listed = tree.subtree_request_list(static_cast<int>(i));
@@ -129,20 +144,26 @@ TEST(TreeBuilder, HeaderExample) {
   const auto& root = tree.nodes[0];
   EXPECT_EQ(root.num_tokens, 32);
   EXPECT_EQ(root.page_count, 2);
-  EXPECT_EQ(root.requests, std::vector<int>{2});
+  EXPECT_EQ(ids(tree.requests(root)), std::vector<int>{2});
   EXPECT_EQ(root.subtree_requests, 3);
-  ASSERT_EQ(root.children.size(), 2u);
-  const auto& a = tree.nodes[static_cast<std::size_t>(root.children[0])];
-  const auto& b = tree.nodes[static_cast<std::size_t>(root.children[1])];
+  const std::vector<int> children = ids(tree.children(root));
+  ASSERT_EQ(children.size(), 2u);
+  const auto& a = tree.nodes[static_cast<std::size_t>(children[0])];
+  const auto& b = tree.nodes[static_cast<std::size_t>(children[1])];
   EXPECT_EQ(tree.pages[static_cast<std::size_t>(a.page_begin)], 3);  // order of first appearance
   EXPECT_EQ(a.num_tokens, 16);
-  EXPECT_EQ(a.requests, std::vector<int>{0});
+  EXPECT_EQ(ids(tree.requests(a)), std::vector<int>{0});
   EXPECT_EQ(tree.pages[static_cast<std::size_t>(b.page_begin)], 4);
   EXPECT_EQ(b.num_tokens, 8);
-  EXPECT_EQ(b.requests, std::vector<int>{1});
+  EXPECT_EQ(ids(tree.requests(b)), std::vector<int>{1});
   EXPECT_EQ(a.prefix_tokens, 32);
   EXPECT_EQ(tree.max_depth(), 2);
-  EXPECT_EQ(tree.request_node, (std::vector<int>{root.children[0], root.children[1], 0}));
+  EXPECT_EQ(tree.request_node, (std::vector<int>{children[0], children[1], 0}));
+  // The flat arrays, exactly as the header's example shows them.
+  EXPECT_EQ(tree.pages, (std::vector<std::int32_t>{1, 2, 3, 4}));
+  EXPECT_EQ(tree.child_ids, (std::vector<int>{1, 2}));
+  EXPECT_EQ(tree.request_ids, (std::vector<int>{2, 0, 1}));
+  EXPECT_EQ(tree.request_node, (std::vector<int>{1, 2, 0}));
   EXPECT_FALSE(tree.to_string().empty());
   expect_same_requests(block_tables_from_tree(tree, t.num_pages), t, 16);
 }
@@ -178,7 +199,7 @@ TEST(TreeBuilder, SingleRequestAndIdenticalTables) {
   tree = discover_prefix_tree(same, 16);
   expect_valid_tree(tree, same);
   ASSERT_EQ(tree.nodes.size(), 1u);
-  EXPECT_EQ(tree.nodes[0].requests, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(ids(tree.requests(0)), (std::vector<int>{0, 1, 2}));
 }
 
 TEST(TreeBuilder, UnusedTrailingPagesAreIgnored) {
@@ -296,7 +317,7 @@ TEST(TreeBuilder, ExplicitTreeKeepsInnerRequests) {
   const PrefixTree tree = tree_from_explicit(e, 16);
   expect_valid_tree(tree, test::tables_of_explicit(e));
   ASSERT_EQ(tree.nodes.size(), 3u);
-  EXPECT_EQ(tree.nodes[0].requests, std::vector<int>{1});
+  EXPECT_EQ(ids(tree.requests(0)), std::vector<int>{1});
   EXPECT_EQ(tree.nodes[0].subtree_requests, 3);
 }
 
