@@ -2,6 +2,7 @@
 #include "canopy/spec.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
 
@@ -40,6 +41,17 @@ KvLayout kv_layout_from_string(const std::string& name) {
               fmt::format("kv layout '{}' is unknown; expected nhd or hnd", name));
 }
 
+void check_head_dim(int head_dim) {
+  CANOPY_CHECK(is_supported_head_dim(head_dim), ErrorKind::kNotSupported,
+               "head_dim ({}) is not supported; expected one of {}", head_dim,
+               fmt::join(kSupportedHeadDims, ", "));
+}
+
+void check_page_size(int page_size) {
+  CANOPY_CHECK(page_size >= 1 && page_size <= kMaxPageSize, ErrorKind::kInvalidArgument,
+               "page_size ({}) must be in 1..{}", page_size, kMaxPageSize);
+}
+
 double AttentionSpec::effective_sm_scale() const {
   return sm_scale > 0 ? sm_scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
 }
@@ -58,12 +70,8 @@ void AttentionSpec::validate() const {
   check(num_qo_heads % num_kv_heads == 0, ErrorKind::kInvalidArgument,
         fmt::format("num_qo_heads ({}) must be a multiple of num_kv_heads ({})", num_qo_heads,
                     num_kv_heads));
-  bool head_dim_ok = false;
-  for (int d : kSupportedHeadDims) head_dim_ok = head_dim_ok || d == head_dim;
-  check(head_dim_ok, ErrorKind::kNotSupported,
-        fmt::format("head_dim ({}) is not supported; expected 64, 128 or 256", head_dim));
-  check(page_size >= 1 && page_size <= 256, ErrorKind::kInvalidArgument,
-        fmt::format("page_size ({}) must be in 1..256", page_size));
+  check_head_dim(head_dim);
+  check_page_size(page_size);
   check(is_half_type(q_dtype), ErrorKind::kNotSupported,
         fmt::format("q_dtype ({}) is not supported; expected fp16 or bf16",
                     canopy::to_string(q_dtype)));

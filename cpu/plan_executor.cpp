@@ -4,19 +4,15 @@
 // Items are independent (disjoint slots) and each is computed sequentially, so
 // running them on several threads gives bit-identical results.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <exception>
 #include <limits>
-#include <mutex>
-#include <string>
-#include <thread>
 #include <vector>
 
 #include "canopy/cpu.hpp"
 #include "canopy/error.hpp"
 #include "cpu/parallel.hpp"
+#include "runtime/plan/plan_checks.hpp"
 
 namespace canopy {
 
@@ -25,91 +21,19 @@ namespace {
 using cpu::dot;
 using cpu::parallel_for;
 
-std::string item_name(std::size_t i) { return "plan item " + std::to_string(i); }
-
-/// Bounds checks, so that a corrupt plan throws instead of reading out of range.
-void check_plan_bounds(const Plan& plan, std::int64_t num_pages) {
-  const AttentionSpec& spec = plan.spec;
-  const std::int64_t rows = static_cast<std::int64_t>(plan.batch_size) * spec.num_qo_heads;
-  const std::int64_t slots = static_cast<std::int64_t>(plan.query_rows.size());
-  if (!(plan.batch_size >= 0))
-    throw Error(ErrorKind::kInvalidArgument,
-                "plan: batch_size is " + std::to_string(plan.batch_size));
-  if (!(plan.num_partial_slots == slots))
-    throw Error(ErrorKind::kInvalidArgument,
-                "plan: num_partial_slots is " + std::to_string(plan.num_partial_slots) +
-                    " but query_rows has " + std::to_string(slots) + " entries");
-  for (std::int64_t s = 0; s < slots; ++s) {
-    const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
-    if (!(row >= 0 && row < rows))
-      throw Error(ErrorKind::kInvalidArgument, "plan: query_rows[" + std::to_string(s) + "] is " +
-                                                   std::to_string(row) + ", out of range [0, " +
-                                                   std::to_string(rows) + ")");
-  }
-  const std::int64_t ps = spec.page_size;
+/// Every page id the items read lies in the KV cache the tensors hold.
+void check_pages(const Plan& plan, std::int64_t num_pages) {
+  const std::int64_t ps = plan.spec.page_size;
   for (std::size_t i = 0; i < plan.items.size(); ++i) {
     const WorkItem& it = plan.items[i];
-    if (!(it.kv_head >= 0 && it.kv_head < spec.num_kv_heads))
-      throw Error(ErrorKind::kInvalidArgument,
-                  item_name(i) + ": kv_head " + std::to_string(it.kv_head) + " out of range");
-    if (!(it.row_begin >= 0 && it.row_count >= 0 &&
-          std::int64_t{it.row_begin} + it.row_count <= slots))
-      throw Error(ErrorKind::kInvalidArgument,
-                  item_name(i) + ": rows [" + std::to_string(it.row_begin) + ", +" +
-                      std::to_string(it.row_count) + ") outside query_rows (" +
-                      std::to_string(slots) + ")");
-    if (!(it.token_begin >= 0 && it.token_begin <= it.token_end))
-      throw Error(ErrorKind::kInvalidArgument, item_name(i) + ": bad token range [" +
-                                                   std::to_string(it.token_begin) + ", " +
-                                                   std::to_string(it.token_end) + ")");
     if (it.token_end == it.token_begin) continue;
     const std::int64_t first = it.kv_page_offset + it.token_begin / ps;
     const std::int64_t last = it.kv_page_offset + (it.token_end - 1) / ps;
-    if (!(it.kv_page_offset >= 0 && last < static_cast<std::int64_t>(plan.kv_pages.size())))
-      throw Error(ErrorKind::kInvalidArgument,
-                  item_name(i) + ": pages [" + std::to_string(first) + ", " + std::to_string(last) +
-                      "] outside kv_pages (" + std::to_string(plan.kv_pages.size()) + ")");
     for (std::int64_t p = first; p <= last; ++p) {
       const std::int32_t page = plan.kv_pages[static_cast<std::size_t>(p)];
-      if (!(page >= 0 && page < num_pages))
-        throw Error(ErrorKind::kInvalidArgument, item_name(i) + ": page id " +
-                                                     std::to_string(page) + " out of range [0, " +
-                                                     std::to_string(num_pages) + ")");
+      CANOPY_CHECK(page >= 0 && page < num_pages, ErrorKind::kInvalidArgument,
+                   "plan item {}: page id {} out of range [0, {})", i, page, num_pages);
     }
-  }
-  // Every partial slot is written by at most one item (items run concurrently).
-  std::vector<std::int32_t> writer(static_cast<std::size_t>(slots), -1);
-  for (std::size_t i = 0; i < plan.items.size(); ++i) {
-    const WorkItem& it = plan.items[i];
-    for (std::int32_t s = it.row_begin; s < it.row_begin + it.row_count; ++s) {
-      auto& w = writer[static_cast<std::size_t>(s)];
-      if (!(w < 0))
-        throw Error(ErrorKind::kInvalidArgument, item_name(i) + ": partial slot " +
-                                                     std::to_string(s) + " is also written by " +
-                                                     item_name(static_cast<std::size_t>(w)));
-      w = static_cast<std::int32_t>(i);
-    }
-  }
-  if (!(static_cast<std::int64_t>(plan.merge_indptr.size()) == rows + 1))
-    throw Error(ErrorKind::kInvalidArgument,
-                "plan: merge_indptr has " + std::to_string(plan.merge_indptr.size()) +
-                    " entries, expected batch * num_qo_heads + 1 = " + std::to_string(rows + 1));
-  if (!(plan.merge_indptr[0] == 0 &&
-        static_cast<std::size_t>(plan.merge_indptr.back()) <= plan.merge_indices.size()))
-    throw Error(ErrorKind::kInvalidArgument, "plan: merge_indptr does not span merge_indices");
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const auto b = plan.merge_indptr[static_cast<std::size_t>(r)];
-    const auto e = plan.merge_indptr[static_cast<std::size_t>(r + 1)];
-    if (!(b <= e))
-      throw Error(ErrorKind::kInvalidArgument,
-                  "plan: merge_indptr decreases at row " + std::to_string(r));
-  }
-  for (std::size_t j = 0; j < plan.merge_indices.size(); ++j) {
-    const std::int32_t s = plan.merge_indices[j];
-    if (!(s >= 0 && s < slots))
-      throw Error(ErrorKind::kInvalidArgument,
-                  "plan: merge_indices[" + std::to_string(j) + "] is " + std::to_string(s) +
-                      ", out of range [0, " + std::to_string(slots) + ")");
   }
 }
 
@@ -120,7 +44,9 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
   spec.validate();
   if (!(in.q != nullptr && in.k != nullptr && in.v != nullptr && out != nullptr))
     throw Error(ErrorKind::kInvalidArgument, "execute_plan_cpu: null q, k, v or out");
-  check_plan_bounds(plan, in.num_pages);
+  // A corrupt plan throws here instead of reading out of range.
+  check_plan_indices(plan);
+  check_pages(plan, in.num_pages);
 
   const int d = spec.head_dim;
   const int ps = spec.page_size;

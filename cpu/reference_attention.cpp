@@ -1,14 +1,9 @@
 // Plan-free float64 reference attention: per request and head, gather the KV
 // through the block table, softmax, weighted sum. Multithreaded over requests.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <exception>
 #include <limits>
-#include <mutex>
-#include <string>
-#include <thread>
 #include <vector>
 
 #include "canopy/cpu.hpp"
@@ -19,51 +14,8 @@ namespace canopy {
 
 namespace {
 
-std::string req(int r) { return "request " + std::to_string(r); }
-
 using cpu::dot;
 using cpu::parallel_for;
-
-/// Checks the block tables against the spec and the KV cache size.
-void check_tables(const AttentionSpec& spec, const BlockTables& tables, std::int64_t num_pages) {
-  const int batch = tables.batch_size();
-  if (!(static_cast<int>(tables.indptr.size()) == batch + 1))
-    throw Error(ErrorKind::kInvalidArgument,
-                "block tables: indptr has " + std::to_string(tables.indptr.size()) +
-                    " entries, expected batch_size + 1 = " + std::to_string(batch + 1));
-  if (!(tables.indptr[0] == 0))
-    throw Error(ErrorKind::kInvalidArgument,
-                "block tables: indptr[0] is " + std::to_string(tables.indptr[0]) + ", expected 0");
-  if (!(tables.indptr[batch] <= static_cast<std::int64_t>(tables.indices.size())))
-    throw Error(ErrorKind::kInvalidArgument,
-                "block tables: indptr[batch] is " + std::to_string(tables.indptr[batch]) +
-                    " but indices has " + std::to_string(tables.indices.size()) + " entries");
-  for (int r = 0; r < batch; ++r) {
-    const std::int64_t have = std::int64_t{tables.indptr[r + 1]} - tables.indptr[r];
-    if (!(have >= 0))
-      throw Error(ErrorKind::kInvalidArgument, req(r) + ": indptr decreases (" +
-                                                   std::to_string(tables.indptr[r]) + " -> " +
-                                                   std::to_string(tables.indptr[r + 1]) + ")");
-    const std::int64_t len = tables.seq_lens[static_cast<std::size_t>(r)];
-    if (!(len >= 1))
-      throw Error(ErrorKind::kInvalidArgument,
-                  req(r) + ": seq_len is " + std::to_string(len) + ", expected >= 1");
-    const std::int64_t need = (len + spec.page_size - 1) / spec.page_size;
-    if (!(need <= have))
-      throw Error(ErrorKind::kInvalidArgument,
-                  req(r) + ": seq_len " + std::to_string(len) + " needs " + std::to_string(need) +
-                      " pages of " + std::to_string(spec.page_size) +
-                      " tokens but its table holds " + std::to_string(have));
-    for (std::int64_t p = 0; p < need; ++p) {
-      const std::int32_t page = tables.indices[static_cast<std::size_t>(tables.indptr[r] + p)];
-      if (!(page >= 0 && page < num_pages))
-        throw Error(ErrorKind::kInvalidArgument, req(r) + ": page id " + std::to_string(page) +
-                                                     " at table position " + std::to_string(p) +
-                                                     " is out of range [0, " +
-                                                     std::to_string(num_pages) + ")");
-    }
-  }
-}
 
 }  // namespace
 
@@ -79,7 +31,7 @@ void reference_attention(const AttentionSpec& spec, const BlockTables& tables,
   if (!(in.q != nullptr && in.k != nullptr && in.v != nullptr && out != nullptr))
     throw Error(ErrorKind::kInvalidArgument, "reference_attention: null q, k, v or out");
   // Page ids must be valid both for the tables' declared cache and the tensors given.
-  check_tables(spec, tables, std::min(in.num_pages, tables.num_pages));
+  tables.validate(spec.page_size, std::min(in.num_pages, tables.num_pages));
 
   const int hq = spec.num_qo_heads, hk = spec.num_kv_heads, d = spec.head_dim;
   const int group = spec.group_size();

@@ -2,6 +2,7 @@
 #include "generator/kernel_source.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <string_view>
 
@@ -117,8 +118,9 @@ std::string constants_struct(const KernelSpec& s) {
 void validate_kernel_spec(const KernelSpec& s) {
   require(s.kind == KernelKind::kPartialAttention || s.kind == KernelKind::kMergeStates,
           ErrorKind::kInvalidArgument, s, "unknown kernel kind");
-  require(s.head_dim == 64 || s.head_dim == 128 || s.head_dim == 256, ErrorKind::kNotSupported, s,
-          fmt::format("head_dim ({}) must be 64, 128 or 256", s.head_dim));
+  require(is_supported_head_dim(s.head_dim), ErrorKind::kNotSupported, s,
+          fmt::format("head_dim ({}) must be one of {}", s.head_dim,
+                      fmt::join(kSupportedHeadDims, ", ")));
   require(s.arch.has_cp_async() && s.arch.has_mma(), ErrorKind::kNotSupported, s,
           fmt::format("arch ({}) must be sm_80 or newer (kernels use cp.async and bf16 mma)",
                       s.arch.to_string()));

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "canopy/batch.hpp"
 #include "canopy/spec.hpp"
 
 namespace canopy {
@@ -74,9 +75,16 @@ struct Plan {
   /// log-sum-exps (float32, [slots]), 256-byte aligned.
   std::int64_t workspace_bytes() const;
   std::int64_t partial_lse_offset() const;  ///< byte offset of the lse array in the workspace
-  /// Throws Error(kInvalidArgument) if the plan is internally inconsistent.
+  /// Throws Error(kInvalidArgument / kNotSupported) if the spec is invalid or
+  /// the plan is internally inconsistent (an index out of range, a slot
+  /// written twice, an empty item, launches not tiling the items).
   void validate() const;
 };
+
+/// Throws Error(kInvalidArgument) unless every (request, qo head, KV token)
+/// of `tables` is covered by exactly one work item row, with the right page,
+/// and every partial state is merged once, into its own row.
+void check_plan_coverage(const Plan& plan, const BlockTables& tables);
 
 std::string plan_to_text(const Plan& plan);
 std::string plan_to_json(const Plan& plan, int indent = 2);

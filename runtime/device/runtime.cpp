@@ -195,7 +195,6 @@ PreparedPlan Runtime::plan(const AttentionSpec& spec, const PrefixTree& tree,
 }
 
 PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
-  plan.spec.validate();
   plan.validate();
   const driver::DeviceContext& dev = *impl_->dev;
   const driver::Api& a = api();

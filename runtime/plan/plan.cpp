@@ -1,4 +1,4 @@
-// Plan: workspace layout, consistency checks, text and JSON forms.
+// Plan: workspace layout, text and JSON forms (consistency: plan_checks.cpp).
 #include "canopy/plan.hpp"
 
 #include <fmt/format.h>
@@ -26,63 +26,6 @@ std::int64_t Plan::partial_lse_offset() const {
 
 std::int64_t Plan::workspace_bytes() const {
   return partial_lse_offset() + align_up(num_partial_slots * 4);
-}
-
-void Plan::validate() const {
-  auto fail = [](const std::string& what) { throw Error(ErrorKind::kInvalidArgument, what); };
-  const std::int64_t rows = static_cast<std::int64_t>(batch_size) * spec.num_qo_heads;
-  if (num_partial_slots != static_cast<std::int64_t>(query_rows.size())) {
-    fail(fmt::format("plan: num_partial_slots {} != query_rows {}", num_partial_slots,
-                     query_rows.size()));
-  }
-  if (static_cast<std::int64_t>(merge_indptr.size()) != rows + 1 || merge_indptr[0] != 0 ||
-      merge_indptr.back() != static_cast<std::int32_t>(merge_indices.size())) {
-    fail(
-        fmt::format("plan: merge_indptr must have batch * num_qo_heads + 1 = {} entries "
-                    "from 0 to {}",
-                    rows + 1, merge_indices.size()));
-  }
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    const WorkItem& it = items[i];
-    if (it.config < 0 || it.config >= static_cast<int>(configs.size())) {
-      fail(fmt::format("plan: item {} has config {} of {}", i, it.config, configs.size()));
-    }
-    if (it.row_count < 1 || it.row_count > configs[it.config].tile_q || it.row_begin < 0 ||
-        it.row_begin + it.row_count > num_partial_slots) {
-      fail(fmt::format("plan: item {} rows [{}, +{}) exceed tile_q {} or {} slots", i, it.row_begin,
-                       it.row_count, configs[it.config].tile_q, num_partial_slots));
-    }
-    if (it.token_begin < 0 || it.token_end <= it.token_begin || it.kv_page_offset < 0 ||
-        it.kv_page_offset + (it.token_end - 1) / spec.page_size >=
-            static_cast<std::int64_t>(kv_pages.size())) {
-      fail(fmt::format("plan: item {} tokens [{}, {}) at page offset {} exceed {} pages", i,
-                       it.token_begin, it.token_end, it.kv_page_offset, kv_pages.size()));
-    }
-    if (it.kv_head < 0 || it.kv_head >= spec.num_kv_heads) {
-      fail(fmt::format("plan: item {} kv_head {} out of range", i, it.kv_head));
-    }
-  }
-  for (std::int32_t row : query_rows) {
-    if (row < 0 || row >= rows) fail(fmt::format("plan: query row {} out of range", row));
-  }
-  for (std::int32_t slot : merge_indices) {
-    if (slot < 0 || slot >= num_partial_slots) {
-      fail(fmt::format("plan: merge slot {} out of range", slot));
-    }
-  }
-  std::int32_t expected = 0;
-  for (const LaunchGroup& g : launches) {
-    if (g.item_begin != expected || g.item_end < g.item_begin ||
-        g.item_end > static_cast<std::int32_t>(items.size())) {
-      fail(fmt::format("plan: launch groups must tile the items, got [{}, {})", g.item_begin,
-                       g.item_end));
-    }
-    for (std::int32_t i = g.item_begin; i < g.item_end; ++i) {
-      if (items[i].config != g.config) fail(fmt::format("plan: item {} not in its group", i));
-    }
-    expected = g.item_end;
-  }
-  if (expected != static_cast<std::int32_t>(items.size())) fail("plan: items outside launches");
 }
 
 std::string plan_to_text(const Plan& plan) {

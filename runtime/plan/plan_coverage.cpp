@@ -1,5 +1,6 @@
 // check_plan_coverage: proves that a plan computes exactly the attention the
-// block tables ask for. Every (request, qo head) row must have its KV tokens
+// block tables ask for. Tables and plan indices are checked first
+// (BlockTables::validate, check_plan_indices). Every (request, qo head) row must have its KV tokens
 // [0, seq_len) tiled by work-item rows without gaps or overlaps; every item row
 // must read the request's own page and slot for each token, with the kv head
 // of the qo head's group; and every partial slot must be merged exactly once,
@@ -14,6 +15,7 @@
 
 #include "canopy/cpu.hpp"
 #include "canopy/error.hpp"
+#include "runtime/plan/plan_checks.hpp"
 
 namespace canopy {
 
@@ -48,60 +50,22 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
   if (plan.batch_size != batch)
     fail("plan is for " + std::to_string(plan.batch_size) + " requests, tables hold " +
          std::to_string(batch));
-  if (static_cast<int>(tables.indptr.size()) != batch + 1 || tables.indptr[0] != 0 ||
-      static_cast<std::size_t>(tables.indptr[batch]) > tables.indices.size())
-    fail("block tables: indptr is not a CSR index of " + std::to_string(batch) + " requests");
-  for (int r = 0; r < batch; ++r) {
-    const std::int64_t len = tables.seq_lens[static_cast<std::size_t>(r)];
-    const std::int64_t have = std::int64_t{tables.indptr[r + 1]} - tables.indptr[r];
-    if (len < 1 || (len + ps - 1) / ps > have)
-      fail("request " + std::to_string(r) + ": seq_len " + std::to_string(len) +
-           " does not fit its table of " + std::to_string(have) + " pages");
-  }
+  tables.validate(spec.page_size);
+  // Indices in range, one writer per slot (the item writing each, -1: none).
+  const std::vector<std::int32_t> slot_item = check_plan_indices(plan);
 
   const std::int64_t rows = static_cast<std::int64_t>(batch) * hq;
   const std::int64_t slots = static_cast<std::int64_t>(plan.query_rows.size());
-  if (plan.num_partial_slots != slots)
-    fail("num_partial_slots is " + std::to_string(plan.num_partial_slots) + " but query_rows has " +
-         std::to_string(slots) + " entries");
-  for (std::int64_t s = 0; s < slots; ++s) {
-    const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
-    if (row < 0 || row >= rows)
-      fail("query_rows[" + std::to_string(s) + "] is " + std::to_string(row) +
-           ", out of range [0, " + std::to_string(rows) + ")");
-  }
 
-  // Pass 1: per item, bounds, kv heads, pages; collect one interval per item row.
+  // Pass 1: per item, kv heads and pages; count one interval per item row.
   std::vector<std::int32_t> row_count(static_cast<std::size_t>(rows) + 1, 0);
-  std::vector<std::int32_t> slot_item(static_cast<std::size_t>(slots), -1);
   std::vector<std::int32_t> seen(static_cast<std::size_t>(batch), -1);  // last item per request
   for (std::size_t i = 0; i < plan.items.size(); ++i) {
     const WorkItem& it = plan.items[i];
-    if (it.row_begin < 0 || it.row_count < 0 || std::int64_t{it.row_begin} + it.row_count > slots)
-      fail(item_name(i) + ": rows [" + std::to_string(it.row_begin) + ", +" +
-           std::to_string(it.row_count) + ") outside query_rows (" + std::to_string(slots) + ")");
-    if (it.kv_head < 0 || it.kv_head >= spec.num_kv_heads)
-      fail(item_name(i) + ": kv_head " + std::to_string(it.kv_head) + " out of range [0, " +
-           std::to_string(spec.num_kv_heads) + ")");
-    if (it.token_begin < 0 || it.token_end < it.token_begin)
-      fail(item_name(i) + ": bad token range [" + std::to_string(it.token_begin) + ", " +
-           std::to_string(it.token_end) + ")");
     if (it.path_token_offset < 0)
       fail(item_name(i) + ": path_token_offset " + std::to_string(it.path_token_offset));
-    if (it.token_end > it.token_begin &&
-        (it.kv_page_offset < 0 || it.kv_page_offset + (std::int64_t{it.token_end} - 1) / ps >=
-                                      static_cast<std::int64_t>(plan.kv_pages.size())))
-      fail(item_name(i) + ": tokens [" + std::to_string(it.token_begin) + ", " +
-           std::to_string(it.token_end) + ") from page offset " +
-           std::to_string(it.kv_page_offset) + " run past kv_pages (" +
-           std::to_string(plan.kv_pages.size()) + " entries)");
 
     for (std::int32_t s = it.row_begin; s < it.row_begin + it.row_count; ++s) {
-      auto& owner = slot_item[static_cast<std::size_t>(s)];
-      if (owner >= 0)
-        fail("partial slot " + std::to_string(s) + " is written by " +
-             item_name(static_cast<std::size_t>(owner)) + " and " + item_name(i));
-      owner = static_cast<std::int32_t>(i);
       const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
       const int r = row / hq, h = row % hq;
       if (h / group != it.kv_head)
@@ -180,23 +144,14 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
   }
 
   // Pass 3: the merge schedule merges every written slot once, into its own row.
-  if (static_cast<std::int64_t>(plan.merge_indptr.size()) != rows + 1 ||
-      plan.merge_indptr[0] != 0 ||
-      static_cast<std::size_t>(plan.merge_indptr.back()) != plan.merge_indices.size())
-    fail("merge_indptr is not a CSR index over " + std::to_string(rows) +
-         " output rows of merge_indices (" + std::to_string(plan.merge_indices.size()) + ")");
   std::vector<std::uint8_t> merged(static_cast<std::size_t>(slots), 0);
   for (std::int64_t row = 0; row < rows; ++row) {
     const int r = static_cast<int>(row / hq), h = static_cast<int>(row % hq);
     const std::int32_t b = plan.merge_indptr[static_cast<std::size_t>(row)];
     const std::int32_t e = plan.merge_indptr[static_cast<std::size_t>(row + 1)];
-    if (e < b) fail(where(r, h) + ": merge_indptr decreases");
     if (e == b) fail(where(r, h) + ": no partial states to merge");
     for (std::int32_t j = b; j < e; ++j) {
       const std::int32_t s = plan.merge_indices[static_cast<std::size_t>(j)];
-      if (s < 0 || s >= slots)
-        fail(where(r, h) + ": merge slot " + std::to_string(s) + " out of range [0, " +
-             std::to_string(slots) + ")");
       if (plan.query_rows[static_cast<std::size_t>(s)] != row)
         fail(where(r, h) + ": merges partial slot " + std::to_string(s) + " which belongs to row " +
              std::to_string(plan.query_rows[static_cast<std::size_t>(s)]));

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "canopy/error.hpp"
+#include "canopy/spec.hpp"
 #include "canopy/tree.hpp"
 
 namespace canopy {
@@ -50,8 +51,7 @@ std::string PrefixTree::to_string() const {
 }
 
 PrefixTree tree_from_explicit(const ExplicitTree& in, int page_size) {
-  CANOPY_CHECK(page_size >= 1 && page_size <= 256, ErrorKind::kInvalidArgument,
-               "page_size must be in 1..256, got {}", page_size);
+  check_page_size(page_size);
   CANOPY_CHECK(in.batch_size >= 1, ErrorKind::kInvalidArgument,
                "explicit tree: batch_size must be >= 1, got {}", in.batch_size);
   const int n = static_cast<int>(in.nodes.size());

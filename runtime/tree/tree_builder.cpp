@@ -13,60 +13,12 @@
 #include <vector>
 
 #include "canopy/error.hpp"
+#include "canopy/spec.hpp"
 #include "canopy/tree.hpp"
 #include "runtime/tree/child_index.hpp"
 
 namespace canopy {
 namespace {
-
-// Index of the first page id outside [0, num_pages) in pages[0 .. n), or n.
-// The tables are checked on every plan, so the scan is branch-free and
-// vectorizes: with lim = min(num_pages, 2^31) - 1, a page is in range iff
-// neither page nor lim - page is negative, i.e. neither has the sign bit set.
-std::int64_t first_bad_page(const std::int32_t* pages, std::int64_t n, std::int64_t num_pages) {
-  const auto lim =
-      static_cast<std::uint32_t>(std::clamp<std::int64_t>(num_pages, 0, std::int64_t{1} << 31) - 1);
-  std::uint32_t signs = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const auto page = static_cast<std::uint32_t>(pages[i]);
-    signs |= page | (lim - page);
-  }
-  if ((signs >> 31) == 0) return n;
-  std::int64_t i = 0;
-  while (pages[i] >= 0 && pages[i] < num_pages) ++i;
-  return i;
-}
-
-void validate_tables(const BlockTables& t, int page_size) {
-  CANOPY_CHECK(page_size >= 1 && page_size <= 256, ErrorKind::kInvalidArgument,
-               "page_size must be in 1..256, got {}", page_size);
-  const std::size_t batch = t.seq_lens.size();
-  check(batch >= 1, ErrorKind::kInvalidArgument, "the batch has no requests");
-  CANOPY_CHECK(t.indptr.size() == batch + 1, ErrorKind::kInvalidArgument,
-               "indptr has {} entries, expected batch + 1 = {}", t.indptr.size(), batch + 1);
-  CANOPY_CHECK(t.indptr[0] == 0, ErrorKind::kInvalidArgument, "indptr[0] must be 0, got {}",
-               t.indptr[0]);
-  CANOPY_CHECK(static_cast<std::size_t>(t.indptr.back()) == t.indices.size(),
-               ErrorKind::kInvalidArgument, "indptr[{}] = {} but indices has {} entries", batch,
-               t.indptr.back(), t.indices.size());
-  for (std::size_t r = 0; r < batch; ++r) {
-    const std::int64_t held = std::int64_t{t.indptr[r + 1]} - t.indptr[r];
-    CANOPY_CHECK(held >= 0, ErrorKind::kInvalidArgument, "request {}: indptr decreases ({} -> {})",
-                 r, t.indptr[r], t.indptr[r + 1]);
-    const std::int64_t len = t.seq_lens[r];
-    CANOPY_CHECK(len >= 1, ErrorKind::kInvalidArgument,
-                 "request {}: seq_len is {}, must be at least 1", r, len);
-    const std::int64_t needed = (len + page_size - 1) / page_size;
-    CANOPY_CHECK(needed <= held, ErrorKind::kInvalidArgument,
-                 "request {}: seq_len {} needs {} pages of {} tokens but its table holds {}", r,
-                 len, needed, page_size, held);
-    const std::int32_t* pages = t.indices.data() + t.indptr[r];
-    const std::int64_t i = first_bad_page(pages, needed, t.num_pages);
-    CANOPY_CHECK(i == needed, ErrorKind::kInvalidArgument,
-                 "request {}: page id {} at table position {} is out of range [0, {})", r,
-                 i < needed ? pages[i] : 0, i, t.num_pages);
-  }
-}
 
 // Length of the common prefix of a[0 .. n) and b[0 .. n). Shared prefixes are
 // long (thousands of tokens), so whole blocks are compared at once.
@@ -280,7 +232,9 @@ PrefixTree TreeBuilder::finish() const {
 }  // namespace
 
 PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size) {
-  validate_tables(tables, page_size);
+  check_page_size(page_size);
+  check(tables.batch_size() >= 1, ErrorKind::kInvalidArgument, "the batch has no requests");
+  tables.validate(page_size);
   TreeBuilder builder(tables, page_size);
   for (int r = 0; r < tables.batch_size(); ++r) builder.insert(r);
   return builder.finish();
