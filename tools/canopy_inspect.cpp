@@ -687,18 +687,4 @@ int dispatch(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const std::vector<std::string> args(argv + 1, argv + argc);
-  try {
-    return dispatch(args);
-  } catch (const UsageError& e) {
-    std::cerr << fmt::format("{}: error: {}\n", kProgram, e.what());
-    return 2;
-  } catch (const canopy::Error& e) {
-    std::cerr << fmt::format("{}: {}: {}\n", kProgram, canopy::to_string(e.kind()), e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << fmt::format("{}: error: {}\n", kProgram, e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return canopy::cli::run_tool(kProgram, argc, argv, dispatch); }
