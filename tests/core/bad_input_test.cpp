@@ -30,6 +30,8 @@ BlockTables good_tables() {
 /// Every entry point that takes block tables must reject them the same way.
 void expect_tables_rejected(const BlockTables& t, std::initializer_list<std::string> needles) {
   AttentionSpec spec;
+  EXPECT_EQ(expect_error([&] { t.validate(spec.page_size); }, kBad, needles), "")
+      << "BlockTables::validate";
   EXPECT_EQ(expect_error([&] { discover_prefix_tree(t, spec.page_size); }, kBad, needles), "")
       << "discover_prefix_tree";
   EXPECT_EQ(expect_error([&] { make_plan(spec, t); }, kBad, needles), "") << "make_plan";

@@ -148,6 +148,13 @@ TEST(Plan, JsonErrors) {
   EXPECT_THROW(plan_from_json("not json"), Error);
   EXPECT_THROW(plan_from_json("{}"), Error);
   EXPECT_THROW(plan_from_json("[1, 2, 3]"), Error);
+  // A plan whose spec is invalid is rejected by name, not divided by.
+  const auto w = workload::workload_from_tree("1,2|32,32");
+  Plan bad = make_plan(w.spec, w.tables);
+  bad.spec.page_size = 0;
+  EXPECT_EQ(expect_error([&] { plan_from_json(plan_to_json(bad)); }, ErrorKind::kInvalidArgument,
+                         {"page_size (0)"}),
+            "");
 }
 
 TEST(Plan, ValidateRejectsInconsistentPlans) {
@@ -169,6 +176,10 @@ TEST(Plan, ValidateRejectsInconsistentPlans) {
   bad = good;
   bad.items[0].row_begin = static_cast<std::int32_t>(good.query_rows.size());
   EXPECT_THROW(bad.validate(), Error);
+  bad = good;
+  bad.items.push_back(good.items[0]);  // its partial slots would be written twice
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument, {"also written"}),
+            "");
 }
 
 // ---- the coverage check catches corruption -----------------------------------
