@@ -1,9 +1,14 @@
-// KernelSpec: its canonical string, symbol name, hash, and the specs a plan needs.
+// KernelConfig and KernelSpec: canonical strings, symbol name, hash, and the
+// specs a plan needs.
 #include "canopy/kernel_spec.hpp"
 
 #include <fmt/format.h>
 
 namespace canopy {
+
+std::string KernelConfig::to_string() const {
+  return fmt::format("q{}_kv{}_w{}_s{}", tile_q, tile_kv, warps, stages);
+}
 
 std::string KernelSpec::to_string() const {
   const char* kind_name = kind == KernelKind::kPartialAttention ? "partial" : "merge";

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "canopy/arch.hpp"
-#include "canopy/plan.hpp"
+#include "canopy/kernel_spec.hpp"
 #include "canopy/spec.hpp"
 
 namespace canopy {

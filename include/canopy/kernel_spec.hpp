@@ -1,14 +1,25 @@
-// KernelSpec: exactly the fields that change generated kernel code.
+// KernelConfig (a kernel's tile shape) and KernelSpec: exactly the fields that
+// change generated kernel code.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "canopy/arch.hpp"
-#include "canopy/plan.hpp"
 #include "canopy/spec.hpp"
 
 namespace canopy {
+
+/// The tile shape of a partial-attention kernel: one thread block processes
+/// up to `tile_q` query rows against `tile_kv` KV tokens per step.
+struct KernelConfig {
+  int tile_q = 16;   ///< query rows per thread block (multiple of 16 for tensor cores)
+  int tile_kv = 64;  ///< KV tokens per pipeline step
+  int warps = 4;
+  int stages = 2;                 ///< KV pipeline depth
+  std::string to_string() const;  ///< "q16_kv64_w4_s2"
+  bool operator==(const KernelConfig&) const = default;
+};
 
 enum class KernelKind : std::uint8_t {
   kPartialAttention,  ///< a LaunchGroup's work items -> partial states

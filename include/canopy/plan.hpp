@@ -6,20 +6,10 @@
 #include <vector>
 
 #include "canopy/batch.hpp"
+#include "canopy/kernel_spec.hpp"
 #include "canopy/spec.hpp"
 
 namespace canopy {
-
-/// The tile shape of a partial-attention kernel: one thread block processes
-/// up to `tile_q` query rows against `tile_kv` KV tokens per step.
-struct KernelConfig {
-  int tile_q = 16;   ///< query rows per thread block (multiple of 16 for tensor cores)
-  int tile_kv = 64;  ///< KV tokens per pipeline step
-  int warps = 4;
-  int stages = 2;                 ///< KV pipeline depth
-  std::string to_string() const;  ///< "q16_kv64_w4_s2"
-  bool operator==(const KernelConfig&) const = default;
-};
 
 /// One thread block's job: attention of `row_count` query rows (all in one GQA
 /// group, so they share KV head `kv_head`) over tokens [token_begin, token_end)

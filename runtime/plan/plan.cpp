@@ -16,10 +16,6 @@ std::int64_t align_up(std::int64_t x) { return (x + kAlign - 1) / kAlign * kAlig
 
 }  // namespace
 
-std::string KernelConfig::to_string() const {
-  return fmt::format("q{}_kv{}_w{}_s{}", tile_q, tile_kv, warps, stages);
-}
-
 std::int64_t Plan::partial_lse_offset() const {
   return align_up(num_partial_slots * spec.head_dim * 4);
 }
