@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,9 +18,14 @@ namespace canopy {
 ///
 /// One flat form, for discovery, planning and inspection alike: a node's
 /// pages, children and requests are ranges of three shared arrays, read
-/// through pages_of(), children() and requests(). The tree owns its pages (each
-/// node's page ids, copied and concatenated in node order), so it stays valid
-/// after the block tables it was discovered from are gone.
+/// through pages_of(), children() and requests().
+///
+/// Pages are owned or borrowed (see TreePages). An owned tree holds each
+/// node's page ids, copied and concatenated in node order, in page_storage
+/// (shared by copies of the tree), and stays valid after the block tables it
+/// was discovered from are gone. A borrowed tree's `pages` is a view of the
+/// tables' indices (node pages are where the tables hold them): no copy, for
+/// planning straight from block tables, valid while the tables live unchanged.
 ///
 /// Example (page_size 16): requests A=[1,2,3] len 48, B=[1,2,4] len 40,
 /// C=[1,2] len 32 give root {1,2} (32 tokens, C ends here) with children
@@ -27,7 +33,7 @@ namespace canopy {
 ///   nodes       0: pages [0, 2)  children [0, 2)  requests [0, 1)  depth 0
 ///               1: pages [2, 3)  children [2, 2)  requests [1, 2)  depth 1
 ///               2: pages [3, 4)  children [2, 2)  requests [2, 3)  depth 1
-///   pages       {1, 2, 3, 4}
+///   pages       {1, 2, 3, 4}      (owned; borrowed: the tables' {1, 2, 3, 1, 2, 4, 1, 2})
 ///   child_ids   {1, 2}
 ///   request_ids {2, 0, 1}          request_node {1, 2, 0}
 struct PrefixTree {
@@ -47,10 +53,11 @@ struct PrefixTree {
 
   int page_size = 16;
   int batch_size = 0;
-  std::vector<Node> nodes;          ///< in preorder: parents before children
-  std::vector<std::int32_t> pages;  ///< every node's pages, concatenated in node order
-  std::vector<int> child_ids;       ///< every node's children, in order of first appearance
-  std::vector<int> request_ids;     ///< every node's requests (those ending there), ascending
+  std::vector<Node> nodes;              ///< in preorder: parents before children
+  std::span<const std::int32_t> pages;  ///< every node's page ids (owned or borrowed)
+  std::shared_ptr<const std::vector<std::int32_t>> page_storage;  ///< `pages` when owned, else null
+  std::vector<int> child_ids;    ///< every node's children, in order of first appearance
+  std::vector<int> request_ids;  ///< every node's requests (those ending there), ascending
   std::vector<int> roots;
   std::vector<int> request_node;  ///< [batch] the node where each request ends
 
@@ -63,7 +70,7 @@ struct PrefixTree {
   }
   std::span<const int> requests(int node) const { return requests(nodes[node]); }
   std::span<const std::int32_t> pages_of(const Node& n) const {
-    return {pages.data() + n.page_begin, static_cast<std::size_t>(n.page_count)};
+    return pages.subspan(n.page_begin, n.page_count);
   }
   std::span<const std::int32_t> pages_of(int node) const { return pages_of(nodes[node]); }
 
@@ -73,10 +80,18 @@ struct PrefixTree {
   std::string to_string() const;  ///< indented, human readable
 };
 
+/// Where a discovered tree's page ids live.
+enum class TreePages {
+  kOwned,     ///< copied into the tree: it outlives the tables
+  kBorrowed,  ///< a view of tables.indices, no copy: valid while the tables live unchanged
+};
+
 /// Builds the tree from block tables: requests whose used pages share leading
 /// ids share those nodes. Validates every request (page range, lengths) and
 /// throws Error(kInvalidArgument) naming the request and value.
-PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size);
+/// make_plan(spec, tables) plans on a borrowed tree.
+PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size,
+                                TreePages pages = TreePages::kOwned);
 
 /// Checks and converts an explicit tree (cycles, bad parents, missing or
 /// duplicated requests, page ids, token counts) into the planner's form.

@@ -728,7 +728,8 @@ void make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
 void make_plan(const AttentionSpec& spec, const BlockTables& tables, const PlannerOptions& options,
                Plan& out) {
   spec.validate();
-  plan_tree(spec, discover_prefix_tree(tables, spec.page_size), options, out);
+  // The tree borrows the tables' page ids: planning copies them once, into the plan.
+  plan_tree(spec, discover_prefix_tree(tables, spec.page_size, TreePages::kBorrowed), options, out);
 }
 
 Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options) {

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -100,6 +101,7 @@ PrefixTree tree_from_explicit(const ExplicitTree& in, int page_size) {
   tree.request_node.assign(in.batch_size, -1);
   tree.roots.resize(roots.size());
   tree.nodes.reserve(n);
+  std::vector<std::int32_t> page_ids;  // owned by the tree at the end
   tree.child_ids.reserve(n);
   tree.request_ids.reserve(in.batch_size);
   struct Visit {
@@ -135,10 +137,10 @@ PrefixTree tree_from_explicit(const ExplicitTree& in, int page_size) {
     } else {
       tree.roots[v.slot] = id;
     }
-    node.page_begin = static_cast<std::int32_t>(tree.pages.size());
+    node.page_begin = static_cast<std::int32_t>(page_ids.size());
     node.page_count = static_cast<std::int32_t>(src.pages.size());
     node.num_tokens = src.num_tokens;
-    tree.pages.insert(tree.pages.end(), src.pages.begin(), src.pages.end());
+    page_ids.insert(page_ids.end(), src.pages.begin(), src.pages.end());
     node.request_begin = static_cast<std::int32_t>(tree.request_ids.size());
     node.request_count = static_cast<std::int32_t>(src.requests.size());
     tree.request_ids.insert(tree.request_ids.end(), src.requests.begin(), src.requests.end());
@@ -159,6 +161,8 @@ PrefixTree tree_from_explicit(const ExplicitTree& in, int page_size) {
     node.subtree_requests += node.request_count;
     if (node.parent >= 0) tree.nodes[node.parent].subtree_requests += node.subtree_requests;
   }
+  tree.page_storage = std::make_shared<const std::vector<std::int32_t>>(std::move(page_ids));
+  tree.pages = *tree.page_storage;
   return tree;
 }
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "canopy/error.hpp"
@@ -86,7 +87,7 @@ class TreeBuilder {
     add_request(at, request);
   }
 
-  PrefixTree finish() const;
+  PrefixTree finish(TreePages pages) const;
 
  private:
   static std::uint64_t element_key(std::int32_t page, std::int32_t fill) {
@@ -162,14 +163,15 @@ class TreeBuilder {
 
 // Numbers the nodes in preorder from the roots (parents before children,
 // deterministic). Each node's children get consecutive slots in child_ids,
-// reserved when the node is numbered and filled as they are; its pages are
-// copied out of the tables.
-PrefixTree TreeBuilder::finish() const {
+// reserved when the node is numbered and filled as they are. Its pages are
+// copied out of the tables (kOwned) or left where the tables hold them.
+PrefixTree TreeBuilder::finish(TreePages pages) const {
   PrefixTree tree;
   tree.page_size = page_size_;
   tree.batch_size = static_cast<int>(t_.seq_lens.size());
   tree.nodes.reserve(nodes_.size() - 1);
-  tree.pages.reserve(static_cast<std::size_t>(total_pages_));
+  std::vector<std::int32_t> owned;
+  if (pages == TreePages::kOwned) owned.reserve(static_cast<std::size_t>(total_pages_));
   tree.child_ids.reserve(nodes_.size() - 1);
   tree.request_ids.reserve(tree.batch_size);
   tree.request_node.resize(tree.batch_size);
@@ -205,11 +207,15 @@ PrefixTree TreeBuilder::finish() const {
       node.prefix_tokens = up.prefix_tokens + up.num_tokens;
       tree.child_ids[up.child_begin + v.slot] = id;
     }
-    node.page_begin = static_cast<std::int32_t>(tree.pages.size());
     node.page_count = src.length;
     node.num_tokens = src.tokens;
-    tree.pages.insert(tree.pages.end(), t_.indices.begin() + src.src,
-                      t_.indices.begin() + src.src + src.length);
+    if (pages == TreePages::kOwned) {
+      node.page_begin = static_cast<std::int32_t>(owned.size());
+      owned.insert(owned.end(), t_.indices.begin() + src.src,
+                   t_.indices.begin() + src.src + src.length);
+    } else {
+      node.page_begin = src.src;
+    }
     node.request_begin = static_cast<std::int32_t>(tree.request_ids.size());
     node.request_count = src.num_requests;
     for (int r = src.first_request; r >= 0; r = next_request_[r]) {
@@ -226,18 +232,24 @@ PrefixTree TreeBuilder::finish() const {
     node.subtree_requests += node.request_count;
     if (node.parent >= 0) tree.nodes[node.parent].subtree_requests += node.subtree_requests;
   }
+  if (pages == TreePages::kOwned) {
+    tree.page_storage = std::make_shared<const std::vector<std::int32_t>>(std::move(owned));
+    tree.pages = *tree.page_storage;
+  } else {
+    tree.pages = t_.indices;
+  }
   return tree;
 }
 
 }  // namespace
 
-PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size) {
+PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size, TreePages pages) {
   check_page_size(page_size);
   check(tables.batch_size() >= 1, ErrorKind::kInvalidArgument, "the batch has no requests");
   tables.validate(page_size);
   TreeBuilder builder(tables, page_size);
   for (int r = 0; r < tables.batch_size(); ++r) builder.insert(r);
-  return builder.finish();
+  return builder.finish(pages);
 }
 
 }  // namespace canopy

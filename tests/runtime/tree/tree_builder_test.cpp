@@ -160,12 +160,43 @@ TEST(TreeBuilder, HeaderExample) {
   EXPECT_EQ(tree.max_depth(), 2);
   EXPECT_EQ(tree.request_node, (std::vector<int>{children[0], children[1], 0}));
   // The flat arrays, exactly as the header's example shows them.
-  EXPECT_EQ(tree.pages, (std::vector<std::int32_t>{1, 2, 3, 4}));
+  EXPECT_EQ(std::vector<std::int32_t>(tree.pages.begin(), tree.pages.end()),
+            (std::vector<std::int32_t>{1, 2, 3, 4}));
   EXPECT_EQ(tree.child_ids, (std::vector<int>{1, 2}));
   EXPECT_EQ(tree.request_ids, (std::vector<int>{2, 0, 1}));
   EXPECT_EQ(tree.request_node, (std::vector<int>{1, 2, 0}));
   EXPECT_FALSE(tree.to_string().empty());
   expect_same_requests(block_tables_from_tree(tree, t.num_pages), t, 16);
+}
+
+TEST(TreeBuilder, BorrowedPagesViewTheTables) {
+  for (std::uint64_t seed = 0; seed < 20; ++seed) {
+    std::mt19937_64 rng(seed);
+    const BlockTables t = test::random_tree_tables(rng, {});
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    const PrefixTree owned = discover_prefix_tree(t, 16);
+    const PrefixTree borrowed = discover_prefix_tree(t, 16, TreePages::kBorrowed);
+    EXPECT_NE(owned.page_storage, nullptr);
+    EXPECT_EQ(borrowed.page_storage, nullptr);
+    EXPECT_EQ(borrowed.pages.data(), t.indices.data());  // no copy
+    EXPECT_EQ(borrowed.to_string(), owned.to_string());
+    ASSERT_EQ(borrowed.nodes.size(), owned.nodes.size());
+    for (int i = 0; i < static_cast<int>(owned.nodes.size()); ++i) {
+      const auto o = owned.pages_of(i);
+      const auto b = borrowed.pages_of(i);
+      EXPECT_TRUE(std::equal(o.begin(), o.end(), b.begin(), b.end())) << "node " << i;
+    }
+    EXPECT_EQ(borrowed.child_ids, owned.child_ids);
+    EXPECT_EQ(borrowed.request_ids, owned.request_ids);
+    expect_same_requests(block_tables_from_tree(borrowed, t.num_pages), t, 16);
+    // A copy of an owned tree shares its pages and outlives the original.
+    PrefixTree copy;
+    {
+      const PrefixTree original = discover_prefix_tree(t, 16);
+      copy = original;
+    }
+    EXPECT_EQ(copy.to_string(), owned.to_string());
+  }
 }
 
 TEST(TreeBuilder, MultipleRoots) {
