@@ -33,7 +33,8 @@ namespace canopy {
 ///   nodes       0: pages [0, 2)  children [0, 2)  requests [0, 1)  depth 0
 ///               1: pages [2, 3)  children [2, 2)  requests [1, 2)  depth 1
 ///               2: pages [3, 4)  children [2, 2)  requests [2, 3)  depth 1
-///   pages       {1, 2, 3, 4}      (owned; borrowed: the tables' {1, 2, 3, 1, 2, 4, 1, 2})
+///   pages       {1, 2, 3, 4}      (owned; a borrowed tree views the tables'
+///                                  {1, 2, 3, 1, 2, 4, 1, 2}, node 2's pages at [5, 6))
 ///   child_ids   {1, 2}
 ///   request_ids {2, 0, 1}          request_node {1, 2, 0}
 struct PrefixTree {

@@ -165,6 +165,10 @@ TEST(TreeBuilder, HeaderExample) {
   EXPECT_EQ(tree.child_ids, (std::vector<int>{1, 2}));
   EXPECT_EQ(tree.request_ids, (std::vector<int>{2, 0, 1}));
   EXPECT_EQ(tree.request_node, (std::vector<int>{1, 2, 0}));
+  // Borrowed, node 2's page is where the tables hold it.
+  const PrefixTree borrowed = discover_prefix_tree(t, 16, TreePages::kBorrowed);
+  EXPECT_EQ(borrowed.nodes[2].page_begin, 5);
+  EXPECT_EQ(borrowed.pages_of(2)[0], 4);
   EXPECT_FALSE(tree.to_string().empty());
   expect_same_requests(block_tables_from_tree(tree, t.num_pages), t, 16);
 }
