@@ -14,7 +14,7 @@ std::string GpuCoefficients::to_json(int indent) const {
   j["format"] = "canopy-coefficients/1";
   j["name"] = name;
   j["num_sms"] = num_sms;
-  j["arch"] = arch;
+  j["arch"] = arch.to_string();
   j["hbm_bytes_per_us"] = hbm_bytes_per_us;
   j["l2_bytes_per_us"] = l2_bytes_per_us;
   j["tensor_flops_per_us"] = tensor_flops_per_us;
@@ -38,7 +38,7 @@ GpuCoefficients GpuCoefficients::from_json(const std::string& text) {
           "not a canopy-coefficients/1 document");
     c.name = j.at("name");
     c.num_sms = j.at("num_sms");
-    c.arch = j.at("arch");
+    c.arch = Arch::parse(j.at("arch").get<std::string>());
     c.hbm_bytes_per_us = j.at("hbm_bytes_per_us");
     c.l2_bytes_per_us = j.at("l2_bytes_per_us");
     c.tensor_flops_per_us = j.at("tensor_flops_per_us");

@@ -8,7 +8,7 @@ namespace canopy {
 
 int CostModel::smem_bytes(const AttentionSpec& spec, const KernelConfig& tile) {
   // The layout does not depend on the arch; any arch gives the same bytes.
-  return generator::kernel_smem_bytes(partial_kernel_spec(spec, tile, 90));
+  return generator::kernel_smem_bytes(partial_kernel_spec(spec, tile, kSm90));
 }
 
 }  // namespace canopy

@@ -119,8 +119,7 @@ TreeShape TreeShape::scaled(double factor) const {
 }
 
 BlockTables block_tables_from_shape(const TreeShape& shape, int page_size) {
-  CANOPY_CHECK(page_size >= 1, ErrorKind::kInvalidArgument, "page_size must be >= 1, got {}",
-               page_size);
+  check_page_size(page_size);
   // Per node of the current level: its shared full pages and the tokens of
   // its partly filled tail, which each child copies into a fresh page.
   struct LevelNode {

@@ -23,7 +23,7 @@ int fma_smem(const KernelSpec& s) {
       .total;
 }
 
-Verdict fma_can_implement(const KernelSpec& s, int arch) noexcept {
+Verdict fma_can_implement(const KernelSpec& s, Arch arch) noexcept {
   const KernelConfig& t = s.tile;
   if (t.tile_q % 8 != 0 || t.tile_q > 128) {
     return {Support::kTileShape, "tile_q", t.tile_q, "a multiple of 8 up to 128"};
@@ -33,13 +33,15 @@ Verdict fma_can_implement(const KernelSpec& s, int arch) noexcept {
   }
   if (t.warps > 16) return {Support::kTileShape, "warps", t.warps, "at most 16"};
   if (t.stages > 4) return {Support::kTileShape, "stages", t.stages, "1..4"};
-  if (fma_smem(s) > max_smem_per_block(arch)) {
+  if (fma_smem(s) > arch.max_smem_per_block()) {
     return {Support::kSharedMemory, "shared memory bytes", fma_smem(s), "within the arch limit"};
   }
   return {};
 }
 
 std::vector<int> fma_row_tiles(const KernelConfig& c) { return {c.tile_q}; }
+
+int no_head_pack(const AttentionSpec&, const KernelConfig&, int) { return 1; }
 
 std::vector<KernelConfig> fma_configs(const AttentionSpec& spec) {
   // The reference: a narrow and a wide tile, chosen per task by the cost model.
@@ -67,7 +69,7 @@ std::vector<int> mma_row_tiles(const KernelConfig& c) {
   return tiles;
 }
 
-Verdict mma_can_implement(const KernelSpec& s, int arch) noexcept {
+Verdict mma_can_implement(const KernelSpec& s, Arch arch) noexcept {
   const KernelConfig& t = s.tile;
   if (!is_pow2(t.warps) || t.warps > 8) {
     return {Support::kTileShape, "warps", t.warps, "1, 2, 4 or 8"};
@@ -93,10 +95,18 @@ Verdict mma_can_implement(const KernelSpec& s, int arch) noexcept {
   if (mma_row_tiles(t).empty()) {
     return {Support::kTileShape, "tile_kv", t.tile_kv, "at least 16 tokens per warp"};
   }
-  if (mma_smem(s) > max_smem_per_block(arch)) {
+  if (mma_smem(s) > arch.max_smem_per_block()) {
     return {Support::kSharedMemory, "shared memory bytes", mma_smem(s), "within the arch limit"};
   }
   return {};
+}
+
+int mma_head_pack(const AttentionSpec& spec, const KernelConfig& c, int row_tile) {
+  // The 1 x warps arrangement (row tile 16) gives each warp one KV head
+  // (MmaTraits::kHeadPacks: head dims up to 128).
+  const std::vector<int> tiles = mma_row_tiles(c);
+  const bool narrow = row_tile == 16 && !tiles.empty() && tiles.front() == 16;
+  return narrow && spec.head_dim <= 128 ? c.warps : 1;
 }
 
 std::vector<KernelConfig> mma_configs(const AttentionSpec& spec) {
@@ -114,7 +124,7 @@ constexpr int kMergeThreads = 128;  // 4 warps, one output row each
 int merge_threads(const KernelSpec&) { return kMergeThreads; }
 int no_smem(const KernelSpec&) { return 0; }
 
-Verdict merge_can_implement(const KernelSpec& s, int) noexcept {
+Verdict merge_can_implement(const KernelSpec& s, Arch) noexcept {
   if (s.merge_fan_in < 0 || s.merge_fan_in > kMaxUnrolledFanIn) {
     return {Support::kTileShape, "merge_fan_in", s.merge_fan_in, "0..16"};
   }
@@ -135,13 +145,13 @@ constexpr std::string_view kMergeTemplates[] = {"merge_states.cuh"};
 const std::array<FamilyInfo, 3> kFamilies = {{
     {KernelFamily::kFmaAttention, "fma", kFmaTemplates, "canopy_dev::partial_attention_fma",
      "canopy_abi::PartialParams", block_threads, fma_smem, fma_can_implement, fma_row_tiles,
-     fma_configs},
+     fma_configs, no_head_pack},
     {KernelFamily::kMmaAttention, "mma", kMmaTemplates, "canopy_dev::partial_attention_mma",
      "canopy_abi::PartialParams", block_threads, mma_smem, mma_can_implement, mma_row_tiles,
-     mma_configs},
+     mma_configs, mma_head_pack},
     {KernelFamily::kMergeStates, "merge", kMergeTemplates, "canopy_dev::merge_states",
      "canopy_abi::MergeParams", merge_threads, no_smem, merge_can_implement, no_row_tiles,
-     no_configs},
+     no_configs, no_head_pack},
 }};
 
 }  // namespace
@@ -176,10 +186,12 @@ const FamilyInfo& family_info(KernelFamily family) {
 
 std::span<const FamilyInfo> all_families() { return kFamilies; }
 
-Verdict can_implement(const KernelSpec& spec, int arch) noexcept {
+Verdict can_implement(const KernelSpec& spec, Arch arch) noexcept {
   // cp.async, bf16 conversions and mma.sync m16n8k16 all need sm_80.
-  if (arch < 80) return {Support::kArchTooOld, "arch", arch, "sm_80 or newer"};
-  if (spec.head_dim != 64 && spec.head_dim != 128 && spec.head_dim != 256) {
+  if (!arch.has_cp_async() || !arch.has_mma()) {
+    return {Support::kArchTooOld, "arch", arch.major * 10 + arch.minor, "sm_80 or newer"};
+  }
+  if (!is_supported_head_dim(spec.head_dim)) {
     return {Support::kHeadDim, "head_dim", spec.head_dim, "64, 128 or 256"};
   }
   if (is_partial_family(spec.family)) {

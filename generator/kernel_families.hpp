@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "canopy/arch.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/plan.hpp"
 #include "canopy/spec.hpp"
@@ -47,11 +48,14 @@ struct FamilyInfo {
   const char* params_type;                      ///< its parameter block (kernel_abi.cuh)
   int (*threads)(const KernelSpec& spec);       ///< block size (== __launch_bounds__)
   int (*smem_bytes)(const KernelSpec& spec);    ///< dynamic shared memory per block
-  Verdict (*can_implement)(const KernelSpec& spec, int arch) noexcept;
+  Verdict (*can_implement)(const KernelSpec& spec, Arch arch) noexcept;
   /// Partial families: the per-item row tiles a kernel of this config runs.
   std::vector<int> (*row_tiles)(const KernelConfig& config);
   /// Partial families: the configs shipped (compiled in CI, offered to the planner).
   std::vector<KernelConfig> (*shipped_configs)(const AttentionSpec& spec);
+  /// Partial families: how many KV heads one item of `row_tile` rows may pack
+  /// (1: no head packs).
+  int (*head_pack)(const AttentionSpec& spec, const KernelConfig& config, int row_tile);
 };
 
 /// The row of `family`; every KernelFamily has one.
@@ -64,6 +68,6 @@ constexpr bool is_partial_family(KernelFamily f) { return f != KernelFamily::kMe
 
 /// The checks every family shares (arch >= sm_80, head dim, positive tile
 /// fields), then family_info(spec.family).can_implement(spec, arch).
-Verdict can_implement(const KernelSpec& spec, int arch) noexcept;
+Verdict can_implement(const KernelSpec& spec, Arch arch) noexcept;
 
 }  // namespace canopy::generator

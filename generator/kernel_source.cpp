@@ -2,6 +2,7 @@
 #include "generator/kernel_source.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <string_view>
 
@@ -113,21 +114,6 @@ int kernel_threads(const KernelSpec& s) { return family_info(s.family).threads(s
 int kernel_smem_bytes(const KernelSpec& s) { return family_info(s.family).smem_bytes(s); }
 
 int merge_rows_per_block(const KernelSpec& s) { return s.is_merge() ? kernel_threads(s) / 32 : 1; }
-
-int max_smem_per_block(int arch) {
-  switch (arch) {
-    case 80:
-    case 87:
-      return 163 * 1024;
-    case 90:
-    case 100:
-    case 103:
-    case 110:
-      return 227 * 1024;
-    default:
-      return 99 * 1024;  // sm_86, sm_89, sm_120 and unknown parts
-  }
-}
 
 std::string generate_kernel_source(const KernelSpec& s) {
   validate_kernel_spec(s);

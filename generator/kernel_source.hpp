@@ -30,8 +30,4 @@ int merge_rows_per_block(const KernelSpec& spec);
 
 /// The code of `dtype` in generated kernels (canopy_dev::DTypeCode).
 int dtype_code(DType dtype);
-
-/// The opt-in dynamic shared memory limit per block of a compute capability.
-int max_smem_per_block(int arch);
-
 }  // namespace canopy::generator

@@ -1,16 +1,64 @@
-// KernelSpec: its canonical string, symbol name, hash, and the specs a plan needs.
+// KernelConfig and KernelSpec: canonical strings, symbol name, hash, and the
+// specs a plan needs.
 #include "canopy/kernel_spec.hpp"
 
 #include <fmt/format.h>
 
+#include <cstdio>
+
+#include "canopy/error.hpp"
+
 namespace canopy {
+
+const char* to_string(KernelFamily family) noexcept {
+  switch (family) {
+    case KernelFamily::kFmaAttention:
+      return "fma";
+    case KernelFamily::kMmaAttention:
+      return "mma";
+    case KernelFamily::kMergeStates:
+      return "merge";
+  }
+  return "unknown";
+}
+
+KernelFamily kernel_family_from_string(const std::string& name) {
+  for (KernelFamily f :
+       {KernelFamily::kFmaAttention, KernelFamily::kMmaAttention, KernelFamily::kMergeStates}) {
+    if (name == to_string(f)) return f;
+  }
+  throw Error(ErrorKind::kInvalidArgument,
+              fmt::format("unknown kernel family '{}' (expected fma, mma or merge)", name));
+}
+
+std::string KernelConfig::to_string() const {
+  return fmt::format("{}_q{}_kv{}_w{}_s{}", canopy::to_string(family), tile_q, tile_kv, warps,
+                     stages);
+}
+
+KernelConfig KernelConfig::parse(const std::string& text) {
+  // "<family>_q<rows>_kv<tokens>_w<warps>_s<stages>"
+  const std::size_t sep = text.find('_');
+  KernelConfig c;
+  int consumed = 0;
+  const bool ok = sep != std::string::npos &&
+                  std::sscanf(text.c_str() + sep, "_q%d_kv%d_w%d_s%d%n", &c.tile_q, &c.tile_kv,
+                              &c.warps, &c.stages, &consumed) == 4 &&
+                  sep + consumed == text.size();
+  check(ok, ErrorKind::kInvalidArgument,
+        fmt::format("kernel config '{}' is not of the form <family>_q<rows>_kv<tokens>_w<warps>_"
+                    "s<stages>, e.g. mma_q64_kv64_w4_s3",
+                    text));
+  c.family = kernel_family_from_string(text.substr(0, sep));
+  return c;
+}
 
 std::string KernelSpec::to_string() const {
   return fmt::format("{}_hd{}_q-{}_kv-{}_o-{}_{}_q{}_kv{}_w{}_s{}_cap{}_lse{}_fan{}_sm{}",
                      canopy::to_string(family), head_dim, canopy::to_string(q_dtype),
                      canopy::to_string(kv_dtype), canopy::to_string(o_dtype),
                      canopy::to_string(kv_layout), tile.tile_q, tile.tile_kv, tile.warps,
-                     tile.stages, soft_cap ? 1 : 0, with_lse ? 1 : 0, merge_fan_in, arch);
+                     tile.stages, soft_cap ? 1 : 0, with_lse ? 1 : 0, merge_fan_in, arch.id());
 }
 
 std::string KernelSpec::kernel_name() const {
@@ -32,7 +80,7 @@ std::uint64_t KernelSpec::hash() const {
   return h;
 }
 
-KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, int arch) {
+KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, Arch arch) {
   // Fields the partial kernel ignores are normalised so equal code has one spec:
   // it writes float32 partial states, and direct items' output rows in the
   // dtype the launch passes at run time (PartialParams::out_dtype).
@@ -63,7 +111,7 @@ int fan_in_bucket(int max_fan_in) {
 
 }  // namespace
 
-KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, int arch) {
+KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, Arch arch) {
   // The merge reads float32 partials (q/kv dtype fp32) and ignores tile and layout.
   KernelSpec k;
   k.family = KernelFamily::kMergeStates;

@@ -16,7 +16,7 @@
 # Environment: OUT (log folder, default ./device-out), PREWARM_ARCH (build
 # step, default 90), GPU_TEST_TIMEOUT (s, default 240), SANITIZER_TIMEOUT (s
 # per tool, default 100; the defaults keep a whole run under 10 minutes),
-# CANOPY_GPU_REF_BUDGET / CANOPY_GPU_KV_BUDGET (tests/runtime/gpu_attention_test.cpp).
+# CANOPY_GPU_REF_BUDGET / CANOPY_GPU_KV_BUDGET (tests/runtime/device/gpu_attention_test.cpp).
 # docs/gpu-correctness.md has the commands and the last results.
 set -u -o pipefail
 cd "$(dirname "$0")/.."

@@ -16,7 +16,6 @@
 #include <thread>
 #include <vector>
 
-#include "../runtime/cubin_cache.hpp"
 #include "canopy/cpu.hpp"
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
@@ -26,12 +25,13 @@
 #include "canopy/tree.hpp"
 #include "cli_args.hpp"
 #include "problem.hpp"
+#include "runtime/jit/cubin_cache.hpp"
 #include "workload.hpp"
 
-// The GPU path drives the CUDA driver through runtime/driver.hpp, which needs
+// The GPU path drives the CUDA driver through runtime/device/driver.hpp, which needs
 // cuda.h; a build whose include path lacks it still runs the CPU path.
 #if __has_include(<cuda.h>)
-#include "../runtime/driver.hpp"
+#include "runtime/device/driver.hpp"
 #define CANOPY_DEMO_GPU 1
 #else
 #define CANOPY_DEMO_GPU 0
@@ -169,7 +169,7 @@ void print_plan_summary(const canopy::Plan& plan, const canopy::PrefixTree& tree
       plan.merge_rows.size(), plan.max_merge_fan_in, plan.predicted_us, plan.num_sms);
 }
 
-std::vector<canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, int arch) {
+std::vector<canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, canopy::Arch arch) {
   std::vector<canopy::KernelSpec> specs;
   for (const canopy::KernelConfig& c : plan.configs) {
     specs.push_back(canopy::partial_kernel_spec(plan.spec, c, arch));
@@ -208,13 +208,15 @@ int run_cpu(const Args& args, canopy::workload::Workload w, const std::string& h
                            options.cost_model.coefficients().name);
 
   canopy::CubinCache cache(args.get("--cache-dir", ""));
-  for (const canopy::KernelSpec& spec : plan_kernels(plan, 90)) {
+  const canopy::Arch arch = options.cost_model.coefficients().arch;
+  for (const canopy::KernelSpec& spec : plan_kernels(plan, arch)) {
     t0 = Clock::now();
     const canopy::CompiledKernel& k = cache.get(spec);
-    std::cout << fmt::format(
-        "kernel       {}: {} bytes of sm_90 cubin, {}\n", k.spec.to_string(), k.cubin.size(),
-        k.from_disk ? fmt::format("from the cache ({:.0f} ms)", ms_since(t0))
-                    : fmt::format("compiled by NVRTC in {:.0f} ms", k.compile_ms));
+    std::cout << fmt::format("kernel       {}: {} bytes of {} cubin, {}\n", k.spec.to_string(),
+                             k.cubin.size(), arch.to_string(),
+                             k.from_disk
+                                 ? fmt::format("from the cache ({:.0f} ms)", ms_since(t0))
+                                 : fmt::format("compiled by NVRTC in {:.0f} ms", k.compile_ms));
   }
   std::cout << fmt::format("cubin cache  {}\n", cache.dir().empty() ? "memory only" : cache.dir());
 
@@ -312,8 +314,8 @@ int run_gpu(const Args& args, const canopy::workload::Workload& w) {
   ro.cache_dir = args.get("--cache-dir", "");
   canopy::Runtime rt(ro);
   const drv::DeviceContext& dev = drv::device_context(ro.device);
-  std::cout << fmt::format("device       {} (sm_{}, {} SMs, {:.0f} GiB), driver CUDA {}.{}\n",
-                           rt.device_name(), rt.arch(), dev.num_sms,
+  std::cout << fmt::format("device       {} ({}, {} SMs, {:.0f} GiB), driver CUDA {}.{}\n",
+                           rt.device_name(), rt.arch().to_string(), dev.num_sms,
                            static_cast<double>(dev.total_mem) / 1073741824.0,
                            drv::api().driver_version / 1000, drv::api().driver_version % 1000 / 10);
 
@@ -470,18 +472,4 @@ int run(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const std::vector<std::string> args(argv + 1, argv + argc);
-  try {
-    return run(args);
-  } catch (const UsageError& e) {
-    std::cerr << fmt::format("{}: error: {}\n", kProgram, e.what());
-    return 2;
-  } catch (const canopy::Error& e) {
-    std::cerr << fmt::format("{}: {}: {}\n", kProgram, canopy::to_string(e.kind()), e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << fmt::format("{}: error: {}\n", kProgram, e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return canopy::cli::run_tool(kProgram, argc, argv, run); }

@@ -12,21 +12,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <string>
 #include <vector>
 
-#include "../generator/kernel_inspect.hpp"
-#include "../generator/kernel_source.hpp"
-#include "../runtime/cubin_cache.hpp"
-#include "../runtime/elf_symbols.hpp"
-#include "../runtime/nvrtc_compiler.hpp"
 #include "canopy/cost_model.hpp"
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
@@ -34,6 +27,11 @@
 #include "canopy/planner.hpp"
 #include "canopy/tree.hpp"
 #include "cli_args.hpp"
+#include "generator/kernel_source.hpp"
+#include "runtime/jit/cubin_cache.hpp"
+#include "runtime/jit/cubin_resources.hpp"
+#include "runtime/jit/kernel_inspect.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
 #include "workload.hpp"
 
 namespace {
@@ -154,192 +152,24 @@ class TempFile {
 };
 
 // ---------------------------------------------------------------------------
-// Resources read from the cubin (an ELF64 file): the per-function records of
-// the .nv.info section (EIATTR_REGCOUNT, EIATTR_FRAME_SIZE,
-// EIATTR_MIN/MAX_STACK_SIZE; older toolkits also keep the register count in
-// the top byte of the .text section's sh_info), static shared memory
-// (.nv.shared.<kernel>) and the parameter constant bank (.nv.constant0.<kernel>).
+// Occupancy
 
-struct KernelResources {
-  std::string name;
-  int registers = -1;
-  std::uint64_t code_bytes = 0;
-  std::uint64_t static_smem = 0;
-  std::uint64_t param_bank = 0;
-  std::int64_t frame_bytes = -1;  ///< per thread; -1 when the cubin does not say
-  std::int64_t min_stack = -1;
-  std::int64_t max_stack = -1;
-};
-
-class ElfReader {
- public:
-  explicit ElfReader(const std::vector<char>& image) : image_(image) {}
-  template <class T>
-  T read(std::uint64_t offset) const {
-    if (offset > image_.size() || sizeof(T) > image_.size() - offset) {
-      throw canopy::Error(canopy::ErrorKind::kInvalidArgument,
-                          fmt::format("cubin truncated at offset {}", offset));
-    }
-    T value;
-    std::memcpy(&value, image_.data() + offset, sizeof(T));
-    return value;
-  }
-  std::string c_string(std::uint64_t offset) const {
-    std::string out;
-    while (offset < image_.size() && image_[offset] != '\0' && out.size() < 4096) {
-      out += image_[offset++];
-    }
-    return out;
-  }
-
- private:
-  const std::vector<char>& image_;
-};
-
-std::vector<KernelResources> cubin_resources(const std::vector<char>& cubin) {
-  constexpr std::uint32_t kShtSymtab = 2;
-  const ElfReader elf(cubin);
-  if (cubin.size() < 64 ||
-      std::memcmp(cubin.data(),
-                  "\x7f"
-                  "ELF",
-                  4) != 0 ||
-      cubin[4] != 2) {
-    throw canopy::Error(canopy::ErrorKind::kInvalidArgument, "the cubin is not an ELF64 file");
-  }
-  struct Section {
-    std::string name;
-    std::uint32_t type, link, info;
-    std::uint64_t offset, size;
-  };
-  const auto shoff = elf.read<std::uint64_t>(0x28);
-  const auto shentsize = elf.read<std::uint16_t>(0x3A);
-  const auto shnum = elf.read<std::uint16_t>(0x3C);
-  const auto shstrndx = elf.read<std::uint16_t>(0x3E);
-  if (shentsize < 64 || shstrndx >= shnum) {
-    throw canopy::Error(canopy::ErrorKind::kInvalidArgument,
-                        "the cubin's section table is malformed");
-  }
-  std::vector<Section> sections(shnum);
-  for (std::uint16_t i = 0; i < shnum; ++i) {
-    const std::uint64_t h = shoff + std::uint64_t{i} * shentsize;
-    Section& s = sections[i];
-    s.name = std::to_string(elf.read<std::uint32_t>(h));  // resolved below
-    s.type = elf.read<std::uint32_t>(h + 4);
-    s.offset = elf.read<std::uint64_t>(h + 24);
-    s.size = elf.read<std::uint64_t>(h + 32);
-    s.link = elf.read<std::uint32_t>(h + 40);
-    s.info = elf.read<std::uint32_t>(h + 44);
-  }
-  const std::uint64_t names = sections[shstrndx].offset;
-  for (Section& s : sections) s.name = elf.c_string(names + std::stoull(s.name));
-
-  // Symbols, for the .nv.info records that name a function by symbol index.
-  std::vector<std::string> symbols;
-  for (const Section& s : sections) {
-    if (s.type != kShtSymtab || s.link >= sections.size()) continue;
-    const std::uint64_t strtab = sections[s.link].offset;
-    for (std::uint64_t off = 0; off + 24 <= s.size; off += 24) {
-      symbols.push_back(elf.c_string(strtab + elf.read<std::uint32_t>(s.offset + off)));
-    }
-    break;
-  }
-
-  std::vector<KernelResources> kernels;
-  std::map<std::string, std::size_t> by_name;
-  for (const std::string& name : canopy::elf_function_names(cubin)) {
-    by_name[name] = kernels.size();
-    kernels.push_back(KernelResources{});
-    kernels.back().name = name;
-  }
-  auto find = [&](const std::string& name) -> KernelResources* {
-    const auto it = by_name.find(name);
-    return it == by_name.end() ? nullptr : &kernels[it->second];
-  };
-  auto starts = [](const std::string& s, const std::string& prefix) {
-    return s.rfind(prefix, 0) == 0;
-  };
-  for (const Section& s : sections) {
-    if (starts(s.name, ".text.")) {
-      if (KernelResources* k = find(s.name.substr(6))) {
-        if (k->registers < 0 && (s.info >> 24) != 0) k->registers = static_cast<int>(s.info >> 24);
-        k->code_bytes = s.size;
-      }
-    } else if (starts(s.name, ".nv.shared.")) {
-      if (KernelResources* k = find(s.name.substr(11))) k->static_smem = s.size;
-    } else if (starts(s.name, ".nv.constant0.")) {
-      if (KernelResources* k = find(s.name.substr(14))) k->param_bank = s.size;
-    } else if (s.name == ".nv.info") {
-      // Records: u8 format, u8 attribute, u16 value or payload size (format 4), payload.
-      constexpr std::uint8_t kSval = 0x04, kFrameSize = 0x11, kMinStack = 0x12, kMaxStack = 0x23,
-                             kRegCount = 0x2f;
-      std::uint64_t off = 0;
-      while (off + 4 <= s.size) {
-        const auto format = elf.read<std::uint8_t>(s.offset + off);
-        const auto attribute = elf.read<std::uint8_t>(s.offset + off + 1);
-        const auto value = elf.read<std::uint16_t>(s.offset + off + 2);
-        off += 4;
-        if (format != kSval) continue;
-        if (value == 8 && off + 8 <= s.size &&
-            (attribute == kFrameSize || attribute == kMinStack || attribute == kMaxStack ||
-             attribute == kRegCount)) {
-          const auto symbol = elf.read<std::uint32_t>(s.offset + off);
-          const auto amount = elf.read<std::uint32_t>(s.offset + off + 4);
-          KernelResources* k = symbol < symbols.size() ? find(symbols[symbol]) : nullptr;
-          if (k != nullptr && attribute == kRegCount) {
-            k->registers = static_cast<int>(amount);
-          } else if (k != nullptr) {
-            (attribute == kFrameSize  ? k->frame_bytes
-             : attribute == kMinStack ? k->min_stack
-                                      : k->max_stack) = amount;
-          }
-        }
-        off += value;
-      }
-    }
-  }
-  return kernels;
-}
-
-/// Per-SM limits for a rough occupancy estimate.
-struct SmLimits {
-  int registers = 65536;
-  int max_threads = 2048;
-  int max_blocks = 32;
-  int smem = 228 * 1024;     ///< shared memory per SM
-  int reserved_smem = 1024;  ///< per block, taken by the system
-};
-
-std::optional<SmLimits> sm_limits(int arch) {
-  switch (arch) {
-    case 80:
-      return SmLimits{65536, 2048, 32, 164 * 1024, 1024};
-    case 86:
-      return SmLimits{65536, 1536, 16, 100 * 1024, 1024};
-    case 89:
-      return SmLimits{65536, 1536, 24, 100 * 1024, 1024};
-    case 90:
-      return SmLimits{65536, 2048, 32, 228 * 1024, 1024};
-    default:
-      return std::nullopt;
-  }
-}
-
-/// A rough estimate: the per-block shared memory is dynamic + max(static, the
-/// 1 KiB the system reserves per block), registers are allocated per warp in
-/// units of 256.
-std::string occupancy_text(int arch, int registers, int threads, std::int64_t dynamic_smem,
+/// A rough estimate from the arch's per-SM limits: the per-block shared memory
+/// is dynamic + max(static, what the system reserves per block), registers are
+/// allocated per warp in units of 256.
+std::string occupancy_text(canopy::Arch arch, int registers, int threads, std::int64_t dynamic_smem,
                            std::int64_t static_smem) {
-  const auto limits = sm_limits(arch);
-  if (!limits || registers <= 0 || threads <= 0) return "n/a (no limits table for this arch)";
+  if (!arch.is_known() || registers <= 0 || threads <= 0) {
+    return "n/a (no limits table for this arch)";
+  }
   const int warps = (threads + 31) / 32;
   const int regs_per_warp = ((std::max(registers, 1) * 32 + 255) / 256) * 256;
-  const int by_regs = limits->registers / (regs_per_warp * warps);
-  const int by_threads = limits->max_threads / (warps * 32);
+  const int by_regs = arch.registers_per_sm() / (regs_per_warp * warps);
+  const int by_threads = arch.max_threads_per_sm() / (warps * 32);
   const std::int64_t smem_block =
-      dynamic_smem + std::max<std::int64_t>(static_smem, limits->reserved_smem);
-  const int by_smem = static_cast<int>(limits->smem / smem_block);
-  const int blocks = std::min({by_regs, by_threads, by_smem, limits->max_blocks});
+      dynamic_smem + std::max<std::int64_t>(static_smem, arch.reserved_smem_per_block());
+  const int by_smem = static_cast<int>(arch.max_smem_per_sm() / smem_block);
+  const int blocks = std::min({by_regs, by_threads, by_smem, arch.max_blocks_per_sm()});
   const char* limiter = blocks == by_smem      ? "shared memory"
                         : blocks == by_regs    ? "registers"
                         : blocks == by_threads ? "threads"
@@ -367,7 +197,7 @@ std::vector<Option> kernel_options() {
       {"--lse", "", "merge kernel also writes the log-sum-exp"},
       {"--merge", "", "the merge-states kernel instead of partial attention"},
       {"--fan-in", "N", "merge: partials per row, 0 = general loop (rounded up to 1/2/4/8/16)"},
-      {"--arch", "N", "compute capability, e.g. 80, 86, 89, 90 (default 90)"},
+      {"--arch", "SM", "GPU target, e.g. 80, 86, 89, 90, 90a or sm_90a (default 90)"},
       {"--emit", "WHAT", "source | ptx | sass | resources | summary | cubin (default source)"},
       {"--out", "FILE", "write to FILE instead of stdout (required for cubin)"},
       {"--cache-dir", "DIR", "cubin cache directory, 'off' for none (default: as the runtime)"},
@@ -389,6 +219,17 @@ std::string kernel_help() {
          "  canopy-inspect kernel --merge --fan-in 3 --lse --emit source\n";
 }
 
+/// --arch: "90", "90a", "sm_90a" (default sm_90).
+canopy::Arch arch_from_args(const Args& args) {
+  const auto text = args.value("--arch");
+  if (!text) return canopy::kSm90;
+  try {
+    return canopy::Arch::parse(*text);
+  } catch (const canopy::Error& e) {
+    throw UsageError(std::string("--arch: ") + e.what());
+  }
+}
+
 canopy::KernelSpec kernel_spec_from_args(const Args& args) {
   canopy::AttentionSpec a;
   a.head_dim = static_cast<int>(args.get_int("--head-dim", 128, 1, 4096));
@@ -404,7 +245,7 @@ canopy::KernelSpec kernel_spec_from_args(const Args& args) {
   a.kv_layout = canopy::cli::parse_layout_option("--layout", args.get("--layout", "NHD"));
   a.logits_soft_cap = args.has("--soft-cap") ? 30.0 : 0.0;  // the value is a run-time parameter
   a.with_lse = args.has("--lse");
-  const int arch = static_cast<int>(args.get_int("--arch", 90, 1, 1000));
+  const canopy::Arch arch = arch_from_args(args);
 
   canopy::KernelConfig tile;
   tile.tile_q = static_cast<int>(args.get_int("--tile-q", tile.tile_q, 1, 4096));
@@ -466,7 +307,7 @@ std::string ptxas_verbose(const canopy::KernelSpec& spec, std::string* tool) {
   const TempFile file(spec.to_string(), ".ptx", ptx.binary.data(), ptx.binary.size());
   const std::string out = file.path() + ".cubin";
   const CommandResult r =
-      run_command({ptxas, "-v", fmt::format("-arch=sm_{}", spec.arch), file.path(), "-o", out});
+      run_command({ptxas, "-v", "-arch=" + spec.arch.to_string(), file.path(), "-o", out});
   std::error_code ec;
   std::filesystem::remove(out, ec);
   if (r.status != 0) return "ptxas failed:\n" + r.output;
@@ -489,20 +330,20 @@ std::string ptxas_verbose(const canopy::KernelSpec& spec, std::string* tool) {
 
 std::string resources_text(const canopy::CompiledKernel& k, const std::string& cache_dir) {
   const canopy::KernelSpec& spec = k.spec;
-  const std::vector<KernelResources> all = cubin_resources(k.cubin);
-  const KernelResources* r = nullptr;
-  for (const KernelResources& x : all) {
+  const std::vector<canopy::KernelResources> all = canopy::cubin_resources(k.cubin);
+  const canopy::KernelResources* r = nullptr;
+  for (const canopy::KernelResources& x : all) {
     if (x.name == k.name) r = &x;
   }
   if (r == nullptr) {
     throw canopy::Error(canopy::ErrorKind::kInvalidArgument,
                         fmt::format("the cubin has no function {}", k.name));
   }
-  const int smem_limit = canopy::generator::max_smem_per_block(spec.arch);
+  const int smem_limit = spec.arch.max_smem_per_block();
   std::string out;
   out += fmt::format("kernel       {}\n", k.name);
   out += fmt::format("spec         {}\n", spec.to_string());
-  out += fmt::format("cubin        {} bytes for sm_{}, {}\n", k.cubin.size(), spec.arch,
+  out += fmt::format("cubin        {} bytes for {}, {}\n", k.cubin.size(), spec.arch.to_string(),
                      k.from_disk ? fmt::format("read from the cache ({})", cache_dir)
                                  : fmt::format("compiled by NVRTC {} in {:.0f} ms",
                                                canopy::nvrtc_version(), k.compile_ms));
@@ -512,8 +353,9 @@ std::string resources_text(const canopy::CompiledKernel& k, const std::string& c
                      std::int64_t{r->registers} * k.threads);
   out += fmt::format(
       "shared mem   {} bytes dynamic (set at launch) + {} in the cubin's .nv.shared "
-      "section = {} per block; sm_{} allows {} ({})\n",
-      k.smem_bytes, r->static_smem, k.smem_bytes + r->static_smem, spec.arch, smem_limit,
+      "section = {} per block; {} allows {} ({})\n",
+      k.smem_bytes, r->static_smem, k.smem_bytes + r->static_smem, spec.arch.to_string(),
+      smem_limit,
       k.smem_bytes + static_cast<std::int64_t>(r->static_smem) <= smem_limit ? "fits" : "TOO BIG");
   if (r->frame_bytes >= 0) {
     std::string stack;
@@ -560,15 +402,15 @@ int run_kernel(const std::vector<std::string>& argv) {
   const canopy::KernelSpec spec = kernel_spec_from_args(args);
   namespace gen = canopy::generator;
   if (emit == "source") {
-    emit_text(args, gen::inspect_kernel(spec, gen::KernelArtifact::kSource));
+    emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kSource));
     return 0;
   }
   if (emit == "ptx") {
-    emit_text(args, gen::inspect_kernel(spec, gen::KernelArtifact::kPtx));
+    emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kPtx));
     return 0;
   }
   if (emit == "summary") {
-    emit_text(args, gen::inspect_kernel(spec, gen::KernelArtifact::kSummary));
+    emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kSummary));
     return 0;
   }
   gen::validate_kernel_spec(spec);  // before creating a cache directory
@@ -590,7 +432,7 @@ int run_kernel(const std::vector<std::string>& argv) {
 std::vector<Option> plan_options() {
   std::vector<Option> o = canopy::cli::workload_options();
   o.push_back({"--sms", "N", "plan for N SMs (default: the cost model's 132, H100 SXM)"});
-  o.push_back({"--arch", "N", "arch of the kernel specs listed (default 90)"});
+  o.push_back({"--arch", "SM", "GPU target of the kernel specs listed, e.g. 80, 90a (default 90)"});
   o.push_back({"--no-absorb", "", "never let children absorb a parent's KV"});
   o.push_back({"--no-split", "", "never split long KV ranges"});
   o.push_back({"--json", "", "print JSON (plan_to_json plus tree summary) instead of text"});
@@ -684,7 +526,7 @@ int run_plan(const std::vector<std::string>& argv) {
     return 0;
   }
   const int tree_lines = static_cast<int>(args.get_int("--tree-lines", 40, 0, 1 << 30));
-  const int arch = static_cast<int>(args.get_int("--arch", 90, 1, 1000));
+  const canopy::Arch arch = arch_from_args(args);
   canopy::PlannerOptions options;
   if (args.has("--sms")) {
     canopy::GpuCoefficients c;
@@ -756,7 +598,7 @@ int run_plan(const std::vector<std::string>& argv) {
                        rows, fan_in == 1 ? " (copied through)" : "");
   }
   out += "\n== predicted busy time per SM\n" + sm_load_text(plan, args.has("--per-sm"));
-  out += fmt::format("\n== kernels (sm_{})\n", arch);
+  out += fmt::format("\n== kernels ({})\n", arch.to_string());
   for (std::size_t i = 0; i < kernels.size(); ++i) {
     if (i + 1 < kernels.size()) {
       int items = 0;
@@ -845,18 +687,4 @@ int dispatch(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const std::vector<std::string> args(argv + 1, argv + argc);
-  try {
-    return dispatch(args);
-  } catch (const UsageError& e) {
-    std::cerr << fmt::format("{}: error: {}\n", kProgram, e.what());
-    return 2;
-  } catch (const canopy::Error& e) {
-    std::cerr << fmt::format("{}: {}: {}\n", kProgram, canopy::to_string(e.kind()), e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << fmt::format("{}: error: {}\n", kProgram, e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return canopy::cli::run_tool(kProgram, argc, argv, dispatch); }

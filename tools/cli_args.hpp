@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <iostream>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -232,6 +233,27 @@ class Args {
   std::vector<std::string> positional_;
 };
 
+/// A tool's main(): runs `command` on the arguments after the program name and
+/// turns what it throws into a message on stderr and the exit code: 2 for a
+/// bad command line (UsageError), 1 for a canopy::Error (with its kind) or any
+/// other exception.
+template <class Command>
+int run_tool(const char* program, int argc, char** argv, Command&& command) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    return command(args);
+  } catch (const UsageError& e) {
+    std::cerr << program << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const Error& e) {
+    std::cerr << program << ": " << to_string(e.kind()) << ": " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << program << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
 /// "  --name VALUE   help" lines, aligned.
 inline std::string format_options(const std::vector<Option>& options) {
   std::size_t width = 0;
@@ -259,7 +281,8 @@ inline std::vector<Option> workload_options() {
       {"--model", "NAME", "model for --tree/--workload (suite models, default llama3-8b)"},
       {"--dtype", "T", "fp16 or bf16 (q, KV and output)"},
       {"--layout", "L", "KV layout: NHD or HND"},
-      {"--page-size", "N", "tokens per page for --tree/--workload, 1..256"},
+      {"--page-size", "N",
+       "tokens per page for --tree/--workload, 1.." + std::to_string(kMaxPageSize)},
   };
 }
 
@@ -321,7 +344,7 @@ inline workload::Workload select_workload(const Args& args, const std::string& f
   // (A bool and a value, not std::optional: GCC 12 -O3 warns maybe-uninitialized on it.)
   const bool has_dtype = dtype.has_value();
   const DType chosen_dtype = has_dtype ? parse_dtype_option("--dtype", *dtype) : DType::kF16;
-  const int page = static_cast<int>(args.get_int("--page-size", 16, 1, 256));
+  const int page = static_cast<int>(args.get_int("--page-size", 16, 1, kMaxPageSize));
 
   workload::Workload w;
   if (const auto batch = args.value("--batch")) {

@@ -27,7 +27,7 @@
 #include "canopy/plan.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/runtime.hpp"
-#include "runtime/cubin_cache.hpp"  // the only private header: prewarm compiles without a GPU
+#include "runtime/jit/cubin_cache.hpp"  // the only private header: prewarm compiles without a GPU
 
 namespace {
 
@@ -131,7 +131,8 @@ int kernel_launches(const canopy::Plan& plan) {
 
 /// The kernels Runtime::prepare compiles for `plan` (by spec string): one per
 /// partial config, and the merge when the plan merges any row.
-std::map<std::string, canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, int arch) {
+std::map<std::string, canopy::KernelSpec> plan_kernels(const canopy::Plan& plan,
+                                                       canopy::Arch arch) {
   std::map<std::string, canopy::KernelSpec> specs;
   for (const canopy::KernelConfig& config : plan.configs) {
     const canopy::KernelSpec k = canopy::partial_kernel_spec(plan.spec, config, arch);
@@ -158,7 +159,7 @@ struct PlanHandle {
   std::optional<canopy::PreparedPlan> prepared;  ///< set when made with a runtime
   canopy::Plan host;                             ///< set when made without one
   const RuntimeHandle* runtime = nullptr;
-  int arch = 90;
+  canopy::Arch arch = canopy::kSm90;
   double plan_ms = 0;
   json options;
   std::string info, plan_json;
@@ -179,9 +180,10 @@ T& handle(void* p, const char* what) {
 }
 
 canopy::PlannerOptions planner_options(const json& o) {
-  reject_unknown(
-      o, {"allow_absorb", "allow_split", "waves", "min_split_tokens", "prefix_blind", "row_tiles"},
-      "planner options");
+  reject_unknown(o,
+                 {"allow_absorb", "allow_split", "waves", "min_split_tokens", "prefix_blind",
+                  "row_tiles", "candidates"},
+                 "planner options");
   canopy::PlannerOptions options;
   read_field(o, "allow_absorb", options.allow_absorb, "planner options");
   read_field(o, "allow_split", options.allow_split, "planner options");
@@ -189,6 +191,10 @@ canopy::PlannerOptions planner_options(const json& o) {
   read_field(o, "min_split_tokens", options.min_split_tokens, "planner options");
   read_field(o, "prefix_blind", options.prefix_blind, "planner options");
   read_field(o, "row_tiles", options.row_tiles, "planner options");
+  std::vector<std::string> candidates;  // KernelConfig strings, e.g. "mma_q64_kv64_w4_s3"
+  read_field(o, "candidates", candidates, "planner options");
+  for (const std::string& c : candidates)
+    options.candidates.push_back(canopy::KernelConfig::parse(c));
   return options;
 }
 
@@ -196,19 +202,23 @@ canopy::PlannerOptions planner_options(const json& o) {
 canopy::GpuCoefficients device_coefficients(const json& d, canopy::GpuCoefficients base) {
   reject_unknown(d, {"name", "arch", "num_sms", "max_smem_per_block"}, "device description");
   read_field(d, "name", base.name, "device description");
-  read_field(d, "arch", base.arch, "device description");
+  std::string arch = base.arch.id();  // "90", "90a"
+  if (d.contains("arch"))
+    arch = d.at("arch").is_string() ? d.at("arch").get<std::string>()
+                                    : std::to_string(d.at("arch").get<int>());
+  base.arch = canopy::Arch::parse(arch);
   read_field(d, "num_sms", base.num_sms, "device description");
   read_field(d, "max_smem_per_block", base.max_smem_per_block, "device description");
-  require(base.arch >= 70 && base.num_sms > 0 && base.max_smem_per_block > 0,
+  require(base.arch.has_mma() && base.num_sms > 0 && base.max_smem_per_block > 0,
           fmt::format("device description: arch {} num_sms {} max_smem_per_block {} are not valid",
-                      base.arch, base.num_sms, base.max_smem_per_block));
+                      base.arch.to_string(), base.num_sms, base.max_smem_per_block));
   return base;
 }
 
 canopy::GpuCoefficients h200_description() {
   canopy::GpuCoefficients c;
   c.name = "H200 (described: sm_90, 132 SMs, 227 KB shared memory)";
-  c.arch = 90;
+  c.arch = canopy::kSm90;
   c.num_sms = 132;
   c.max_smem_per_block = 227 * 1024;
   return c;
@@ -255,7 +265,7 @@ json plan_summary(const PlanHandle& h) {
   json kernels = json::array();
   for (const auto& [name, spec] : plan_kernels(p, h.arch)) kernels.push_back(spec.kernel_name());
   return json{{"prepared", h.prepared.has_value()},
-              {"arch", h.arch},
+              {"arch", h.arch.id()},
               {"num_sms", p.num_sms},
               {"kernel_launches", kernel_launches(p)},
               {"launch_steps", p.launches.size()},
@@ -314,7 +324,7 @@ int canopy_bench_runtime_info(void* runtime, const char** json_out) {
     require(json_out != nullptr, "json (out) is null");
     const canopy::GpuCoefficients& c = h.runtime->cost_model().coefficients();
     h.info = json{{"device_name", h.runtime->device_name()},
-                  {"arch", h.runtime->arch()},
+                  {"arch", h.runtime->arch().id()},
                   {"num_sms", c.num_sms},
                   {"max_smem_per_block", c.max_smem_per_block}}
                  .dump();

@@ -394,7 +394,7 @@ def test_capi_every_host_entry_point(tmp_path):
         C.Workload.from_tree(lib, "1,4|8,8", "no-such-model")
     p = C.Plan(lib, b, {"prefix_blind": True, "waves": 2}, device={"arch": 80, "num_sms": 108})
     info = p.info()
-    assert info["arch"] == 80 and info["num_sms"] == 108 and info["options"]["waves"] == 2
+    assert str(info["arch"]) == "80" and info["num_sms"] == 108 and info["options"]["waves"] == 2
     assert "items" in p.to_json()
     with pytest.raises(C.CanopyError):
         p.run(1, 2, 3, 4)  # a host plan cannot run

@@ -19,6 +19,16 @@ struct BlockTables {
 
   int batch_size() const { return static_cast<int>(seq_lens.size()); }
 
+  /// Throws Error(kInvalidArgument) naming the request and the value unless
+  /// the tables are well formed for pages of `page_size` tokens: indptr is a
+  /// CSR index of indices (batch + 1 entries from 0 to indices.size(),
+  /// non-decreasing), every seq_len is >= 1 and fits its table, and every
+  /// used page id lies in [0, page_limit) (default: num_pages). An empty
+  /// batch is well formed. Every entry point that takes tables checks them
+  /// here, so all reject bad tables with the same message.
+  void validate(int page_size) const { validate(page_size, num_pages); }
+  void validate(int page_size, std::int64_t page_limit) const;
+
   /// From a padded table [batch, max_pages] (row-major; entries past a request's
   /// used pages are ignored and may hold any value, e.g. -1).
   static BlockTables from_padded(const std::vector<std::int32_t>& table, int max_pages,

@@ -5,7 +5,8 @@
 #include <map>
 #include <string>
 
-#include "canopy/plan.hpp"
+#include "canopy/arch.hpp"
+#include "canopy/kernel_spec.hpp"
 #include "canopy/spec.hpp"
 
 namespace canopy {
@@ -29,14 +30,14 @@ std::map<std::string, KernelCoefficients> default_kernel_coefficients();
 /// memory and bandwidth; the tuning database (canopy-tune) replaces the rest.
 struct GpuCoefficients {
   std::string name = "H100-SXM (datasheet defaults)";
-  int num_sms = 132;
-  int arch = 90;
-  double hbm_bytes_per_us = 3.0e6;      ///< 3.0 TB/s streaming read
-  double l2_bytes_per_us = 7.0e6;       ///< KV re-read by sibling row tiles, served by L2
-  double tensor_flops_per_us = 6.0e8;   ///< 600 TFLOP/s fp16 mma.sync, dense
-  double launch_overhead_us = 3.0;      ///< per kernel launch
-  double merge_bytes_per_us = 2.5e6;    ///< merge kernel streaming rate
-  int max_smem_per_block = 227 * 1024;  ///< bytes, opt-in maximum
+  int num_sms = kSm90.default_num_sms();  ///< 132
+  Arch arch = kSm90;
+  double hbm_bytes_per_us = 3.0e6;     ///< 3.0 TB/s streaming read
+  double l2_bytes_per_us = 7.0e6;      ///< KV re-read by sibling row tiles, served by L2
+  double tensor_flops_per_us = 6.0e8;  ///< 600 TFLOP/s fp16 mma.sync, dense
+  double launch_overhead_us = 3.0;     ///< per kernel launch
+  double merge_bytes_per_us = 2.5e6;   ///< merge kernel streaming rate
+  int max_smem_per_block = kSm90.max_smem_per_block();  ///< bytes, opt-in maximum (227 KiB)
   /// Keyed by KernelConfig::to_string() ("mma_q64_kv64_w4_s3") or by family
   /// name ("mma"); kernel() looks up the exact config, then its family.
   std::map<std::string, KernelCoefficients> kernels = default_kernel_coefficients();

@@ -1,4 +1,5 @@
-// Host-side float64 attention: a plan-free reference and the plan executor.
+// Host-side float64 attention: a plan-free reference and the plan executor
+// (implemented in cpu/).
 #pragma once
 
 #include <cstdint>
@@ -27,10 +28,6 @@ void reference_attention(const AttentionSpec& spec, const BlockTables& tables,
 /// Runs `plan` exactly as the GPU does: each work item's partial output and
 /// log-sum-exp, then the merges in the plan's order.
 void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, double* lse);
-
-/// Throws Error(kInvalidArgument) unless every (request, qo head, KV token)
-/// of `tables` is covered by exactly one work item row, with the right page.
-void check_plan_coverage(const Plan& plan, const BlockTables& tables);
 
 /// Index of element (page, slot, kv_head, 0) in a paged KV tensor.
 std::int64_t kv_offset(const AttentionSpec& spec, std::int64_t page, int slot, int kv_head);

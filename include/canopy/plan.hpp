@@ -5,41 +5,15 @@
 #include <string>
 #include <vector>
 
+#include "canopy/batch.hpp"
+#include "canopy/kernel_spec.hpp"
 #include "canopy/spec.hpp"
 
 namespace canopy {
 
-/// Families of generated kernels. Each has one registry row
-/// (generator/kernel_families.hpp): templates, entry point, launch shape,
-/// shared-memory layout and what it can implement.
-enum class KernelFamily : std::uint8_t {
-  kFmaAttention,  ///< partial attention, FP32 FMA reference (sm_80+)
-  kMmaAttention,  ///< partial attention on tensor cores, mma.sync m16n8k16 (sm_80+)
-  kMergeStates,   ///< partial states -> output rows (log-sum-exp merge)
-};
-
-const char* to_string(KernelFamily family) noexcept;  ///< "fma", "mma", "merge"
-KernelFamily kernel_family_from_string(const std::string& name);
-
-/// One compiled partial-attention kernel: its family and tile shape. A
-/// thread block processes one work item of up to `tile_q` query rows against
-/// `tile_kv` KV tokens per pipeline step. The mma family runs items of any
-/// row tile 16, 32, .. tile_q in one kernel (WorkItem::row_tile picks how the
-/// warps are arranged); the FMA family runs row tile tile_q only.
-struct KernelConfig {
-  KernelFamily family = KernelFamily::kMmaAttention;
-  int tile_q = 64;   ///< query rows per thread block, at most
-  int tile_kv = 64;  ///< KV tokens per pipeline step
-  int warps = 4;
-  int stages = 3;                 ///< KV pipeline depth
-  std::string to_string() const;  ///< "mma_q64_kv64_w4_s3"
-  /// Parses to_string()'s form; throws Error(kInvalidArgument) naming the bad part.
-  static KernelConfig parse(const std::string& text);
-  bool operator==(const KernelConfig&) const = default;
-};
-
 /// One thread block's job: attention of `row_count` query rows (all in one GQA
-/// group, so they share KV head `kv_head`) over tokens [token_begin, token_end)
+/// group, so they share KV head `kv_head`; a head pack does the same for
+/// `kv_heads` consecutive KV heads, one warp each) over tokens [token_begin, token_end)
 /// of a KV segment. A segment is a run of whole pages kv_pages[kv_page_offset..]
 /// (a tree node's pages, preceded by any ancestors it absorbed); segment token
 /// t is page kv_pages[kv_page_offset + t / page_size], slot t % page_size, and
@@ -50,13 +24,20 @@ struct WorkItem {
   std::int32_t node = 0;      ///< deepest tree node of the segment
   std::int32_t config = 0;    ///< index into Plan::configs: the kernel that runs it
   std::int32_t row_tile = 0;  ///< rows the block is shaped for (>= row_count)
-  std::int32_t kv_head = 0;
+  std::int32_t kv_head = 0;   ///< the first KV head
+  std::int32_t kv_heads = 1;  ///< KV heads kv_head .. kv_head + kv_heads - 1 (> 1: a head pack)
   std::int32_t kv_page_offset = 0;     ///< into Plan::kv_pages
   std::int32_t token_begin = 0;        ///< segment-relative, inclusive
   std::int32_t token_end = 0;          ///< segment-relative, exclusive
   std::int32_t path_token_offset = 0;  ///< segment token 0's position in its requests
   std::int32_t row_begin = 0;          ///< into Plan::query_rows; also the first partial slot
-  std::int32_t row_count = 0;
+  std::int32_t row_count = 0;          ///< rows per KV head
+  /// Partial slots row_begin .. row_begin + slot_count() - 1: KV head
+  /// kv_head + i owns the i-th run of row_count slots.
+  std::int32_t slot_count() const { return kv_heads * row_count; }
+  std::int32_t slot_head(std::int32_t slot) const {
+    return kv_head + (slot - row_begin) / row_count;
+  }
   /// Every row of the item has this item as its only partial state: the
   /// kernel writes the output rows (and lse) itself and the merge skips them.
   bool direct = false;
@@ -119,9 +100,16 @@ struct Plan {
   /// [slots, head_dim], and their log-sum-exps, float32 [slots]), 256-byte aligned.
   PlanLayout layout() const;
   std::int64_t workspace_bytes() const { return layout().workspace_bytes; }
-  /// Throws Error(kInvalidArgument) if the plan is internally inconsistent.
+  /// Throws Error(kInvalidArgument / kNotSupported) if the spec is invalid or
+  /// the plan is internally inconsistent (an index out of range, a slot
+  /// written twice, an empty item, launches not tiling the items).
   void validate() const;
 };
+
+/// Throws Error(kInvalidArgument) unless every (request, qo head, KV token)
+/// of `tables` is covered by exactly one work item row, with the right page,
+/// and every partial state is merged once, into its own row.
+void check_plan_coverage(const Plan& plan, const BlockTables& tables);
 
 std::string plan_to_text(const Plan& plan);
 std::string plan_to_json(const Plan& plan, int indent = 2);

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "canopy/arch.hpp"
 #include "canopy/batch.hpp"
 #include "canopy/plan.hpp"
 #include "canopy/planner.hpp"
@@ -41,7 +42,7 @@ class PreparedPlan {
   const Plan& plan() const;
   std::int64_t workspace_bytes() const;
 
-  struct State;  // defined in runtime/, opaque here
+  struct State;  // defined in runtime/device/runtime.cpp, opaque here
 
  private:
   friend class Runtime;
@@ -60,7 +61,7 @@ class Runtime {
   /// The device's SM count and arch folded into the default cost model.
   const CostModel& cost_model() const;
   std::string device_name() const;
-  int arch() const;  ///< e.g. 90
+  Arch arch() const;  ///< e.g. sm_90
 
   /// Discovers the tree, plans, compiles and loads every kernel the plan needs,
   /// and uploads the plan's metadata. `workspace` (device pointer of at least

@@ -31,12 +31,12 @@ KvLayout kv_layout_from_string(const std::string& name);
 struct AttentionSpec {
   int num_qo_heads = 32;
   int num_kv_heads = 8;  ///< num_qo_heads % num_kv_heads == 0; any ratio (MQA: 1)
-  int head_dim = 128;    ///< one of supported_head_dims()
+  int head_dim = 128;    ///< one of kSupportedHeadDims
   DType q_dtype = DType::kF16;
   DType kv_dtype = DType::kF16;
   DType o_dtype = DType::kF16;
   KvLayout kv_layout = KvLayout::kNHD;
-  int page_size = 16;          ///< tokens per page, 1..256
+  int page_size = 16;          ///< tokens per page, 1..kMaxPageSize
   double sm_scale = 0;         ///< 0 means 1/sqrt(head_dim)
   double logits_soft_cap = 0;  ///< >0: s = cap * tanh(s / cap) after scaling
   bool with_lse = false;       ///< also write the log-sum-exp of each (request, head)
@@ -50,5 +50,18 @@ struct AttentionSpec {
 
 /// Head dims the kernels are generated for.
 inline constexpr int kSupportedHeadDims[] = {64, 128, 256};
+constexpr bool is_supported_head_dim(int head_dim) {
+  for (int d : kSupportedHeadDims) {
+    if (d == head_dim) return true;
+  }
+  return false;
+}
+/// Throws Error(kNotSupported) naming `head_dim` unless it is supported.
+void check_head_dim(int head_dim);
+
+/// Tokens per KV page: 1..kMaxPageSize (the kernels keep a page's slot in 8 bits).
+inline constexpr int kMaxPageSize = 256;
+/// Throws Error(kInvalidArgument) naming `page_size` unless it is in 1..kMaxPageSize.
+void check_page_size(int page_size);
 
 }  // namespace canopy

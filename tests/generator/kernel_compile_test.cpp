@@ -17,10 +17,13 @@
 #include "canopy/planner.hpp"
 #include "generator/kernel_families.hpp"
 #include "generator/kernel_source.hpp"
-#include "runtime/elf_symbols.hpp"
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/jit/elf_reader.hpp"
+#include "runtime/jit/nvrtc_compiler.hpp"
 
 namespace canopy {
+
+void PrintTo(const Arch& arch, std::ostream* os) { *os << arch.to_string(); }
+
 namespace {
 
 /// CPU time of the calling thread: NVRTC compiles on it, so this is the
@@ -36,7 +39,7 @@ double thread_cpu_ms() {
 /// registry's rows) that the arch can implement.
 /// (partial_kernel_spec normalises o dtype and lse away: the kernel writes
 /// float32 partial states, and direct rows in the run-time output dtype.)
-std::vector<KernelSpec> partial_specs(int arch) {
+std::vector<KernelSpec> partial_specs(Arch arch) {
   std::vector<KernelSpec> specs;
   for (int head_dim : {64, 128, 256}) {
     for (DType q : {DType::kF16, DType::kBF16}) {
@@ -63,7 +66,7 @@ std::vector<KernelSpec> partial_specs(int arch) {
 
 /// Every merge kernel: head dim x output dtype x lse x fan-in (the planner's
 /// max fan-in rounds up to 1, 2, 4, 8, 16, or 0 = the general loop).
-std::vector<KernelSpec> merge_specs(int arch) {
+std::vector<KernelSpec> merge_specs(Arch arch) {
   std::vector<KernelSpec> specs;
   for (int head_dim : {64, 128, 256}) {
     for (DType o : {DType::kF16, DType::kBF16, DType::kF32}) {
@@ -128,18 +131,18 @@ void compile_all(const std::vector<KernelSpec>& specs, const char* label) {
   }
 }
 
-class KernelCompile : public ::testing::TestWithParam<int> {};
+class KernelCompile : public ::testing::TestWithParam<Arch> {};
 
 TEST_P(KernelCompile, PartialAttentionKernels) {
-  compile_all(partial_specs(GetParam()), ("partial sm_" + std::to_string(GetParam())).c_str());
+  compile_all(partial_specs(GetParam()), ("partial " + GetParam().to_string()).c_str());
 }
 
 TEST_P(KernelCompile, MergeKernels) {
-  compile_all(merge_specs(GetParam()), ("merge sm_" + std::to_string(GetParam())).c_str());
+  compile_all(merge_specs(GetParam()), ("merge " + GetParam().to_string()).c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(Arch, KernelCompile, ::testing::Values(80, 90),
-                         [](const auto& arch) { return "sm" + std::to_string(arch.param); });
+INSTANTIATE_TEST_SUITE_P(Arch, KernelCompile, ::testing::Values(kSm80, kSm90),
+                         [](const auto& arch) { return "sm" + arch.param.id(); });
 
 }  // namespace
 }  // namespace canopy

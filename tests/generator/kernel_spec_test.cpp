@@ -23,6 +23,9 @@ TEST(KernelSpec, StringIsStableAndNamesEveryField) {
   EXPECT_EQ(base_spec().kernel_name(),
             "canopy_mma_hd128_q_fp16_kv_fp16_o_fp16_nhd_q64_kv64_w4_s3_cap0_lse0_fan0_sm90");
   EXPECT_EQ(base_spec().hash(), base_spec().hash());
+  KernelSpec a_target = base_spec();
+  a_target.arch = kSm90a;
+  EXPECT_TRUE(a_target.to_string().ends_with("_sm90a")) << a_target.to_string();
 }
 
 TEST(KernelSpec, KernelNameIsACIdentifier) {
@@ -48,7 +51,8 @@ TEST(KernelSpec, EveryFieldChangesStringNameAndHash) {
       [](KernelSpec& s) { s.soft_cap = true; },
       [](KernelSpec& s) { s.with_lse = true; },
       [](KernelSpec& s) { s.merge_fan_in = 4; },
-      [](KernelSpec& s) { s.arch = 80; },
+      [](KernelSpec& s) { s.arch = kSm80; },
+      [](KernelSpec& s) { s.arch = kSm90a; },
   };
   std::set<std::string> strings = {base_spec().to_string()};
   std::set<std::string> names = {base_spec().kernel_name()};
@@ -69,16 +73,16 @@ TEST(KernelSpec, PartialSpecNormalisesFieldsTheKernelIgnores) {
   a.with_lse = true;
   a.logits_soft_cap = 30;
   const KernelConfig tile{KernelFamily::kMmaAttention, 64, 64, 4, 3};
-  const KernelSpec k = partial_kernel_spec(a, tile, 80);
+  const KernelSpec k = partial_kernel_spec(a, tile, kSm80);
   EXPECT_EQ(k.family, KernelFamily::kMmaAttention);
   EXPECT_EQ(k.o_dtype, DType::kF32);  // partial states are float32
   EXPECT_FALSE(k.with_lse);
   EXPECT_TRUE(k.soft_cap);
   EXPECT_EQ(k.tile, tile);
-  EXPECT_EQ(k.arch, 80);
+  EXPECT_EQ(k.arch, kSm80);
   a.o_dtype = DType::kF16;
   a.with_lse = false;
-  EXPECT_EQ(partial_kernel_spec(a, tile, 80), k);
+  EXPECT_EQ(partial_kernel_spec(a, tile, kSm80), k);
 }
 
 TEST(KernelSpec, MergeSpecRoundsFanInUpToAnUnrolledBucket) {
@@ -87,7 +91,7 @@ TEST(KernelSpec, MergeSpecRoundsFanInUpToAnUnrolledBucket) {
   const std::vector<std::pair<int, int>> cases = {{0, 0}, {1, 1},  {2, 2},   {3, 4},  {4, 4},
                                                   {5, 8}, {9, 16}, {16, 16}, {17, 0}, {100, 0}};
   for (auto [fan_in, bucket] : cases) {
-    const KernelSpec k = merge_kernel_spec(a, fan_in, 90);
+    const KernelSpec k = merge_kernel_spec(a, fan_in, kSm90);
     EXPECT_EQ(k.merge_fan_in, bucket) << fan_in;
     EXPECT_EQ(k.family, KernelFamily::kMergeStates);
     EXPECT_TRUE(k.with_lse);
@@ -96,7 +100,7 @@ TEST(KernelSpec, MergeSpecRoundsFanInUpToAnUnrolledBucket) {
   AttentionSpec b = a;
   b.kv_layout = KvLayout::kHND;  // merges do not read KV
   b.q_dtype = DType::kBF16;
-  EXPECT_EQ(merge_kernel_spec(a, 4, 90), merge_kernel_spec(b, 4, 90));
+  EXPECT_EQ(merge_kernel_spec(a, 4, kSm90), merge_kernel_spec(b, 4, kSm90));
 }
 
 TEST(AttentionSpec, ValidateNamesFieldAndValue) {

@@ -1,0 +1,219 @@
+// Plan: workspace layout, text and JSON forms (consistency: plan_checks.cpp).
+#include "canopy/plan.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "canopy/error.hpp"
+#include "generator/kernel_families.hpp"
+
+namespace canopy {
+namespace {
+
+constexpr std::int64_t kAlign = 256;
+std::int64_t align_up(std::int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+}  // namespace
+
+PlanLayout Plan::layout() const {
+  PlanLayout l;
+  std::int64_t at = 0;
+  auto section = [&](std::int64_t bytes) {
+    const std::int64_t offset = at;
+    at = align_up(at + std::max<std::int64_t>(bytes, 1));
+    return offset;
+  };
+  l.items = section(static_cast<std::int64_t>(items.size()) * 32);  // canopy_abi::DeviceWorkItem
+  l.query_rows = section(static_cast<std::int64_t>(query_rows.size()) * 4);
+  l.kv_pages = section(static_cast<std::int64_t>(kv_pages.size()) * 4);
+  l.merge_rows = section(static_cast<std::int64_t>(merge_rows.size()) * 4);
+  l.merge_indptr = section(static_cast<std::int64_t>(merge_indptr.size()) * 4);
+  l.merge_indices = section(static_cast<std::int64_t>(merge_indices.size()) * 4);
+  l.metadata_bytes = at;
+  l.partial_o = 0;
+  l.partial_lse = align_up(num_partial_slots * spec.head_dim * 4);
+  l.workspace_bytes = l.partial_lse + align_up(num_partial_slots * 4);
+  return l;
+}
+
+std::string plan_to_text(const Plan& plan) {
+  std::string out = fmt::format(
+      "plan: {} requests, {}, tree depth {}\n"
+      "  {} work items, {} launches, {} partial states, {} merged rows, max merge fan-in {}\n"
+      "  workspace {:.2f} MiB, predicted {:.2f} us on {} SMs\n",
+      plan.batch_size, plan.spec.to_string(), plan.tree_depth, plan.items.size(),
+      plan.launches.size(), plan.num_partial_slots, plan.merge_rows.size(), plan.max_merge_fan_in,
+      plan.workspace_bytes() / 1048576.0, plan.predicted_us, plan.num_sms);
+  out += "  launches:\n";
+  for (const LaunchStep& g : plan.launches) {
+    if (g.family == KernelFamily::kMergeStates) {
+      out += fmt::format("    {:<22} {:>6} rows, {} partial states\n", "merge", g.end - g.begin,
+                         plan.merge_indices.size());
+      continue;
+    }
+    std::map<int, int> per_node;
+    double us = 0;
+    std::int64_t tokens = 0;
+    for (int i = g.begin; i < g.end; ++i) {
+      us += plan.items[i].predicted_us;
+      tokens += plan.items[i].token_end - plan.items[i].token_begin;
+      ++per_node[plan.items[i].node];
+    }
+    out += fmt::format(
+        "    {:<22} {:>6} items over {:>5} nodes, {:>9} KV tokens, {:>10.1f} SM-us\n",
+        plan.configs[g.config].to_string(), g.end - g.begin, per_node.size(), tokens, us);
+  }
+  if (!plan.sm_load_us.empty()) {
+    float lo = plan.sm_load_us[0], hi = lo;
+    double sum = 0;
+    for (float v : plan.sm_load_us) {
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+      sum += v;
+    }
+    out += fmt::format("  predicted SM load: min {:.1f} us, mean {:.1f} us, max {:.1f} us\n", lo,
+                       sum / plan.sm_load_us.size(), hi);
+  }
+  constexpr std::size_t kShown = 24;
+  out +=
+      fmt::format("  first {} work items (node, kv head, tokens, rows/row tile, config, SM, us):\n",
+                  std::min(kShown, plan.items.size()));
+  for (std::size_t i = 0; i < plan.items.size() && i < kShown; ++i) {
+    const WorkItem& it = plan.items[i];
+    out += fmt::format(
+        "    #{:<5} node {:<5} head {:<3} tokens [{}, {}) at path {:<6} rows {:>3}/{:<3} "
+        "{}{} sm {:<3} {:.2f}\n",
+        i, it.node, it.kv_head, it.token_begin, it.token_end, it.path_token_offset, it.row_count,
+        it.row_tile, plan.configs[it.config].to_string(), it.direct ? " direct" : "", it.sm,
+        it.predicted_us);
+  }
+  return out;
+}
+
+std::string plan_to_json(const Plan& plan, int indent) {
+  using nlohmann::json;
+  json j;
+  const AttentionSpec& s = plan.spec;
+  j["format"] = "canopy-plan/2";
+  j["spec"] = {{"num_qo_heads", s.num_qo_heads},
+               {"num_kv_heads", s.num_kv_heads},
+               {"head_dim", s.head_dim},
+               {"q_dtype", to_string(s.q_dtype)},
+               {"kv_dtype", to_string(s.kv_dtype)},
+               {"o_dtype", to_string(s.o_dtype)},
+               {"kv_layout", to_string(s.kv_layout)},
+               {"page_size", s.page_size},
+               {"sm_scale", s.sm_scale},
+               {"logits_soft_cap", s.logits_soft_cap},
+               {"with_lse", s.with_lse}};
+  j["batch_size"] = plan.batch_size;
+  j["tree_depth"] = plan.tree_depth;
+  j["num_sms"] = plan.num_sms;
+  j["predicted_us"] = plan.predicted_us;
+  j["configs"] = json::array();
+  for (const KernelConfig& c : plan.configs) j["configs"].push_back(c.to_string());
+  j["items"] = json::array();
+  for (const WorkItem& it : plan.items) {
+    j["items"].push_back({it.node, it.config, it.row_tile, it.kv_head, it.kv_page_offset,
+                          it.token_begin, it.token_end, it.path_token_offset, it.row_begin,
+                          it.row_count, it.direct ? 1 : 0, it.predicted_us, it.sm});
+  }
+  j["item_fields"] = {"node",
+                      "config",
+                      "row_tile",
+                      "kv_head",
+                      "kv_page_offset",
+                      "token_begin",
+                      "token_end",
+                      "path_token_offset",
+                      "row_begin",
+                      "row_count",
+                      "direct",
+                      "predicted_us",
+                      "sm"};
+  j["launches"] = json::array();
+  for (const LaunchStep& g : plan.launches) {
+    j["launches"].push_back({{"family", to_string(g.family)},
+                             {"config", g.config},
+                             {"begin", g.begin},
+                             {"end", g.end}});
+  }
+  j["query_rows"] = plan.query_rows;
+  j["kv_pages"] = plan.kv_pages;
+  j["merge_rows"] = plan.merge_rows;
+  j["merge_indptr"] = plan.merge_indptr;
+  j["merge_indices"] = plan.merge_indices;
+  j["max_merge_fan_in"] = plan.max_merge_fan_in;
+  j["num_partial_slots"] = plan.num_partial_slots;
+  j["sm_load_us"] = plan.sm_load_us;
+  return j.dump(indent);
+}
+
+Plan plan_from_json(const std::string& text) {
+  using nlohmann::json;
+  Plan plan;
+  try {
+    const json j = json::parse(text);
+    check(j.value("format", "") == "canopy-plan/2", ErrorKind::kInvalidArgument,
+          "not a canopy-plan/2 document");
+    const json& s = j.at("spec");
+    AttentionSpec& spec = plan.spec;
+    spec.num_qo_heads = s.at("num_qo_heads");
+    spec.num_kv_heads = s.at("num_kv_heads");
+    spec.head_dim = s.at("head_dim");
+    spec.q_dtype = dtype_from_string(s.at("q_dtype"));
+    spec.kv_dtype = dtype_from_string(s.at("kv_dtype"));
+    spec.o_dtype = dtype_from_string(s.at("o_dtype"));
+    spec.kv_layout = kv_layout_from_string(s.at("kv_layout"));
+    spec.page_size = s.at("page_size");
+    spec.sm_scale = s.at("sm_scale");
+    spec.logits_soft_cap = s.at("logits_soft_cap");
+    spec.with_lse = s.at("with_lse");
+    plan.batch_size = j.at("batch_size");
+    plan.tree_depth = j.at("tree_depth");
+    plan.num_sms = j.at("num_sms");
+    plan.predicted_us = j.at("predicted_us");
+    for (const json& c : j.at("configs")) {
+      plan.configs.push_back(KernelConfig::parse(c.get<std::string>()));
+    }
+    for (const json& a : j.at("items")) {
+      WorkItem it;
+      it.node = a.at(0);
+      it.config = a.at(1);
+      it.row_tile = a.at(2);
+      it.kv_head = a.at(3);
+      it.kv_page_offset = a.at(4);
+      it.token_begin = a.at(5);
+      it.token_end = a.at(6);
+      it.path_token_offset = a.at(7);
+      it.row_begin = a.at(8);
+      it.row_count = a.at(9);
+      it.direct = a.at(10).get<int>() != 0;
+      it.predicted_us = a.at(11);
+      it.sm = a.at(12);
+      plan.items.push_back(it);
+    }
+    for (const json& g : j.at("launches")) {
+      plan.launches.push_back({kernel_family_from_string(g.at("family").get<std::string>()),
+                               g.at("config"), g.at("begin"), g.at("end")});
+    }
+    plan.query_rows = j.at("query_rows").get<std::vector<std::int32_t>>();
+    plan.kv_pages = j.at("kv_pages").get<std::vector<std::int32_t>>();
+    plan.merge_rows = j.at("merge_rows").get<std::vector<std::int32_t>>();
+    plan.merge_indptr = j.at("merge_indptr").get<std::vector<std::int32_t>>();
+    plan.merge_indices = j.at("merge_indices").get<std::vector<std::int32_t>>();
+    plan.max_merge_fan_in = j.at("max_merge_fan_in");
+    plan.num_partial_slots = j.at("num_partial_slots");
+    plan.sm_load_us = j.at("sm_load_us").get<std::vector<float>>();
+  } catch (const json::exception& e) {
+    throw Error(ErrorKind::kInvalidArgument, fmt::format("plan JSON: {}", e.what()));
+  }
+  plan.validate();
+  return plan;
+}
+
+}  // namespace canopy

@@ -1,0 +1,295 @@
+// Plans: determinism, JSON round trip, validation, and that the coverage check
+// catches every kind of corruption.
+#include "canopy/plan.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "canopy/cpu.hpp"
+#include "canopy/error.hpp"
+#include "canopy/planner.hpp"
+#include "canopy/tree.hpp"
+#include "tests/test_data.hpp"
+#include "workload.hpp"
+
+namespace canopy {
+namespace {
+
+using test::expect_error;
+
+bool bit_identical(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0);
+}
+
+void expect_same_plan(const Plan& a, const Plan& b) {
+  EXPECT_EQ(a.spec.to_string(), b.spec.to_string());
+  EXPECT_EQ(a.batch_size, b.batch_size);
+  EXPECT_EQ(a.tree_depth, b.tree_depth);
+  EXPECT_EQ(a.configs, b.configs);
+  ASSERT_EQ(a.items.size(), b.items.size());
+  for (std::size_t i = 0; i < a.items.size(); ++i) {
+    const WorkItem &x = a.items[i], &y = b.items[i];
+    EXPECT_TRUE(x.node == y.node && x.config == y.config && x.kv_head == y.kv_head &&
+                x.kv_page_offset == y.kv_page_offset && x.token_begin == y.token_begin &&
+                x.token_end == y.token_end && x.path_token_offset == y.path_token_offset &&
+                x.row_begin == y.row_begin && x.row_count == y.row_count && x.sm == y.sm &&
+                x.predicted_us == y.predicted_us)
+        << "item " << i;
+  }
+  ASSERT_EQ(a.launches.size(), b.launches.size());
+  for (std::size_t i = 0; i < a.launches.size(); ++i) {
+    EXPECT_EQ(a.launches[i].config, b.launches[i].config);
+    EXPECT_EQ(a.launches[i], b.launches[i]);
+  }
+  EXPECT_EQ(a.query_rows, b.query_rows);
+  EXPECT_EQ(a.kv_pages, b.kv_pages);
+  EXPECT_EQ(a.merge_indptr, b.merge_indptr);
+  EXPECT_EQ(a.merge_indices, b.merge_indices);
+  EXPECT_EQ(a.max_merge_fan_in, b.max_merge_fan_in);
+  EXPECT_EQ(a.num_partial_slots, b.num_partial_slots);
+  EXPECT_EQ(a.sm_load_us, b.sm_load_us);
+  EXPECT_EQ(a.predicted_us, b.predicted_us);
+  EXPECT_EQ(a.num_sms, b.num_sms);
+  EXPECT_EQ(a.workspace_bytes(), b.workspace_bytes());
+}
+
+struct Input {
+  std::string name;
+  AttentionSpec spec;
+  BlockTables tables;
+  PlannerOptions options;
+};
+
+/// A few suite workloads (scaled) and random trees with random options.
+std::vector<Input> inputs() {
+  std::vector<Input> all;
+  for (const char* name :
+       {"two-level-3", "ft-1-4-8-256", "pat-multiroot-b", "flat-16x32k", "sys-4k-x64-p1"}) {
+    const auto w = workload::scaled_for_cpu(workload::find_workload(name), 1.5e5);
+    all.push_back({name, w.spec, w.tables, {}});
+  }
+  for (std::uint64_t seed = 0; seed < 12; ++seed) {
+    std::mt19937_64 rng(seed);
+    test::RandomTreeOptions o;
+    o.page_size = seed % 3 == 0 ? 1 : 16;
+    o.max_depth = static_cast<int>(2 + seed);
+    Input in{"random " + std::to_string(seed), {}, test::random_tree_tables(rng, o), {}};
+    in.spec.page_size = o.page_size;
+    in.spec.num_qo_heads = seed % 2 ? 28 : 16;
+    in.spec.num_kv_heads = seed % 2 ? 4 : 1;
+    in.spec.with_lse = seed % 4 == 0;
+    in.spec.logits_soft_cap = seed % 3 == 1 ? 20.0 : 0.0;
+    in.options.allow_absorb = seed % 2 == 0;
+    in.options.min_split_tokens = seed % 4 == 0 ? 1 : 64;
+    GpuCoefficients gpu;
+    gpu.num_sms = seed % 2 ? 8 : 132;
+    in.options.cost_model = CostModel(gpu);
+    all.push_back(in);
+  }
+  return all;
+}
+
+TEST(Plan, PlannerOutputIsValidAndCovering) {
+  for (const Input& in : inputs()) {
+    SCOPED_TRACE(in.name);
+    const Plan plan = make_plan(in.spec, in.tables, in.options);
+    EXPECT_NO_THROW(plan.validate());
+    EXPECT_NO_THROW(check_plan_coverage(plan, in.tables));
+    EXPECT_EQ(plan.batch_size, in.tables.batch_size());
+    EXPECT_EQ(plan.num_partial_slots, static_cast<std::int64_t>(plan.query_rows.size()));
+    EXPECT_GT(plan.workspace_bytes(), 0);
+    const PlanLayout layout = plan.layout();
+    EXPECT_EQ(layout.partial_lse % 256, 0);
+    EXPECT_EQ(layout.merge_indices % 256, 0);
+    EXPECT_GE(layout.workspace_bytes, plan.num_partial_slots * (plan.spec.head_dim + 1) * 4);
+    EXPECT_FALSE(plan_to_text(plan).empty());
+  }
+}
+
+TEST(Plan, Deterministic) {
+  for (const Input& in : inputs()) {
+    SCOPED_TRACE(in.name);
+    const Plan a = make_plan(in.spec, in.tables, in.options);
+    const Plan b = make_plan(in.spec, in.tables, in.options);
+    EXPECT_EQ(plan_to_json(a), plan_to_json(b));
+    expect_same_plan(a, b);
+    // Through a separately discovered tree, too.
+    const Plan c =
+        make_plan(in.spec, discover_prefix_tree(in.tables, in.spec.page_size), in.options);
+    EXPECT_EQ(plan_to_json(a), plan_to_json(c));
+
+    const test::HostProblem p = test::make_problem(in.spec, in.tables, 42);
+    const test::HostResult ra = test::run_plan_cpu(a, p), rb = test::run_plan_cpu(b, p);
+    EXPECT_TRUE(bit_identical(ra.out, rb.out));
+    EXPECT_TRUE(bit_identical(ra.lse, rb.lse));
+  }
+}
+
+TEST(Plan, JsonRoundTrip) {
+  for (const Input& in : inputs()) {
+    SCOPED_TRACE(in.name);
+    const Plan plan = make_plan(in.spec, in.tables, in.options);
+    const std::string json = plan_to_json(plan);
+    const Plan back = plan_from_json(json);
+    expect_same_plan(plan, back);
+    EXPECT_EQ(plan_to_json(back), json);
+    EXPECT_EQ(plan_to_json(plan_from_json(plan_to_json(plan, 0)), 0), plan_to_json(plan, 0));
+    EXPECT_NO_THROW(back.validate());
+    EXPECT_NO_THROW(check_plan_coverage(back, in.tables));
+    const test::HostProblem p = test::make_problem(in.spec, in.tables, 7);
+    EXPECT_TRUE(bit_identical(test::run_plan_cpu(plan, p).out, test::run_plan_cpu(back, p).out));
+  }
+}
+
+TEST(Plan, JsonErrors) {
+  EXPECT_THROW(plan_from_json("not json"), Error);
+  EXPECT_THROW(plan_from_json("{}"), Error);
+  EXPECT_THROW(plan_from_json("[1, 2, 3]"), Error);
+  // A plan whose spec is invalid is rejected by name, not divided by.
+  const auto w = workload::workload_from_tree("1,2|32,32");
+  Plan bad = make_plan(w.spec, w.tables);
+  bad.spec.page_size = 0;
+  EXPECT_EQ(expect_error([&] { plan_from_json(plan_to_json(bad)); }, ErrorKind::kInvalidArgument,
+                         {"page_size (0)"}),
+            "");
+}
+
+TEST(Plan, ValidateRejectsInconsistentPlans) {
+  const auto w = workload::scaled_for_cpu(workload::find_workload("two-level-3"), 3e5);
+  const Plan good = make_plan(w.spec, w.tables);
+  ASSERT_NO_THROW(good.validate());
+  Plan bad = good;
+  bad.merge_indices[0] = static_cast<std::int32_t>(good.num_partial_slots + 5);
+  EXPECT_THROW(bad.validate(), Error);
+  bad = good;
+  bad.items[0].config = static_cast<std::int32_t>(good.configs.size());
+  EXPECT_THROW(bad.validate(), Error);
+  bad = good;
+  bad.num_partial_slots += 1;
+  EXPECT_THROW(bad.validate(), Error);
+  bad = good;
+  bad.merge_indptr.pop_back();
+  EXPECT_THROW(bad.validate(), Error);
+  bad = good;
+  bad.items[0].row_begin = static_cast<std::int32_t>(good.query_rows.size());
+  EXPECT_THROW(bad.validate(), Error);
+  bad = good;
+  bad.items.push_back(good.items[0]);  // its partial slots would be written twice
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument, {"also written"}),
+            "");
+}
+
+// ---- the coverage check catches corruption -----------------------------------
+
+class Coverage : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto w = workload::scaled_for_cpu(workload::find_workload("ft-1-4-8-256"), 3e5);
+    tables_ = w.tables;
+    PlannerOptions o;
+    o.min_split_tokens = 1;
+    good_ = make_plan(w.spec, w.tables, o);
+    ASSERT_NO_THROW(check_plan_coverage(good_, tables_));
+    // An item that holds several tokens and, ideally, several pages.
+    for (std::size_t i = 0; i < good_.items.size(); ++i)
+      if (good_.items[i].token_end - good_.items[i].token_begin >
+          good_.items[item_].token_end - good_.items[item_].token_begin)
+        item_ = i;
+    ASSERT_GT(good_.items[item_].token_end - good_.items[item_].token_begin, 1);
+  }
+  std::string rejected(const Plan& plan, std::initializer_list<std::string> needles) {
+    return expect_error([&] { check_plan_coverage(plan, tables_); }, ErrorKind::kInvalidArgument,
+                        needles);
+  }
+  BlockTables tables_;
+  Plan good_;
+  std::size_t item_ = 0;
+};
+
+TEST_F(Coverage, ShortenedItemLeavesAGap) {
+  Plan bad = good_;
+  bad.items[item_].token_end -= 1;
+  EXPECT_EQ(rejected(bad, {"request", "qo head", "not covered"}), "");
+}
+
+TEST_F(Coverage, DroppedItemLeavesAGap) {
+  Plan bad = good_;
+  bad.items[item_].token_end = bad.items[item_].token_begin;
+  EXPECT_EQ(rejected(bad, {"not covered"}), "");
+}
+
+TEST_F(Coverage, DuplicatedItemCoversTwice) {
+  Plan bad = good_;
+  WorkItem copy = bad.items[item_];
+  copy.row_begin = static_cast<std::int32_t>(bad.query_rows.size());
+  for (std::int32_t s = 0; s < copy.row_count; ++s)
+    bad.query_rows.push_back(
+        bad.query_rows[static_cast<std::size_t>(bad.items[item_].row_begin + s)]);
+  bad.num_partial_slots = static_cast<std::int64_t>(bad.query_rows.size());
+  bad.items.push_back(copy);
+  EXPECT_EQ(rejected(bad, {"covered twice"}), "");
+}
+
+TEST_F(Coverage, WrongPage) {
+  Plan bad = good_;
+  const WorkItem& it = bad.items[item_];
+  bad.kv_pages[static_cast<std::size_t>(it.kv_page_offset + it.token_begin / bad.spec.page_size)] =
+      static_cast<std::int32_t>(tables_.num_pages + 3);
+  EXPECT_EQ(rejected(bad, {"request", "page " + std::to_string(tables_.num_pages + 3)}), "");
+}
+
+TEST_F(Coverage, ShiftedPositions) {
+  Plan bad = good_;
+  bad.items[item_].path_token_offset += 1;
+  EXPECT_NE(rejected(bad, {}), "did not throw");
+  EXPECT_EQ(rejected(bad, {"request"}), "");
+}
+
+TEST_F(Coverage, WrongKvHead) {
+  Plan bad = good_;
+  bad.items[item_].kv_head = (bad.items[item_].kv_head + 1) % bad.spec.num_kv_heads;
+  EXPECT_EQ(rejected(bad, {"kv head"}), "");
+}
+
+TEST_F(Coverage, MergeIntoWrongRow) {
+  Plan bad = good_;
+  // Swap two merge entries belonging to different output rows.
+  const auto& ip = bad.merge_indptr;
+  ASSERT_GE(ip.size(), 3u);
+  std::swap(bad.merge_indices[static_cast<std::size_t>(ip[0])],
+            bad.merge_indices[static_cast<std::size_t>(ip[1])]);
+  EXPECT_EQ(rejected(bad, {"request 0", "merge"}), "");
+}
+
+TEST_F(Coverage, SlotNeverMerged) {
+  Plan bad = good_;
+  // Drop the last merge entry of the last row.
+  bad.merge_indices.pop_back();
+  bad.merge_indptr.back() -= 1;
+  EXPECT_NE(rejected(bad, {}), "did not throw");
+}
+
+TEST_F(Coverage, WrongBatch) {
+  BlockTables fewer = tables_;
+  fewer.seq_lens.pop_back();
+  fewer.indptr.pop_back();
+  EXPECT_EQ(rejected(good_, {}), "did not throw");  // sanity: good plan passes
+  EXPECT_EQ(expect_error([&] { check_plan_coverage(good_, fewer); }, ErrorKind::kInvalidArgument,
+                         {std::to_string(tables_.batch_size())}),
+            "");
+}
+
+TEST(CoverageSpeed, LargestSuiteWorkloadFullSize) {
+  // The check must be cheap enough for full-size plans (GPU tests call it).
+  const auto w = workload::find_workload("sys-32k-x256");
+  const Plan plan = make_plan(w.spec, w.tables);
+  EXPECT_NO_THROW(check_plan_coverage(plan, w.tables));
+}
+
+}  // namespace
+}  // namespace canopy
