@@ -23,7 +23,7 @@ const KernelCoefficients& GpuCoefficients::kernel(const KernelConfig& config) co
 }
 
 double CostModel::item_us(const AttentionSpec& spec, const KernelConfig& config, int row_tile,
-                          int rows, int tokens) const {
+                          int rows, int tokens, int heads) const {
   const KernelCoefficients& k = c_.kernel(config);
   const double sms = c_.num_sms;
   const int tiles = (rows + row_tile - 1) / row_tile;
@@ -39,7 +39,8 @@ double CostModel::item_us(const AttentionSpec& spec, const KernelConfig& config,
       4.0 * tiles * row_tile * static_cast<double>(tokens) * spec.head_dim / (flops / sms);
   // Partial states written (float32 output row + lse) and read back by the merge.
   const double t_out = 2.0 * rows * (spec.head_dim + 1) * 4.0 / (c_.hbm_bytes_per_us / sms);
-  return tiles * k.item_overhead_us + std::max(t_mem, t_math) + t_out;
+  // A head pack streams and computes `heads` times as much for one block start.
+  return tiles * k.item_overhead_us + heads * (std::max(t_mem, t_math) + t_out);
 }
 
 double CostModel::merge_row_us(const AttentionSpec& spec, int partials) const {

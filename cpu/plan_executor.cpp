@@ -62,21 +62,27 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
   // the work is cut into tasks of up to kRowBlock rows of one item and run on
   // several threads; every row is computed sequentially, in token order.
   constexpr int kRowBlock = 16;
+  // A head pack is one item over several KV heads: each head's rows are a
+  // run of row_count slots, computed like an item of its own.
   struct Task {
     std::int32_t item;
+    std::int32_t head;  // offset from the item's first KV head
     std::int32_t row0;
   };
   std::vector<Task> tasks;
   for (std::size_t i = 0; i < plan.items.size(); ++i)
-    for (std::int32_t r0 = 0; r0 < plan.items[i].row_count; r0 += kRowBlock)
-      tasks.push_back({static_cast<std::int32_t>(i), r0});
+    for (std::int32_t h = 0; h < plan.items[i].kv_heads; ++h)
+      for (std::int32_t r0 = 0; r0 < plan.items[i].row_count; r0 += kRowBlock)
+        tasks.push_back({static_cast<std::int32_t>(i), h, r0});
 
   parallel_for(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t idx) {
     const Task task = tasks[static_cast<std::size_t>(idx)];
     const WorkItem& it = plan.items[static_cast<std::size_t>(task.item)];
+    const int kv_head = it.kv_head + task.head;
     const int rows = std::min(kRowBlock, it.row_count - task.row0);
     const int tokens = it.token_end - it.token_begin;
-    const std::int64_t slot0 = std::int64_t{it.row_begin} + task.row0;
+    const std::int64_t slot0 =
+        std::int64_t{it.row_begin} + std::int64_t{task.head} * it.row_count + task.row0;
     double* o_base = part_o.data() + static_cast<std::size_t>(slot0) * d;
     double* lse_base = part_lse.data() + slot0;
     std::fill(o_base, o_base + static_cast<std::size_t>(rows) * d, 0.0);
@@ -90,7 +96,7 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
       const int st = it.token_begin + t;
       const std::int32_t page =
           plan.kv_pages[static_cast<std::size_t>(it.kv_page_offset + st / ps)];
-      const double* k = in.k + kv_offset(spec, page, st % ps, it.kv_head);
+      const double* k = in.k + kv_offset(spec, page, st % ps, kv_head);
       for (int i = 0; i < rows; ++i) {
         const double* q = in.q + static_cast<std::int64_t>(row_ids[i]) * d;
         double s = dot(q, k, d) * scale;
@@ -114,7 +120,7 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
       const int st = it.token_begin + t;
       const std::int32_t page =
           plan.kv_pages[static_cast<std::size_t>(it.kv_page_offset + st / ps)];
-      const double* v = in.v + kv_offset(spec, page, st % ps, it.kv_head);
+      const double* v = in.v + kv_offset(spec, page, st % ps, kv_head);
       for (int i = 0; i < rows; ++i) {
         const double p = scores[static_cast<std::size_t>(i) * tokens + t];
         double* o = o_base + static_cast<std::size_t>(i) * d;
@@ -130,7 +136,7 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
   // Direct items' rows are final as they stand (normalised, with their lse).
   for (const WorkItem& it : plan.items) {
     if (!it.direct) continue;
-    for (std::int32_t s = it.row_begin; s < it.row_begin + it.row_count; ++s) {
+    for (std::int32_t s = it.row_begin; s < it.row_begin + it.slot_count(); ++s) {
       const std::int64_t row = plan.query_rows[static_cast<std::size_t>(s)];
       std::copy_n(part_o.data() + static_cast<std::size_t>(s) * d, d, out + row * d);
       if (lse != nullptr) lse[row] = part_lse[static_cast<std::size_t>(s)];

@@ -63,8 +63,10 @@ class CostModel {
 
   /// `rows` query rows over `tokens` KV tokens of one KV head, by kernel
   /// `config` with blocks of `row_tile` rows, while every SM is busy (SM-us).
+  /// `heads` > 1: a head pack, the same rows of that many KV heads in one
+  /// block (one row tile each).
   double item_us(const AttentionSpec& spec, const KernelConfig& config, int row_tile, int rows,
-                 int tokens) const;
+                 int tokens, int heads = 1) const;
   /// Merging `partials` states of one output row.
   double merge_row_us(const AttentionSpec& spec, int partials) const;
   double launch_us() const { return c_.launch_overhead_us; }

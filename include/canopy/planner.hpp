@@ -20,6 +20,9 @@ struct PlannerOptions {
   bool allow_split = true;   ///< split long KV ranges to fill the GPU
   int waves = 8;  ///< splitting tries 1, 2, 4 .. up to this many items per SM and keeps the fastest
   int min_split_tokens = 256;  ///< never split a range into pieces shorter than this
+  /// Let narrow items take several KV heads per block (head packs) where the
+  /// kernel family supports it.
+  bool head_packs = true;
   /// Plan each request alone over its whole KV, as if nothing were shared
   /// (split-KV decode): the ablation for prefix-aware planning.
   bool prefix_blind = false;

@@ -231,9 +231,10 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
   auto* items = reinterpret_cast<canopy_abi::DeviceWorkItem*>(host.data() + L.items);
   for (std::size_t i = 0; i < plan.items.size(); ++i) {
     const WorkItem& w = plan.items[i];
-    items[i] = canopy_abi::DeviceWorkItem{
-        w.kv_page_offset, w.token_begin, w.token_end, w.kv_head,
-        w.row_begin,      w.row_count,   w.row_tile,  w.direct ? canopy_abi::kItemDirectOutput : 0};
+    const int flags =
+        (w.direct ? canopy_abi::kItemDirectOutput : 0) | (w.kv_heads << canopy_abi::kItemHeadShift);
+    items[i] = canopy_abi::DeviceWorkItem{w.kv_page_offset, w.token_begin, w.token_end, w.kv_head,
+                                          w.row_begin,      w.row_count,   w.row_tile,  flags};
   }
   auto copy = [&](std::int64_t offset, const std::vector<std::int32_t>& v) {
     if (!v.empty()) std::memcpy(host.data() + offset, v.data(), v.size() * sizeof(v[0]));

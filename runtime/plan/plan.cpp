@@ -85,11 +85,13 @@ std::string plan_to_text(const Plan& plan) {
   for (std::size_t i = 0; i < plan.items.size() && i < kShown; ++i) {
     const WorkItem& it = plan.items[i];
     out += fmt::format(
-        "    #{:<5} node {:<5} head {:<3} tokens [{}, {}) at path {:<6} rows {:>3}/{:<3} "
+        "    #{:<5} node {:<5} head {:<5} tokens [{}, {}) at path {:<6} rows {:>3}/{:<3} "
         "{}{} sm {:<3} {:.2f}\n",
-        i, it.node, it.kv_head, it.token_begin, it.token_end, it.path_token_offset, it.row_count,
-        it.row_tile, plan.configs[it.config].to_string(), it.direct ? " direct" : "", it.sm,
-        it.predicted_us);
+        i, it.node,
+        it.kv_heads > 1 ? fmt::format("{}-{}", it.kv_head, it.kv_head + it.kv_heads - 1)
+                        : std::to_string(it.kv_head),
+        it.token_begin, it.token_end, it.path_token_offset, it.row_count, it.row_tile,
+        plan.configs[it.config].to_string(), it.direct ? " direct" : "", it.sm, it.predicted_us);
   }
   return out;
 }
@@ -118,23 +120,14 @@ std::string plan_to_json(const Plan& plan, int indent) {
   for (const KernelConfig& c : plan.configs) j["configs"].push_back(c.to_string());
   j["items"] = json::array();
   for (const WorkItem& it : plan.items) {
-    j["items"].push_back({it.node, it.config, it.row_tile, it.kv_head, it.kv_page_offset,
-                          it.token_begin, it.token_end, it.path_token_offset, it.row_begin,
-                          it.row_count, it.direct ? 1 : 0, it.predicted_us, it.sm});
+    j["items"].push_back({it.node, it.config, it.row_tile, it.kv_head, it.kv_heads,
+                          it.kv_page_offset, it.token_begin, it.token_end, it.path_token_offset,
+                          it.row_begin, it.row_count, it.direct ? 1 : 0, it.predicted_us, it.sm});
   }
-  j["item_fields"] = {"node",
-                      "config",
-                      "row_tile",
-                      "kv_head",
-                      "kv_page_offset",
-                      "token_begin",
-                      "token_end",
-                      "path_token_offset",
-                      "row_begin",
-                      "row_count",
-                      "direct",
-                      "predicted_us",
-                      "sm"};
+  j["item_fields"] = {
+      "node",         "config",    "row_tile",          "kv_head",   "kv_heads",  "kv_page_offset",
+      "token_begin",  "token_end", "path_token_offset", "row_begin", "row_count", "direct",
+      "predicted_us", "sm"};
   j["launches"] = json::array();
   for (const LaunchStep& g : plan.launches) {
     j["launches"].push_back({{"family", to_string(g.family)},
@@ -186,15 +179,16 @@ Plan plan_from_json(const std::string& text) {
       it.config = a.at(1);
       it.row_tile = a.at(2);
       it.kv_head = a.at(3);
-      it.kv_page_offset = a.at(4);
-      it.token_begin = a.at(5);
-      it.token_end = a.at(6);
-      it.path_token_offset = a.at(7);
-      it.row_begin = a.at(8);
-      it.row_count = a.at(9);
-      it.direct = a.at(10).get<int>() != 0;
-      it.predicted_us = a.at(11);
-      it.sm = a.at(12);
+      it.kv_heads = a.at(4);
+      it.kv_page_offset = a.at(5);
+      it.token_begin = a.at(6);
+      it.token_end = a.at(7);
+      it.path_token_offset = a.at(8);
+      it.row_begin = a.at(9);
+      it.row_count = a.at(10);
+      it.direct = a.at(11).get<int>() != 0;
+      it.predicted_us = a.at(12);
+      it.sm = a.at(13);
       plan.items.push_back(it);
     }
     for (const json& g : j.at("launches")) {

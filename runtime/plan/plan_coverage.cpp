@@ -65,12 +65,12 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
     if (it.path_token_offset < 0)
       fail(item_name(i) + ": path_token_offset " + std::to_string(it.path_token_offset));
 
-    for (std::int32_t s = it.row_begin; s < it.row_begin + it.row_count; ++s) {
+    for (std::int32_t s = it.row_begin; s < it.row_begin + it.slot_count(); ++s) {
       const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
       const int r = row / hq, h = row % hq;
-      if (h / group != it.kv_head)
-        fail(where(r, h) + ": " + item_name(i) + " uses kv head " + std::to_string(it.kv_head) +
-             ", expected " + std::to_string(h / group));
+      if (h / group != it.slot_head(s))
+        fail(where(r, h) + ": " + item_name(i) + " uses kv head " +
+             std::to_string(it.slot_head(s)) + ", expected " + std::to_string(h / group));
       if (it.token_end > it.token_begin) ++row_count[static_cast<std::size_t>(row)];
       if (it.token_end == it.token_begin ||
           seen[static_cast<std::size_t>(r)] == static_cast<int>(i))
@@ -111,7 +111,7 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
   for (std::size_t i = 0; i < plan.items.size(); ++i) {
     const WorkItem& it = plan.items[i];
     if (it.token_end == it.token_begin) continue;
-    for (std::int32_t s = it.row_begin; s < it.row_begin + it.row_count; ++s) {
+    for (std::int32_t s = it.row_begin; s < it.row_begin + it.slot_count(); ++s) {
       const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
       intervals[static_cast<std::size_t>(fill[static_cast<std::size_t>(row)]++)] = {
           it.path_token_offset + it.token_begin, it.path_token_offset + it.token_end,
@@ -155,7 +155,7 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
   for (std::size_t i = 0; i < plan.items.size(); ++i) {
     const WorkItem& it = plan.items[i];
     if (!it.direct) continue;
-    for (std::int32_t s = it.row_begin; s < it.row_begin + it.row_count; ++s) {
+    for (std::int32_t s = it.row_begin; s < it.row_begin + it.slot_count(); ++s) {
       const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
       const int r = row / hq, h = row % hq;
       if (start[static_cast<std::size_t>(row) + 1] - start[static_cast<std::size_t>(row)] != 1)

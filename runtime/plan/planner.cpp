@@ -43,11 +43,13 @@ struct Task {
   std::int32_t piece_count = 0;
 };
 
-// One way to run a task: a kernel (index into the candidate configs) and the
-// row tile its blocks are shaped for.
+// One way to run a task: a kernel (index into the candidate configs), the
+// row tile its blocks are shaped for, and how many KV heads one block takes
+// (a head pack, for narrow tasks that fit one row tile).
 struct Variant {
   int config = 0;
   int row_tile = 0;
+  int heads = 1;
 };
 
 // Tasks [begin, end) (consecutive, so in task order) sharing one item cost and
@@ -121,7 +123,12 @@ class Planner {
         const bool allowed = opt_.row_tiles.empty() ||
                              std::find(opt_.row_tiles.begin(), opt_.row_tiles.end(), row_tile) !=
                                  opt_.row_tiles.end();
-        if (allowed) variants_.push_back({c, row_tile});
+        if (!allowed) continue;
+        variants_.push_back({c, row_tile, 1});
+        const int pack = std::min(
+            generator::family_info(configs_[c].family).head_pack(spec, configs_[c], row_tile),
+            spec.num_kv_heads);
+        if (pack > 1 && opt_.head_packs) variants_.push_back({c, row_tile, pack});
       }
     }
     CANOPY_CHECK(!variants_.empty(), ErrorKind::kInvalidArgument,
@@ -136,7 +143,7 @@ class Planner {
     if (!e.is(variant, rows, tokens)) {
       const Variant& v = variants_[variant];
       e = {variant, rows, tokens, variant,
-           model_.item_us(spec_, configs_[v.config], v.row_tile, rows, tokens)};
+           model_.item_us(spec_, configs_[v.config], v.row_tile, rows, tokens, v.heads)};
     }
     return e.us;
   }
@@ -146,16 +153,26 @@ class Planner {
   double tile_cost(const Task& task, int tokens) {
     return item_us(task.variant, task.request_count * spec_.group_size(), tokens) / task.tiles;
   }
-  // Cheapest variant for `rows` query rows over `tokens` KV tokens (one KV head).
+  // Blocks per (piece, row tile) of a task: its KV heads in packs.
+  int head_groups(const Task& task) const {
+    const int heads = variants_[task.variant].heads;
+    return (spec_.num_kv_heads + heads - 1) / heads;
+  }
+  std::int64_t task_items(const Task& task) const {
+    return std::int64_t{task.pieces} * task.tiles * head_groups(task);
+  }
+  // Cheapest variant for `rows` query rows over `tokens` KV tokens, per KV head.
   std::pair<int, double> best_variant(int rows, int tokens) {
     if (const CostMemo::Entry& e = memo_.slot(-1, rows, tokens); e.is(-1, rows, tokens)) {
       return {e.best, e.us};
     }
-    int best = 0;
+    int best = -1;
     double best_us = 0;
     for (int i = 0; i < static_cast<int>(variants_.size()); ++i) {
-      const double us = item_us(i, rows, tokens);
-      if (i == 0 || us < best_us) {
+      const Variant& v = variants_[i];
+      if (v.heads > 1 && rows > v.row_tile) continue;  // a head pack is one row tile per head
+      const double us = item_us(i, rows, tokens) / v.heads;
+      if (best < 0 || us < best_us) {
         best = i;
         best_us = us;
       }
@@ -325,7 +342,7 @@ void Planner::split_tasks() {
     task.item_cost = tile_cost(task, task.tokens);
     whole_cost_[t] = task.item_cost;
     max_whole_cost_ = std::max(max_whole_cost_, task.item_cost);
-    total += task.item_cost * task.tiles * spec_.num_kv_heads;
+    total += task.item_cost * task.tiles * head_groups(task);
   }
   if (!opt_.allow_split) return;
   double best_target = 0;
@@ -410,9 +427,9 @@ double Planner::makespan() {
     std::int64_t count = 0;
     for (int t = run.begin; t < run.end; ++t) {
       const Task& task = tasks_[t];
-      const std::int64_t items = std::int64_t{task.pieces} * task.tiles * spec_.num_kv_heads;
-      count += items;
-      slots += items * task.tile_rows;
+      count += task_items(task);
+      slots +=
+          std::int64_t{task.pieces} * spec_.num_kv_heads * task.request_count * spec_.group_size();
     }
     loads_.place(run.cost, count);
   }
@@ -439,7 +456,7 @@ void Planner::emit_items() {
   for (const TaskRun& run : runs_) {
     for (int t = run.begin; t < run.end; ++t) {
       const Task& task = tasks_[t];
-      const std::int64_t count = std::int64_t{task.pieces} * task.tiles * spec_.num_kv_heads;
+      const std::int64_t count = task_items(task);
       run_of[t] = loads_.place(task.item_cost, count);
       max_items += count;
       max_rows +=
@@ -506,7 +523,10 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, Cursor& out) {
     const std::int32_t token_end = bound(p + 1);
     if (token_end <= token_begin) continue;
     ++task.piece_count;
-    for (int h = 0; h < spec_.num_kv_heads; ++h) {
+    // KV heads in packs of variant.heads (a pack is one item over its heads'
+    // consecutive slot runs; its variant has a single row tile).
+    for (int h0 = 0; h0 < spec_.num_kv_heads; h0 += variant.heads) {
+      const int heads = std::min(variant.heads, spec_.num_kv_heads - h0);
       const auto row_base = static_cast<std::int32_t>(out.row - plan_.query_rows.data());
       for (int i = 0; i < task.tiles; ++i) {
         const int row_lo = tile_bounds_[i];
@@ -516,7 +536,8 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, Cursor& out) {
         item.config = variant.config;
         item.row_tile = variant.row_tile;
         item.direct = task.direct;
-        item.kv_head = h;
+        item.kv_head = h0;
+        item.kv_heads = heads;
         item.kv_page_offset = task.page_offset;
         item.token_begin = token_begin;
         item.token_end = token_end;
@@ -527,9 +548,11 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, Cursor& out) {
         item.sm = sm_order[sm_pos];
         if (++sm_pos == sms) sm_pos = 0;
       }
-      const std::int32_t head_offset = h * group;
-      for (int row = 0; row < rows; ++row) out.row[row] = row_ids_[row] + head_offset;
-      out.row += rows;
+      for (int h = h0; h < h0 + heads; ++h) {
+        const std::int32_t head_offset = h * group;
+        for (int row = 0; row < rows; ++row) out.row[row] = row_ids_[row] + head_offset;
+        out.row += rows;
+      }
     }
   }
 }

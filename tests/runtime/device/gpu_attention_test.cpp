@@ -205,18 +205,25 @@ const std::vector<FamilyRun>& family_runs() {
       const bool pick =
           (s.head_dim == 64 && s.kv_layout == KvLayout::kHND && s.group_size() == 4) ||
           (s.head_dim == 256 && s.q_dtype == DType::kBF16 && s.group_size() == 7) ||
-          (s.head_dim == 128 && s.group_size() == 5 && s.page_size == 1);
+          (s.head_dim == 128 && s.group_size() == 5 && s.kv_layout == KvLayout::kNHD);
       if (pick) cases.push_back(r);
     }
     std::vector<FamilyRun> runs;
     for (const GpuCase& c : cases) {
       for (const KernelConfig& config : shipped_kernel_configs(c.spec)) {
-        for (int row_tile : generator::family_info(config.family).row_tiles(config)) {
-          FamilyRun run{c, {}};
-          run.c.name = fmt::format("{}/{}/rows{}", c.name, config.to_string(), row_tile);
-          run.options.planner.candidates = {config};
-          run.options.planner.row_tiles = {row_tile};
-          runs.push_back(run);
+        const generator::FamilyInfo& family = generator::family_info(config.family);
+        for (int row_tile : family.row_tiles(config)) {
+          // Narrow tiles run both as head packs and one KV head per block.
+          const bool packs = family.head_pack(c.spec, config, row_tile) > 1;
+          for (bool pack : packs ? std::vector<bool>{true, false} : std::vector<bool>{false}) {
+            FamilyRun run{c, {}};
+            run.c.name = fmt::format("{}/{}/rows{}{}", c.name, config.to_string(), row_tile,
+                                     pack ? "_packs" : "");
+            run.options.planner.candidates = {config};
+            run.options.planner.row_tiles = {row_tile};
+            run.options.planner.head_packs = pack;
+            runs.push_back(run);
+          }
         }
       }
     }

@@ -19,11 +19,19 @@ Plan plan_for(const std::string& tree, PlannerOptions options = {}) {
   return make_plan(w.spec, w.tables, options);
 }
 
-// Tokens read per KV head, summed over items.
+// Tokens read per KV head, summed over items (a head pack reads its range once per head).
 std::int64_t tokens_read(const Plan& plan) {
   std::int64_t total = 0;
-  for (const WorkItem& it : plan.items) total += it.token_end - it.token_begin;
+  for (const WorkItem& it : plan.items)
+    total += std::int64_t{it.token_end - it.token_begin} * it.kv_heads;
   return total / plan.spec.num_kv_heads;
+}
+
+// (item, KV head) pairs: what a plan without head packs would have as items.
+std::int64_t item_heads(const Plan& plan) {
+  std::int64_t n = 0;
+  for (const WorkItem& it : plan.items) n += it.kv_heads;
+  return n;
 }
 
 TEST(Planner, SharedPrefixIsReadOncePerRowTile) {
@@ -34,7 +42,7 @@ TEST(Planner, SharedPrefixIsReadOncePerRowTile) {
   // tiles: 4 reads instead of 64. Leaves read their own 256 tokens.
   std::int64_t root_tokens = 0;
   for (const WorkItem& it : plan.items) {
-    if (it.node == 0) root_tokens += it.token_end - it.token_begin;
+    if (it.node == 0) root_tokens += std::int64_t{it.token_end - it.token_begin} * it.kv_heads;
   }
   EXPECT_EQ(root_tokens, 4 * 4096 * plan.spec.num_kv_heads);
   EXPECT_EQ(tokens_read(plan), 4 * 4096 + 64 * 256);
@@ -61,7 +69,7 @@ TEST(Planner, LongKvIsSplitToFillTheGpu) {
   const Plan split = plan_for("8|32768", options);
   options.allow_split = false;
   const Plan whole = plan_for("8|32768", options);
-  EXPECT_EQ(whole.items.size(), 8u * 8u);
+  EXPECT_EQ(item_heads(whole), 8 * 8);
   EXPECT_GT(split.items.size(), whole.items.size());
   EXPECT_LT(split.predicted_us, 0.6 * whole.predicted_us);
   for (const WorkItem& it : split.items) {
@@ -105,7 +113,7 @@ TEST(Planner, MergeOrderFollowsPathPosition) {
   const Plan plan = plan_for("1,4,64|2048,1024,256");
   std::vector<std::int32_t> position(plan.num_partial_slots);
   for (const WorkItem& it : plan.items) {
-    for (int i = 0; i < it.row_count; ++i) {
+    for (int i = 0; i < it.slot_count(); ++i) {
       position[it.row_begin + i] = it.path_token_offset + it.token_begin;
     }
   }
@@ -114,6 +122,73 @@ TEST(Planner, MergeOrderFollowsPathPosition) {
       EXPECT_LT(position[plan.merge_indices[k - 1]], position[plan.merge_indices[k]]);
     }
   }
+}
+
+TEST(Planner, NarrowLeavesPackKvHeads) {
+  // 32-token leaves of one request (4 rows per KV head): a block takes 4 KV
+  // heads (one warp each) instead of one, so 8 heads need 2 blocks, not 8.
+  PlannerOptions options;
+  options.allow_split = false;
+  const Plan packed = plan_for("1,256|256,32", options);
+  options.head_packs = false;
+  const Plan single = plan_for("1,256|256,32", options);
+  packed.validate();
+  EXPECT_EQ(item_heads(packed), item_heads(single));
+  EXPECT_LT(packed.items.size(), single.items.size());
+  EXPECT_LT(packed.predicted_us, single.predicted_us);
+  int packs = 0;
+  for (const WorkItem& it : packed.items) {
+    if (it.kv_heads > 1) {
+      ++packs;
+      EXPECT_EQ(it.row_tile, 16);
+      EXPECT_LE(it.row_count, 16);
+    }
+  }
+  EXPECT_GT(packs, 0);
+  for (const WorkItem& it : single.items) EXPECT_EQ(it.kv_heads, 1);
+  EXPECT_EQ(tokens_read(packed), tokens_read(single));
+}
+
+TEST(Planner, RequestsAloneWriteTheirOutputDirectly) {
+  // Nothing shared, nothing split: every item is a request's whole KV, writes
+  // its rows itself, and the step is one launch with no merge.
+  PlannerOptions options;
+  options.allow_split = false;
+  const Plan flat = plan_for("64|1000", options);
+  EXPECT_TRUE(flat.merge_rows.empty());
+  ASSERT_EQ(flat.launches.size(), 1u);
+  EXPECT_NE(flat.launches[0].family, KernelFamily::kMergeStates);
+  for (const WorkItem& it : flat.items) EXPECT_TRUE(it.direct);
+  // Split, the pieces merge again.
+  options.allow_split = true;
+  options.min_split_tokens = 100;
+  const Plan split = plan_for("4|30000", options);
+  EXPECT_FALSE(split.merge_rows.empty());
+  for (const WorkItem& it : split.items) EXPECT_FALSE(it.direct);
+}
+
+TEST(Planner, PrefixBlindReadsEveryRequestWhole) {
+  PlannerOptions options;
+  options.prefix_blind = true;
+  options.allow_split = false;
+  const auto w = workload::workload_from_tree("1,4,64|2048,1024,256");
+  const Plan blind = make_plan(w.spec, w.tables, options);
+  blind.validate();
+  std::int64_t path_tokens = 0;
+  for (int len : w.tables.seq_lens) path_tokens += len;
+  EXPECT_EQ(tokens_read(blind), path_tokens);  // the shared prefix once per request
+  EXPECT_TRUE(blind.merge_rows.empty());       // one item per request and head: direct
+  const Plan aware = make_plan(w.spec, w.tables, PlannerOptions{});
+  EXPECT_LT(tokens_read(aware), tokens_read(blind) / 4);
+}
+
+TEST(Planner, RowTilesCanBePinned) {
+  PlannerOptions options;
+  options.row_tiles = {32};
+  const Plan plan = plan_for("1,4,64|2048,1024,256", options);
+  for (const WorkItem& it : plan.items) EXPECT_EQ(it.row_tile, 32);
+  options.row_tiles = {24};  // no kernel runs it
+  EXPECT_THROW(plan_for("1,4,64|2048,1024,256", options), Error);
 }
 
 TEST(Planner, RejectsMismatchedPageSize) {
