@@ -19,7 +19,10 @@
 # Environment: OUT (default ./device-out), WORKLOADS (comma list; default the
 # whole suite), METHODS, ITERS (50), DEADLINE_S (330: no workload starts after
 # it), NCU (1: measure DRAM bytes; 0: skip), NCU_DEADLINE_S (120), NCU_TIMEOUT_S
-# (170), FI_JIT (1 lets FlashInfer JIT-compile modules missing from the bundle,
+# (170), CANOPY_BENCH_VARIANTS (JSON: extra Canopy methods, name -> planner
+# options, e.g. '{"canopy-w8": {"candidates": ["mma_q128_kv64_w8_s3"]}}'; give
+# the same at build time, with PREWARM_METHODS naming them, so their kernels
+# are prewarmed), FI_JIT (1 lets FlashInfer JIT-compile modules missing from the bundle,
 # minutes each; default: such a method fails at once), PEERS (the bundle to copy
 # at build time). Kernels are prewarmed for the H200 (sm_90, 132 SMs, 227 KB
 # shared memory: canopy_capi.py's H200). Users without the bundle
@@ -49,7 +52,7 @@ if [[ "${1:-run}" == "build" ]]; then
   cache=$(mktemp -d)
   # shellcheck disable=SC2054  # the comma is --methods' list
   prewarm_args=(--prewarm "$cache" --capi "$CARRY_BUILD/lib/libcanopy_bench_capi.so"
-                --methods canopy,canopy-blind)
+                --methods "${PREWARM_METHODS:-canopy,canopy-blind}")
   [[ -n "${WORKLOADS:-}" ]] && prewarm_args+=(--workloads "$WORKLOADS")
   python3 bench/gpu/run_bench.py "${prewarm_args[@]}" "$@"
   tar -C "$cache" -cJf "$CARRY_BUILD/kernel-cache.tar.xz" .

@@ -10,7 +10,9 @@ docs/benchmark.md explains the method.
 """
 import csv
 import io
+import json
 import math
+import os
 import statistics
 
 # ---------------------------------------------------------------------------
@@ -27,6 +29,19 @@ FI_CASCADE, FI_BEST = "fi-cascade", "fi-best"  # derived: best correct variant /
 ALL_METHODS = [CANOPY, BLIND, FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS)
 FI_METHODS = [FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS)
 CANOPY_METHODS = [CANOPY, BLIND]
+# Extra Canopy methods for sweeps: name -> planner options, from the environment
+# (inherited by worker processes), e.g.
+#   CANOPY_BENCH_VARIANTS='{"canopy-w8": {"candidates": ["mma_q128_kv64_w8_s3"]}}'
+CANOPY_VARIANTS = json.loads(os.environ.get("CANOPY_BENCH_VARIANTS", "") or "{}")
+CANOPY_METHODS += [n for n in CANOPY_VARIANTS if n not in CANOPY_METHODS]
+ALL_METHODS += [n for n in CANOPY_VARIANTS if n not in ALL_METHODS]
+
+
+def canopy_options(name):
+    """The planner options of a Canopy method."""
+    options = {"prefix_blind": name == BLIND}
+    options.update(CANOPY_VARIANTS.get(name, {}))
+    return options
 
 DTYPE_BYTES = {"fp16": 2, "f16": 2, "bf16": 2, "fp32": 4, "f32": 4}
 # Relative L2 error (over all outputs) a method must stay under, by output dtype.

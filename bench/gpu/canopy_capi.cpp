@@ -182,7 +182,7 @@ T& handle(void* p, const char* what) {
 canopy::PlannerOptions planner_options(const json& o) {
   reject_unknown(o,
                  {"allow_absorb", "allow_split", "waves", "min_split_tokens", "prefix_blind",
-                  "row_tiles", "candidates"},
+                  "row_tiles", "candidates", "head_packs"},
                  "planner options");
   canopy::PlannerOptions options;
   read_field(o, "allow_absorb", options.allow_absorb, "planner options");
@@ -191,6 +191,7 @@ canopy::PlannerOptions planner_options(const json& o) {
   read_field(o, "min_split_tokens", options.min_split_tokens, "planner options");
   read_field(o, "prefix_blind", options.prefix_blind, "planner options");
   read_field(o, "row_tiles", options.row_tiles, "planner options");
+  read_field(o, "head_packs", options.head_packs, "planner options");
   std::vector<std::string> candidates;  // KernelConfig strings, e.g. "mma_q64_kv64_w4_s3"
   read_field(o, "candidates", candidates, "planner options");
   for (const std::string& c : candidates)

@@ -214,7 +214,7 @@ def prewarm(args):
         try:
             w = Workload(ref, lib)
             for m in methods:
-                p = C.Plan(lib, w.handle, {"prefix_blind": m == L.BLIND})
+                p = C.Plan(lib, w.handle, L.canopy_options(m))
                 pw.add(p)
                 p.close()
             w.close()
@@ -502,7 +502,7 @@ class CanopyMethod(Method):
         if runtime is None:
             raise RuntimeError("no Canopy runtime (see the env record's errors)")
         self.name, self.inp, self.wl = name, inp, wl
-        self.plan = C.Plan(lib, wl.handle, {"prefix_blind": name == L.BLIND}, runtime=runtime)
+        self.plan = C.Plan(lib, wl.handle, L.canopy_options(name), runtime=runtime)
         self.info = self.plan.info()
         self.launches = self.info["kernel_launches"]
         B, hq, d = inp.q.shape

@@ -12,7 +12,10 @@ namespace canopy {
 
 struct PlannerOptions {
   CostModel cost_model;                  ///< also gives num_sms and arch
-  std::vector<KernelConfig> candidates;  ///< empty: default_kernel_configs(spec)
+  /// Kernels the planner may use; empty: default_kernel_configs(spec). A
+  /// malformed config throws; one needing more shared memory than the spec and
+  /// device allow is skipped while another remains.
+  std::vector<KernelConfig> candidates;
   /// Row tiles the planner may give items (empty: every tile the candidates
   /// run). For sweeps and tests that pin one warp arrangement.
   std::vector<int> row_tiles;

@@ -105,15 +105,23 @@ class Planner {
                !model_.fits(spec, c);
       });
     } else {
-      // A caller's candidate that cannot run is an error, not a silent drop.
-      configs_ = opt_.candidates;
-      for (const KernelConfig& c : configs_) {
-        generator::validate_kernel_spec(partial_kernel_spec(spec, c, arch));
-        CANOPY_CHECK(model_.fits(spec, c), ErrorKind::kNotSupported,
-                     "candidate {} needs {} bytes of shared memory; the device allows {}",
-                     c.to_string(), CostModel::smem_bytes(spec, c),
-                     model_.coefficients().max_smem_per_block);
+      // A malformed candidate is an error; one that is well formed but needs
+      // more shared memory than this spec and device allow (a large head dim)
+      // is skipped, as long as another candidate remains.
+      std::string skipped;
+      for (const KernelConfig& c : opt_.candidates) {
+        const KernelSpec k = partial_kernel_spec(spec, c, arch);
+        const generator::Verdict v = generator::can_implement(k, arch);
+        if (v.support != generator::Support::kSharedMemory) generator::validate_kernel_spec(k);
+        if (v.ok() && model_.fits(spec, c)) {
+          configs_.push_back(c);
+        } else {
+          skipped += fmt::format(" {} ({} bytes)", c.to_string(), CostModel::smem_bytes(spec, c));
+        }
       }
+      CANOPY_CHECK(!configs_.empty(), ErrorKind::kNotSupported,
+                   "no candidate fits {} on {} (max shared memory {} bytes):{}", spec.to_string(),
+                   arch.to_string(), model_.coefficients().max_smem_per_block, skipped);
     }
     CANOPY_CHECK(!configs_.empty(), ErrorKind::kNotSupported,
                  "no kernel configuration fits {} on {} (max shared memory {} bytes)",
