@@ -2,6 +2,7 @@
 // the same constexpr functions the kernels carve their memory with.
 #include "generator/kernel_families.hpp"
 
+#include <algorithm>
 #include <array>
 
 #include "canopy/error.hpp"
@@ -42,6 +43,9 @@ Verdict fma_can_implement(const KernelSpec& s, Arch arch) noexcept {
 std::vector<int> fma_row_tiles(const KernelConfig& c) { return {c.tile_q}; }
 
 int no_head_pack(const AttentionSpec&, const KernelConfig&, int) { return 1; }
+
+// ptxas on sm_90: the FMA reference keeps O in shared memory.
+int fma_registers(const KernelSpec&) { return 128; }
 
 std::vector<KernelConfig> fma_configs(const AttentionSpec& spec) {
   // The reference: a narrow and a wide tile, chosen per task by the cost model.
@@ -109,6 +113,11 @@ int mma_head_pack(const AttentionSpec& spec, const KernelConfig& c, int row_tile
   return narrow && spec.head_dim <= 128 ? c.warps : 1;
 }
 
+// ptxas on sm_90 (perf notes, v1): 168 / 238 / 246 for head dim 64 / 128 / 256.
+int mma_registers(const KernelSpec& s) {
+  return s.head_dim <= 64 ? 168 : (s.head_dim <= 128 ? 240 : 248);
+}
+
 std::vector<KernelConfig> mma_configs(const AttentionSpec& spec) {
   // Four warps: rows 16/32/64 by arrangement, two blocks per SM (D <= 128).
   // Eight warps: up to 128 rows of one wide shared prefix per K/V stage.
@@ -122,6 +131,7 @@ std::vector<KernelConfig> mma_configs(const AttentionSpec& spec) {
 constexpr int kMergeThreads = 128;  // 4 warps, one output row each
 
 int merge_threads(const KernelSpec&) { return kMergeThreads; }
+int merge_registers(const KernelSpec&) { return 32; }
 int no_smem(const KernelSpec&) { return 0; }
 
 Verdict merge_can_implement(const KernelSpec& s, Arch) noexcept {
@@ -145,13 +155,13 @@ constexpr std::string_view kMergeTemplates[] = {"merge_states.cuh"};
 const std::array<FamilyInfo, 3> kFamilies = {{
     {KernelFamily::kFmaAttention, "fma", kFmaTemplates, "canopy_dev::partial_attention_fma",
      "canopy_abi::PartialParams", block_threads, fma_smem, fma_can_implement, fma_row_tiles,
-     fma_configs, no_head_pack},
+     fma_configs, no_head_pack, fma_registers},
     {KernelFamily::kMmaAttention, "mma", kMmaTemplates, "canopy_dev::partial_attention_mma",
      "canopy_abi::PartialParams", block_threads, mma_smem, mma_can_implement, mma_row_tiles,
-     mma_configs, mma_head_pack},
+     mma_configs, mma_head_pack, mma_registers},
     {KernelFamily::kMergeStates, "merge", kMergeTemplates, "canopy_dev::merge_states",
      "canopy_abi::MergeParams", merge_threads, no_smem, merge_can_implement, no_row_tiles,
-     no_configs, no_head_pack},
+     no_configs, no_head_pack, merge_registers},
 }};
 
 }  // namespace
@@ -185,6 +195,18 @@ const FamilyInfo& family_info(KernelFamily family) {
 }
 
 std::span<const FamilyInfo> all_families() { return kFamilies; }
+
+int blocks_per_sm(const KernelSpec& spec, Arch arch) {
+  const FamilyInfo& f = family_info(spec.family);
+  const int threads = f.threads(spec);
+  // Registers are allocated per warp in units of 256 (8 per thread).
+  const int regs_per_warp = (f.registers(spec) + 7) / 8 * 8 * 32;
+  const int by_regs = arch.registers_per_sm() / (regs_per_warp * ((threads + 31) / 32));
+  const int by_smem =
+      arch.max_smem_per_sm() / (f.smem_bytes(spec) + arch.reserved_smem_per_block());
+  const int by_threads = arch.max_threads_per_sm() / threads;
+  return std::max(1, std::min({by_regs, by_smem, by_threads, arch.max_blocks_per_sm()}));
+}
 
 Verdict can_implement(const KernelSpec& spec, Arch arch) noexcept {
   // cp.async, bf16 conversions and mma.sync m16n8k16 all need sm_80.

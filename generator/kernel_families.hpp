@@ -56,7 +56,15 @@ struct FamilyInfo {
   /// Partial families: how many KV heads one item of `row_tile` rows may pack
   /// (1: no head packs).
   int (*head_pack)(const AttentionSpec& spec, const KernelConfig& config, int row_tile);
+  /// Registers per thread the compiled kernel uses, as measured with ptxas
+  /// (docs/perf-notes.md); an estimate for occupancy before anything compiles.
+  int (*registers)(const KernelSpec& spec);
 };
+
+/// Thread blocks of `spec` resident on one SM of `arch`: the least of what
+/// shared memory, registers (the family's estimate), threads and the block
+/// limit allow; at least 1 for a kernel that launches at all.
+int blocks_per_sm(const KernelSpec& spec, Arch arch);
 
 /// The row of `family`; every KernelFamily has one.
 const FamilyInfo& family_info(KernelFamily family);

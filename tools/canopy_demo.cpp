@@ -63,6 +63,7 @@ std::vector<Option> demo_options() {
   o.push_back({"--cpu", "", "run the CPU executor even when a GPU is present"});
   o.push_back({"--no-check", "", "skip the float64 reference (large workloads)"});
   o.push_back({"--cache-dir", "DIR", "cubin cache directory, 'off' for none"});
+  for (const Option& p : canopy::cli::planner_options()) o.push_back(p);
   return o;
 }
 
@@ -200,7 +201,8 @@ int run_cpu(const Args& args, canopy::workload::Workload w, const std::string& h
   print_workload(w, unique_pages, canopy::cli::unique_kv_bytes(w.spec, unique_pages));
 
   auto t0 = Clock::now();
-  const canopy::PlannerOptions options;  // H100 datasheet coefficients: 132 SMs, sm_90
+  canopy::PlannerOptions options;  // H100 datasheet coefficients: 132 SMs, sm_90
+  canopy::cli::apply_planner_options(args, options);
   const canopy::Plan plan = canopy::make_plan(w.spec, tree, options);
   const double plan_ms = ms_since(t0);
   print_plan_summary(plan, tree);
@@ -325,7 +327,9 @@ int run_gpu(const Args& args, const canopy::workload::Workload& w) {
   print_workload(w, unique_pages, unique_bytes);
 
   auto t0 = Clock::now();
-  const canopy::PreparedPlan prepared = rt.plan(spec, tree);
+  canopy::PlannerOptions options;
+  canopy::cli::apply_planner_options(args, options);
+  const canopy::PreparedPlan prepared = rt.plan(spec, tree, options);
   const double prepare_ms = ms_since(t0);
   const canopy::CubinCacheStats stats = canopy::detail::cubin_cache_stats(rt);
   print_plan_summary(prepared.plan(), tree);

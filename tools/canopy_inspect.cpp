@@ -433,8 +433,7 @@ std::vector<Option> plan_options() {
   std::vector<Option> o = canopy::cli::workload_options();
   o.push_back({"--sms", "N", "plan for N SMs (default: the cost model's 132, H100 SXM)"});
   o.push_back({"--arch", "SM", "GPU target of the kernel specs listed, e.g. 80, 90a (default 90)"});
-  o.push_back({"--no-absorb", "", "never let children absorb a parent's KV"});
-  o.push_back({"--no-split", "", "never split long KV ranges"});
+  for (const Option& p : canopy::cli::planner_options()) o.push_back(p);
   o.push_back({"--json", "", "print JSON (plan_to_json plus tree summary) instead of text"});
   o.push_back({"--tree-lines", "N", "show at most N lines of the tree (default 40, 0: all)"});
   o.push_back({"--per-sm", "", "list the predicted busy time of every SM"});
@@ -534,8 +533,7 @@ int run_plan(const std::vector<std::string>& argv) {
     c.name += fmt::format(", --sms {}", c.num_sms);
     options.cost_model = canopy::CostModel(c);
   }
-  options.allow_absorb = !args.has("--no-absorb");
-  options.allow_split = !args.has("--no-split");
+  canopy::cli::apply_planner_options(args, options);
   const canopy::workload::Workload w = canopy::cli::select_workload(args, "");
 
   w.spec.validate();

@@ -23,6 +23,8 @@
 
 #include "canopy/batch.hpp"
 #include "canopy/error.hpp"
+#include "canopy/kernel_spec.hpp"
+#include "canopy/planner.hpp"
 #include "canopy/spec.hpp"
 #include "workload.hpp"
 
@@ -284,6 +286,52 @@ inline std::vector<Option> workload_options() {
       {"--page-size", "N",
        "tokens per page for --tree/--workload, 1.." + std::to_string(kMaxPageSize)},
   };
+}
+
+/// Planner switches shared by the tools (PlannerOptions fields).
+inline std::vector<Option> planner_options() {
+  return {
+      {"--no-absorb", "", "never let children absorb a parent's KV"},
+      {"--no-split", "", "never split long KV ranges"},
+      {"--prefix-blind", "", "plan each request alone (the ablation of prefix-aware planning)"},
+      {"--configs", "LIST", "candidate kernels, e.g. mma_q64_kv64_w4_s3,mma_q128_kv64_w8_s3"},
+      {"--row-tiles", "LIST", "row tiles items may use, e.g. 16,64"},
+      {"--no-head-packs", "", "one KV head per block for narrow items"},
+  };
+}
+
+/// Applies planner_options() switches present in `args` to `options`.
+inline void apply_planner_options(const Args& args, PlannerOptions& options) {
+  auto items = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::size_t pos = 0;
+    while (pos <= text.size()) {
+      const std::size_t comma = std::min(text.find(',', pos), text.size());
+      if (comma > pos) out.push_back(text.substr(pos, comma - pos));
+      pos = comma + 1;
+    }
+    return out;
+  };
+  options.allow_absorb = !args.has("--no-absorb");
+  options.allow_split = !args.has("--no-split");
+  options.prefix_blind = args.has("--prefix-blind");
+  options.head_packs = !args.has("--no-head-packs");
+  if (args.has("--configs")) {
+    options.candidates.clear();
+    for (const std::string& c : items(args.get("--configs", ""))) {
+      try {
+        options.candidates.push_back(KernelConfig::parse(c));
+      } catch (const Error& e) {
+        throw UsageError(fmt::format("--configs: {}", e.what()));
+      }
+    }
+  }
+  if (args.has("--row-tiles")) {
+    options.row_tiles.clear();
+    for (const std::string& t : items(args.get("--row-tiles", ""))) {
+      options.row_tiles.push_back(static_cast<int>(parse_int("--row-tiles", t, 1, 4096)));
+    }
+  }
 }
 
 /// Requests * path pages of a tree string, the size of the block tables it

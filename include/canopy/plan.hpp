@@ -92,8 +92,8 @@ struct Plan {
   std::vector<std::int32_t> merge_indices;
   int max_merge_fan_in = 0;
   std::int64_t num_partial_slots = 0;  ///< == query_rows.size()
-  std::vector<float> sm_load_us;       ///< predicted busy time per SM
-  float predicted_us = 0;              ///< max over SMs plus launch and merge costs
+  std::vector<float> sm_load_us;  ///< predicted busy time per block slot (SMs x resident blocks)
+  float predicted_us = 0;         ///< max over SMs plus launch and merge costs
   int num_sms = 0;
 
   /// Device metadata and workspace layout (partial outputs, float32

@@ -11,7 +11,7 @@
 namespace canopy {
 
 struct PlannerOptions {
-  CostModel cost_model;                  ///< also gives num_sms and arch
+  CostModel cost_model;  ///< also gives num_sms and arch
   /// Kernels the planner may use; empty: default_kernel_configs(spec). A
   /// malformed config throws; one needing more shared memory than the spec and
   /// device allow is skipped while another remains.

@@ -75,7 +75,7 @@ std::string plan_to_text(const Plan& plan) {
       hi = std::max(hi, v);
       sum += v;
     }
-    out += fmt::format("  predicted SM load: min {:.1f} us, mean {:.1f} us, max {:.1f} us\n", lo,
+    out += fmt::format("  predicted load per block slot: min {:.1f} us, mean {:.1f} us, max {:.1f} us\n", lo,
                        sum / plan.sm_load_us.size(), hi);
   }
   constexpr std::size_t kShown = 24;

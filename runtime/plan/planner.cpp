@@ -132,15 +132,29 @@ class Planner {
                              std::find(opt_.row_tiles.begin(), opt_.row_tiles.end(), row_tile) !=
                                  opt_.row_tiles.end();
         if (!allowed) continue;
+        const int single = static_cast<int>(variants_.size());
         variants_.push_back({c, row_tile, 1});
+        unpacked_.push_back(single);
         const int pack = std::min(
             generator::family_info(configs_[c].family).head_pack(spec, configs_[c], row_tile),
             spec.num_kv_heads);
-        if (pack > 1 && opt_.head_packs) variants_.push_back({c, row_tile, pack});
+        if (pack > 1 && opt_.head_packs) {
+          variants_.push_back({c, row_tile, pack});
+          unpacked_.push_back(single);
+        }
       }
     }
     CANOPY_CHECK(!variants_.empty(), ErrorKind::kInvalidArgument,
                  "no candidate kernel runs any of the requested row tiles");
+    // Items are placed on block slots, blocks_per_sm of them per SM: an SM
+    // reaches its bandwidth and tensor rate only with every slot busy, so an
+    // item costs `slot_scale_` times its full-SM time on a slot.
+    int per_sm = arch.max_blocks_per_sm();
+    for (const KernelConfig& c : configs_) {
+      per_sm = std::min(per_sm, generator::blocks_per_sm(partial_kernel_spec(spec, c, arch), arch));
+    }
+    slot_scale_ = per_sm;
+    slots_ = model_.coefficients().num_sms * per_sm;
   }
 
   void run();
@@ -153,13 +167,14 @@ class Planner {
       e = {variant, rows, tokens, variant,
            model_.item_us(spec_, configs_[v.config], v.row_tile, rows, tokens, v.heads)};
     }
-    return e.us;
+    return e.us * slot_scale_;
   }
   int config_of(const Task& task) const { return variants_[task.variant].config; }
   // One of a task's items: its row tiles over the same KV share the cost of
   // streaming it (the first from HBM, its siblings mostly from L2).
-  double tile_cost(const Task& task, int tokens) {
-    return item_us(task.variant, task.request_count * spec_.group_size(), tokens) / task.tiles;
+  double tile_cost(const Task& task, int tokens) { return tile_cost(task, task.variant, tokens); }
+  double tile_cost(const Task& task, int variant, int tokens) {
+    return item_us(variant, task.request_count * spec_.group_size(), tokens) / task.tiles;
   }
   // Blocks per (piece, row tile) of a task: its KV heads in packs.
   int head_groups(const Task& task) const {
@@ -191,9 +206,11 @@ class Planner {
   double cost(int requests, int tokens) {
     return requests == 0 ? 0.0 : best_variant(requests * spec_.group_size(), tokens).second;
   }
-  // Per-row merge price of one more partial state, in SM-microseconds.
+  // Per-row merge price of one more partial state, in slot-microseconds (the
+  // unit of item costs).
   double partial_us(int requests) const {
-    return requests * spec_.num_qo_heads * model_.merge_row_us(spec_, 1) / spec_.num_kv_heads;
+    return slot_scale_ * requests * spec_.num_qo_heads * model_.merge_row_us(spec_, 1) /
+           spec_.num_kv_heads;
   }
 
   void gather_requests(int node);
@@ -223,6 +240,10 @@ class Planner {
   const CostModel& model_;
   std::vector<KernelConfig> configs_;
   std::vector<Variant> variants_;
+  std::vector<int> unpacked_;      // per variant: the same kernel and row tile, one head per block
+  std::vector<int> base_variant_;  // per task: the variant decide() chose
+  double slot_scale_ = 1;          // block slots per SM
+  int slots_ = 1;                  // block slots of the GPU
   CostMemo memo_;
   std::vector<Task> tasks_;
   std::vector<std::int32_t> task_requests_;
@@ -234,7 +255,7 @@ class Planner {
   std::vector<std::int32_t> subtree_end_;
   std::vector<double> whole_cost_;  // item cost of each task unsplit
   double max_whole_cost_ = 0;
-  bool any_split_ = false;  // some task is in pieces now
+  bool any_split_ = false;  // some task is in pieces or unpacked now
   std::vector<TaskRun> runs_;
   std::vector<std::int32_t> row_ids_;  // emit_task's per-task row pattern
   std::vector<int> tile_bounds_;       // emit_task's per-task row tiles
@@ -335,13 +356,15 @@ void Planner::add_task(int node_id, std::int32_t inh_begin, std::int32_t inh_pag
 // the items on SMs, and the fastest wins (ties: fewer splits).
 void Planner::split_tasks() {
   const int group = spec_.group_size();
-  const int sms = model_.coefficients().num_sms;
+  const int sms = slots_;
   double total = 0;
   max_whole_cost_ = 0;
   any_split_ = false;
   whole_cost_.resize(tasks_.size());
+  base_variant_.resize(tasks_.size());
   for (std::size_t t = 0; t < tasks_.size(); ++t) {
     Task& task = tasks_[t];
+    base_variant_[t] = task.variant;
     const int row_tile = variants_[task.variant].row_tile;
     const int rows = task.request_count * group;
     task.tiles = (rows + row_tile - 1) / row_tile;
@@ -378,7 +401,9 @@ void Planner::split_tasks() {
 }
 
 // Cuts every task costing more than `target` (0: none); returns whether any
-// task's piece count changed.
+// task's pieces or variant changed. A head pack over the target first becomes
+// one block per KV head (more items, no more partial states to merge); what
+// still exceeds the target is cut into KV pieces.
 bool Planner::apply_split(double target) {
   // Nothing exceeds the target: unsplit, which the tasks may already be.
   if ((target <= 0 || target >= max_whole_cost_) && !any_split_) return false;
@@ -387,7 +412,15 @@ bool Planner::apply_split(double target) {
   for (std::size_t t = 0; t < tasks_.size(); ++t) {
     Task& task = tasks_[t];
     int pieces = 1;
+    int variant = base_variant_[t];
     double item_cost = whole_cost_[t];
+    if (target > 0 && item_cost > target && variants_[variant].heads > 1) {
+      variant = unpacked_[variant];
+      item_cost = tile_cost(task, variant, task.tokens);
+    }
+    changed |= variant != task.variant;
+    any_split_ |= variant != base_variant_[t];
+    task.variant = variant;
     if (target > 0 && item_cost > target) {
       const int by_cost = static_cast<int>(std::ceil(item_cost / target));
       const int by_length = task.tokens / std::max(1, opt_.min_split_tokens);
@@ -423,12 +456,11 @@ void Planner::collect_runs(bool by_config) {
 // Predicted step time of the current pieces: LPT placement of every item,
 // longest first (ties: task order), plus the merge of all partial slots.
 double Planner::makespan() {
-  const int sms = model_.coefficients().num_sms;
   collect_runs(false);
   std::sort(runs_.begin(), runs_.end(), [](const TaskRun& a, const TaskRun& b) {
     return a.cost != b.cost ? a.cost > b.cost : a.begin < b.begin;
   });
-  loads_.reset(sms, false);
+  loads_.reset(slots_, false);
   std::int64_t slots = 0;
   for (const TaskRun& run : runs_) {
     // A run's tasks cost the same per item: place all their items at once.
@@ -457,7 +489,7 @@ void Planner::emit_items() {
     if (a.cost != b.cost) return a.cost > b.cost;
     return a.config != b.config ? a.config < b.config : a.begin < b.begin;
   });
-  loads_.reset(model_.coefficients().num_sms, true);
+  loads_.reset(slots_, true);
   std::vector<std::int32_t> run_of(tasks_.size());
   std::int64_t max_items = 0;
   std::int64_t max_rows = 0;
@@ -502,7 +534,6 @@ void Planner::emit_items() {
 // schedule relies on.
 void Planner::emit_task(Task& task, const std::int32_t* sm_order, Cursor& out) {
   const int group = spec_.group_size();
-  const int sms = model_.coefficients().num_sms;
   const int rows = task.request_count * group;
   const Variant& variant = variants_[task.variant];
   const int tile_kv = configs_[variant.config].tile_kv;
@@ -519,7 +550,7 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, Cursor& out) {
   }
   task.first_slot = static_cast<std::int32_t>(out.row - plan_.query_rows.data());
   task.piece_count = 0;
-  int sm_pos = 0;  // item k of the task runs on sm_order[k % sms]
+  int slot_pos = 0;  // item k of the task runs on slot sm_order[k % slots]
   for (int p = 0; p < task.pieces; ++p) {
     // Piece bounds on tile_kv boundaries: all pieces but the last are whole tiles.
     auto bound = [&](int k) {
@@ -553,8 +584,8 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, Cursor& out) {
         item.row_begin = row_base + row_lo;
         item.row_count = row_hi - row_lo;
         item.predicted_us = static_cast<float>(task.item_cost);
-        item.sm = sm_order[sm_pos];
-        if (++sm_pos == sms) sm_pos = 0;
+        item.sm = sm_order[slot_pos] / static_cast<int>(slot_scale_);
+        if (++slot_pos == slots_) slot_pos = 0;
       }
       for (int h = h0; h < h0 + heads; ++h) {
         const std::int32_t head_offset = h * group;

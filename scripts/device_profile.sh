@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Nsight Compute profiles of Canopy's kernels on the GPU machine, one launch
+# of each kernel of a step, for the cases below (or PROFILE_CASES): speed of
+# light, occupancy, warp stall reasons, tensor-pipe and memory throughput.
+# Uses canopy-demo from build-device/ (scripts/device_test.sh build).
+#
+#   PROFILE_CASES='sys-32k-x256|--configs mma_q128_kv64_w8_s3;flat-64x4k|' \
+#     bash scripts/device_profile.sh
+#
+# Each case is "workload|canopy-demo planner options"; cases are separated by
+# ';'. Full reports go to $OUT/profile.txt; a one-line summary per kernel is
+# printed last. `ncu --clock-control none` leaves the GPU clocks alone.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-device}
+OUT=${OUT:-./device-out}
+mkdir -p "$OUT"
+export CANOPY_SUITE=$PWD/bench/workloads/suite.json
+export CANOPY_CACHE_DIR=${CANOPY_CACHE_DIR:-/tmp/canopy-profile-cache}
+export LD_LIBRARY_PATH=$PWD/$BUILD/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+CASES=${PROFILE_CASES:-"sys-32k-x256|;sys-32k-x256|--configs mma_q128_kv64_w8_s3;flat-64x4k|;ft-1-1024|"}
+METRICS=gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
+METRICS+=,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+METRICS+=,sm__warps_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum
+METRICS+=,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum
+METRICS+=,lts__throughput.avg.pct_of_peak_sustained_elapsed
+METRICS+=,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum
+METRICS+=,l1tex__throughput.avg.pct_of_peak_sustained_active
+: >"$OUT/profile.txt"
+summary=()
+IFS=';' read -r -a cases <<<"$CASES"
+for c in "${cases[@]}"; do
+  workload=${c%%|*}
+  opts=${c#*|}
+  # shellcheck disable=SC2086  # opts is a list of options
+  timeout 150 ncu --clock-control none --kernel-name regex:'canopy_' --launch-skip 2 \
+    --launch-count 3 --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --metrics "$METRICS" --print-units base \
+    "$BUILD/canopy-demo" --workload "$workload" --no-check --iters 1 --warmup 1 $opts \
+    >"$OUT/profile_case.txt" 2>&1
+  rc=$?
+  { echo "######## $workload $opts (rc $rc)"; cat "$OUT/profile_case.txt"; } >>"$OUT/profile.txt"
+  # One line per profiled kernel: name, duration, tensor pipe, occupancy, throughputs.
+  summary+=("$(awk -v tag="$workload $opts" '
+    function flush() {
+      if (name != "")
+        printf "%-34s %-30s %9s ns  hmma %5s%%  occ %5s%%  dram %5s%%  l2 %5s%%  l1 %5s%%\n",
+               tag, substr(name, 1, 30), t, hmma, occ, dram, l2, l1
+      name = ""
+    }
+    /^  canopy_/ { flush(); name = $1; sub(/canopy_/, "", name); sub(/_q_.*_nhd_/, "_", name) }
+    /gpu__time_duration.sum/ { t = $NF }
+    /sm__pipe_tensor_op_hmma_cycles_active/ { hmma = $NF }
+    /sm__warps_active.avg.pct/ { occ = $NF }
+    /dram__throughput.avg.pct/ { dram = $NF }
+    /lts__throughput.avg.pct/ { l2 = $NF }
+    /l1tex__throughput.avg.pct/ { l1 = $NF }
+    END { flush() }' "$OUT/profile_case.txt")")
+done
+rm -f "$OUT/profile_case.txt"
+echo "================ profile summary (full reports: profile.txt) ================"
+printf '%s\n' "${summary[@]}"
