@@ -40,7 +40,7 @@ Verdict fma_can_implement(const KernelSpec& s, Arch arch) noexcept {
   return {};
 }
 
-std::vector<int> fma_row_tiles(const KernelConfig& c) { return {c.tile_q}; }
+std::vector<int> fma_row_tiles(int, const KernelConfig& c) { return {c.tile_q}; }
 
 int no_head_pack(const AttentionSpec&, const KernelConfig&, int) { return 1; }
 
@@ -61,14 +61,19 @@ int mma_smem(const KernelSpec& s) {
   return canopy_abi::mma_smem_layout(s.head_dim, t.tile_q, t.tile_kv, t.warps, t.stages).total;
 }
 
-std::vector<int> mma_row_tiles(const KernelConfig& c) {
+std::vector<int> mma_row_tiles(int head_dim, const KernelConfig& c) {
   // 16 * row_warps rows; the other warps split each KV tile's tokens, and a
-  // warp's slice must be a whole number of 16-token k-steps.
+  // warp's slice must be a whole number of 16-token k-steps. With Q room for
+  // 32 rows per warp (tile_q = 32 * warps, head dim <= 128: the registers
+  // hold two m16 tiles of O), every warp along rows may own two m16 tiles.
   std::vector<int> tiles;
   for (int row_warps = 1; row_warps <= c.warps; row_warps *= 2) {
     if (c.warps % row_warps != 0) continue;
     const int kv_warps = c.warps / row_warps;
     if (c.tile_kv % (16 * kv_warps) == 0) tiles.push_back(16 * row_warps);
+  }
+  if (c.tile_q == 32 * c.warps && head_dim <= 128 && c.tile_kv % 16 == 0) {
+    tiles.push_back(32 * c.warps);
   }
   return tiles;
 }
@@ -78,8 +83,9 @@ Verdict mma_can_implement(const KernelSpec& s, Arch arch) noexcept {
   if (!is_pow2(t.warps) || t.warps > 8) {
     return {Support::kTileShape, "warps", t.warps, "1, 2, 4 or 8"};
   }
-  if (t.tile_q != 16 * t.warps) {
-    return {Support::kTileShape, "tile_q", t.tile_q, "16 * warps (16 rows per warp)"};
+  if (t.tile_q != 16 * t.warps && !(t.tile_q == 32 * t.warps && s.head_dim <= 128)) {
+    return {Support::kTileShape, "tile_q", t.tile_q,
+            "16 * warps, or 32 * warps at head dim <= 128 (rows per warp)"};
   }
   if (t.tile_kv % 16 != 0 || t.tile_kv > 256) {
     return {Support::kTileShape, "tile_kv", t.tile_kv, "a multiple of 16 up to 256"};
@@ -96,7 +102,7 @@ Verdict mma_can_implement(const KernelSpec& s, Arch arch) noexcept {
     return {Support::kTileShape, "stages", t.stages,
             "enough K/V stage bytes to combine the warps' states (16 * warps <= stages * tile_kv)"};
   }
-  if (mma_row_tiles(t).empty()) {
+  if (mma_row_tiles(s.head_dim, t).empty()) {
     return {Support::kTileShape, "tile_kv", t.tile_kv, "at least 16 tokens per warp"};
   }
   if (mma_smem(s) > arch.max_smem_per_block()) {
@@ -108,22 +114,24 @@ Verdict mma_can_implement(const KernelSpec& s, Arch arch) noexcept {
 int mma_head_pack(const AttentionSpec& spec, const KernelConfig& c, int row_tile) {
   // The 1 x warps arrangement (row tile 16) gives each warp one KV head
   // (MmaTraits::kHeadPacks: head dims up to 128).
-  const std::vector<int> tiles = mma_row_tiles(c);
+  const std::vector<int> tiles = mma_row_tiles(spec.head_dim, c);
   const bool narrow = row_tile == 16 && !tiles.empty() && tiles.front() == 16;
   return narrow && spec.head_dim <= 128 ? c.warps : 1;
 }
 
-// ptxas on sm_90 (perf notes, v1): 168 / 238 / 246 for head dim 64 / 128 / 256.
+// ptxas on sm_90 (perf notes): 128-130 / 228-242 / 255 for head dim 64 / 128 / 256.
 int mma_registers(const KernelSpec& s) {
-  return s.head_dim <= 64 ? 168 : (s.head_dim <= 128 ? 240 : 248);
+  return s.head_dim <= 64 ? 136 : (s.head_dim <= 128 ? 248 : 256);
 }
 
 std::vector<KernelConfig> mma_configs(const AttentionSpec& spec) {
-  // Four warps: rows 16/32/64 by arrangement, two blocks per SM (D <= 128).
-  // Eight warps: up to 128 rows of one wide shared prefix per K/V stage.
+  // The general kernel: four warps, rows 16 (and head packs) / 32 / 64 by
+  // arrangement, two blocks per SM (D <= 128). The wide kernel: 128 rows of
+  // a shared prefix per block (two m16 tiles per warp: every K/V fragment
+  // feeds twice the math), 32-token stages so two blocks still fit per SM.
   if (spec.head_dim > 128) return {{KernelFamily::kMmaAttention, 64, 64, 4, 2}};
   return {{KernelFamily::kMmaAttention, 64, 64, 4, 3},
-          {KernelFamily::kMmaAttention, 128, 64, 8, 3}};
+          {KernelFamily::kMmaAttention, 128, 32, 4, 3}};
 }
 
 // ---- merge ------------------------------------------------------------------
@@ -141,7 +149,7 @@ Verdict merge_can_implement(const KernelSpec& s, Arch) noexcept {
   return {};
 }
 
-std::vector<int> no_row_tiles(const KernelConfig&) { return {}; }
+std::vector<int> no_row_tiles(int, const KernelConfig&) { return {}; }
 std::vector<KernelConfig> no_configs(const AttentionSpec&) { return {}; }
 
 // ---- the table --------------------------------------------------------------

@@ -49,8 +49,9 @@ struct FamilyInfo {
   int (*threads)(const KernelSpec& spec);       ///< block size (== __launch_bounds__)
   int (*smem_bytes)(const KernelSpec& spec);    ///< dynamic shared memory per block
   Verdict (*can_implement)(const KernelSpec& spec, Arch arch) noexcept;
-  /// Partial families: the per-item row tiles a kernel of this config runs.
-  std::vector<int> (*row_tiles)(const KernelConfig& config);
+  /// Partial families: the per-item row tiles a kernel of this config runs
+  /// at this head dim.
+  std::vector<int> (*row_tiles)(int head_dim, const KernelConfig& config);
   /// Partial families: the configs shipped (compiled in CI, offered to the planner).
   std::vector<KernelConfig> (*shipped_configs)(const AttentionSpec& spec);
   /// Partial families: how many KV heads one item of `row_tile` rows may pack

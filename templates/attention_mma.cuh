@@ -50,16 +50,25 @@ struct MmaTraits {
       canopy_abi::mma_combine_fits(kD, S::kTileKV, S::kWarps, S::kStages);
 };
 
-/// One arrangement of the block's warps for an item.
-template <class S, int kRowWarpsT>
+/// One arrangement of the block's warps for an item: kRowWarps x kKvWarps
+/// warps, each owning kMTiles x 16 query rows (two m16 tiles reuse every K
+/// and V fragment twice: the wide, tensor-bound arrangement).
+template <class S, int kRowWarpsT, int kMTilesT = 1>
 struct WarpRole {
   static constexpr int kRowWarps = kRowWarpsT;
+  static constexpr int kMTiles = kMTilesT;
+  static constexpr int kRowsPerWarp = 16 * kMTiles;
+  static constexpr int kRowTile = kRowWarps * kRowsPerWarp;
   static constexpr int kKvWarps = S::kWarps / kRowWarps;
   static constexpr int kWarpTokens = S::kTileKV / kKvWarps;  // tokens per warp per tile
   static constexpr int kTokenTiles = kWarpTokens / 8;        // n8 tiles of S
   static constexpr int kTokenSteps = kWarpTokens / 16;       // k16 steps of P V
-  static constexpr bool kValid = S::kWarps % kRowWarps == 0 && kRowWarps * 16 <= S::kTileQ &&
-                                 kWarpTokens >= 16 && S::kTileKV % (16 * kKvWarps) == 0;
+  // Q fragments stay in registers for one m16 tile at D <= 128.
+  static constexpr bool kQInRegisters = MmaTraits<S>::kQInRegisters && kMTiles == 1;
+  static constexpr bool kValid =
+      S::kWarps % kRowWarps == 0 && kRowTile <= S::kTileQ && kWarpTokens >= 16 &&
+      S::kTileKV % (16 * kKvWarps) == 0 &&
+      (kMTiles == 1 || (kMTiles == 2 && kKvWarps == 1 && S::kHeadDim <= 128));
 };
 
 /// KV heads of an item: 1, or n for a head pack.
@@ -134,132 +143,209 @@ __device__ __forceinline__ void load_kv_tile(const canopy_abi::PartialParams& p,
   }
 }
 
-/// A fragments of the warp's 16 Q rows for k-step kk (head dims 16kk..16kk+15).
+/// Per-lane byte offsets of ldmatrix rows inside a swizzled tile, computed
+/// once per item. For k-step j (16 columns = chunks 2j, 2j + 1) a lane reads
+/// row r of its 8x8 matrix at chunk (2j + b) ^ (r % 8); the rows a lane
+/// addresses are r = lane % 8 modulo 8, so only j % 4 changes the XOR and
+/// j / 4 adds 128 bytes: offsets[j % 4] + 128 * (j / 4), with the tile base
+/// and the row block (multiples of 16 rows) added as constants.
+struct FragmentOffsets {
+  unsigned q[4];  ///< Q (A operand): matrices (rows 0-7|8-15) x (k 0-7|8-15)
+  unsigned k[4];  ///< K (B of Q K^T): (tokens 0-7|8-15) x (dims 0-7|8-15), tokens major
+  unsigned v[4];  ///< V (B of P V, transposed): (tokens 0-7|8-15) x (dims), dims major
+};
+
 template <class S>
-__device__ __forceinline__ void load_q_fragment(unsigned (&a)[4], const unsigned short* q_s,
-                                                int q_row0, int kk) {
-  const int lane = threadIdx.x % 32;
-  const int row = q_row0 + (lane & 7) + 8 * ((lane >> 3) & 1);
-  ldmatrix_x4(a, q_s + swizzled_offset<MmaTraits<S>::kChunks>(row, 2 * kk + (lane >> 4)));
+__device__ __forceinline__ FragmentOffsets fragment_offsets() {
+  constexpr unsigned kRowBytes = S::kHeadDim * 2;
+  const unsigned lane = threadIdx.x % 32;
+  const unsigned x = lane & 7;   // the row modulo 8: the XOR of the swizzle
+  const unsigned m = lane >> 3;  // which 8x8 matrix this lane addresses
+  FragmentOffsets f;
+#pragma unroll
+  for (unsigned j = 0; j < 4; ++j) {
+    f.q[j] = (x + 8 * (m & 1)) * kRowBytes + (((2 * j) | (m >> 1)) ^ x) * 16;
+    f.k[j] = (x + 8 * (m >> 1)) * kRowBytes + (((2 * j) | (m & 1)) ^ x) * 16;
+    f.v[j] = (x + 8 * (m & 1)) * kRowBytes + (((2 * j) | (m >> 1)) ^ x) * 16;
+  }
+  return f;
 }
 
-/// s[16 x kWarpTokens] = Q K^T over the warp's tokens [tok0, tok0 + kWarpTokens) of a stage.
+/// Byte offset of k-step (or dim pair) j within a row block, given offsets[4].
+__device__ __forceinline__ unsigned step_offset(const unsigned (&offsets)[4], int j) {
+  return offsets[j & 3] + 128u * static_cast<unsigned>(j >> 2);
+}
+
+/// A fragments of the warp's 16 Q rows for k-step kk (head dims 16kk..16kk+15).
+template <class S>
+__device__ __forceinline__ void load_q_fragment(unsigned (&a)[4], unsigned q_tile, int q_row0,
+                                                const FragmentOffsets& f, int kk) {
+  ldmatrix_x4(a, q_tile + q_row0 * (S::kHeadDim * 2) + step_offset(f.q, kk));
+}
+
+/// s[m][16 x kWarpTokens] = Q K^T for the warp's m16 tiles over its tokens
+/// [tok0, tok0 + kWarpTokens) of the stage at shared address k_tile (raw
+/// scores: no scale yet). Each K fragment feeds every m16 tile.
 template <class S, class R>
-__device__ __forceinline__ void compute_scores(float (&s)[R::kTokenTiles][4],
+__device__ __forceinline__ void compute_scores(float (&s)[R::kMTiles][R::kTokenTiles][4],
                                                const unsigned (&q_frag)[MmaTraits<S>::kKSteps][4],
-                                               const unsigned short* q_s, int q_row0,
-                                               const unsigned short* k_s, int tok0) {
+                                               unsigned q_tile, int q_row0, unsigned k_tile,
+                                               int tok0, const FragmentOffsets& f) {
   using T = MmaTraits<S>;
-  const int lane = threadIdx.x % 32;
-  const int m = lane >> 3;  // which 8x8 matrix this lane addresses
-#pragma unroll
-  for (int nt = 0; nt < R::kTokenTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+  constexpr unsigned kRowBytes = S::kHeadDim * 2;
+  const unsigned k_rows = k_tile + tok0 * kRowBytes;
 #pragma unroll
   for (int kk = 0; kk < T::kKSteps; ++kk) {
-    unsigned a[4];
-    if constexpr (T::kQInRegisters) {
-      a[0] = q_frag[kk][0];
-      a[1] = q_frag[kk][1];
-      a[2] = q_frag[kk][2];
-      a[3] = q_frag[kk][3];
-    } else {
-      load_q_fragment<S>(a, q_s, q_row0, kk);
+    unsigned a[R::kMTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < R::kMTiles; ++mt) {
+      if constexpr (R::kQInRegisters) {
+        a[mt][0] = q_frag[kk][0];
+        a[mt][1] = q_frag[kk][1];
+        a[mt][2] = q_frag[kk][2];
+        a[mt][3] = q_frag[kk][3];
+      } else {
+        load_q_fragment<S>(a[mt], q_tile, q_row0 + 16 * mt, f, kk);
+      }
     }
+    const unsigned k_step = k_rows + step_offset(f.k, kk);
 #pragma unroll
     for (int np = 0; np < R::kTokenTiles / 2; ++np) {
       // Matrices: (tokens 0-7, dims 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15)
       // = b0b1, b2b3 of token tile 2np, then of 2np + 1.
       unsigned b[4];
-      const int token = tok0 + 16 * np + (lane & 7) + 8 * (m >> 1);
-      ldmatrix_x4(b, k_s + swizzled_offset<T::kChunks>(token, 2 * kk + (m & 1)));
-      mma_16x8x16<S::kKvDtype>(s[2 * np], a, b[0], b[1]);
-      mma_16x8x16<S::kKvDtype>(s[2 * np + 1], a, b[2], b[3]);
+      ldmatrix_x4(b, k_step + np * 16 * kRowBytes);
+#pragma unroll
+      for (int mt = 0; mt < R::kMTiles; ++mt) {
+        if (kk == 0) {
+          mma_16x8x16_first<S::kKvDtype>(s[mt][2 * np], a[mt], b[0], b[1]);
+          mma_16x8x16_first<S::kKvDtype>(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+        } else {
+          mma_16x8x16<S::kKvDtype>(s[mt][2 * np], a[mt], b[0], b[1]);
+          mma_16x8x16<S::kKvDtype>(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+        }
+      }
     }
   }
 }
 
-/// Scores to the log2 domain (scale, optional soft cap), tokens at or past
-/// `valid` (warp-slice relative) to -inf.
+/// The soft cap (when the spec has one) and, on a partial tile, -inf for
+/// tokens at or past `valid` (warp-slice relative). Full tiles without a cap
+/// skip the pass: the scale is folded into the exponent.
 template <class S, class R>
-__device__ __forceinline__ void scale_and_mask(float (&s)[R::kTokenTiles][4],
-                                               const canopy_abi::PartialParams& p, int valid) {
-  constexpr float kLog2e = 1.4426950408889634f;
+__device__ __forceinline__ void cap_and_mask(float (&s)[R::kMTiles][R::kTokenTiles][4],
+                                             const canopy_abi::PartialParams& p, int valid) {
   const int t = threadIdx.x % 4;
 #pragma unroll
-  for (int nt = 0; nt < R::kTokenTiles; ++nt) {
+  for (int mt = 0; mt < R::kMTiles; ++mt) {
+    if constexpr (S::kSoftCap) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      float x = s[nt][e] * p.sm_scale;
-      if constexpr (S::kSoftCap) x = p.soft_cap * tanhf(x / p.soft_cap);
-      x *= kLog2e;
-      const int token = 8 * nt + 2 * t + (e & 1);
-      s[nt][e] = token < valid ? x : neg_inf();
+      for (int nt = 0; nt < R::kTokenTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[mt][nt][e] = p.soft_cap * tanhf(s[mt][nt][e] * p.sm_scale / p.soft_cap);
+        }
+      }
+    }
+    if (valid < R::kWarpTokens) {
+#pragma unroll
+      for (int nt = 0; nt < R::kTokenTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (8 * nt + 2 * t + (e & 1) >= valid) s[mt][nt][e] = neg_inf();
+        }
+      }
     }
   }
 }
 
-/// Online softmax over the tile for the thread's two rows (g and g + 8):
-/// m' = max(m, max s), p = 2^(s - m'), l' = 2^(m - m') l + sum p (this
-/// thread's columns only; the quad's sums are added at the end), O scaled.
+/// Online softmax over the tile for the thread's two rows (g and g + 8), with
+/// m kept in raw score units and exponents taken in the log2 domain
+/// (`scale` = sm_scale * log2 e, or log2 e after a soft cap):
+/// m' = max(m, max s), p = 2^(s scale - m' scale), l' = 2^((m - m') scale) l
+/// + sum p (this thread's columns only; the quad's sums are added at the end),
+/// and O scaled by 2^((m - m') scale) when any row's max moved.
 template <class S, class R>
-__device__ __forceinline__ void online_softmax(float (&s)[R::kTokenTiles][4], float (&m)[2],
-                                               float (&l)[2],
-                                               float (&o)[MmaTraits<S>::kDimTiles][4]) {
+__device__ __forceinline__ void online_softmax(float (&s)[R::kMTiles][R::kTokenTiles][4],
+                                               float (&m)[R::kMTiles][2], float (&l)[R::kMTiles][2],
+                                               float (&o)[R::kMTiles][MmaTraits<S>::kDimTiles][4],
+                                               float scale) {
+  float alpha[R::kMTiles][2];
+  bool moved = false;
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    float tile_max = neg_inf();
+  for (int mt = 0; mt < R::kMTiles; ++mt) {
 #pragma unroll
-    for (int nt = 0; nt < R::kTokenTiles; ++nt) {
-      tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+    for (int i = 0; i < 2; ++i) {
+      float tile_max = neg_inf();
+#pragma unroll
+      for (int nt = 0; nt < R::kTokenTiles; ++nt) {
+        tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][2 * i], s[mt][nt][2 * i + 1]));
+      }
+      // The four threads of a quad hold one row's columns.
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+      const float m_new = fmaxf(m[mt][i], tile_max);
+      // A row with no valid token yet keeps m = -inf; subtract 0 then, not -inf.
+      const float m_scaled = m_new == neg_inf() ? 0.f : m_new * scale;
+      alpha[mt][i] = fast_exp2(m[mt][i] * scale - m_scaled);  // 0 from -inf, 1 if unchanged
+      moved |= alpha[mt][i] != 1.f;
+      m[mt][i] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < R::kTokenTiles; ++nt) {
+        s[mt][nt][2 * i] = fast_exp2(fmaf(s[mt][nt][2 * i], scale, -m_scaled));
+        s[mt][nt][2 * i + 1] = fast_exp2(fmaf(s[mt][nt][2 * i + 1], scale, -m_scaled));
+        sum += s[mt][nt][2 * i] + s[mt][nt][2 * i + 1];
+      }
+      l[mt][i] = l[mt][i] * alpha[mt][i] + sum;
     }
-    // The four threads of a quad hold one row's columns.
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-    const float m_new = fmaxf(m[i], tile_max);
-    // A row with no valid token yet keeps m = -inf; subtract 0 then, not -inf.
-    const float m_use = m_new == neg_inf() ? 0.f : m_new;
-    const float alpha = fast_exp2(m[i] - m_use);
-    m[i] = m_new;
-    float sum = 0.f;
+  }
+  // Once the running max settles (most tiles), the rescale is skipped.
+  if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
-    for (int nt = 0; nt < R::kTokenTiles; ++nt) {
-      s[nt][2 * i] = fast_exp2(s[nt][2 * i] - m_use);
-      s[nt][2 * i + 1] = fast_exp2(s[nt][2 * i + 1] - m_use);
-      sum += s[nt][2 * i] + s[nt][2 * i + 1];
-    }
-    l[i] = l[i] * alpha + sum;
+    for (int mt = 0; mt < R::kMTiles; ++mt) {
 #pragma unroll
-    for (int nd = 0; nd < MmaTraits<S>::kDimTiles; ++nd) {
-      o[nd][2 * i] *= alpha;
-      o[nd][2 * i + 1] *= alpha;
+      for (int nd = 0; nd < MmaTraits<S>::kDimTiles; ++nd) {
+        o[mt][nd][0] *= alpha[mt][0];
+        o[mt][nd][1] *= alpha[mt][0];
+        o[mt][nd][2] *= alpha[mt][1];
+        o[mt][nd][3] *= alpha[mt][1];
+      }
     }
   }
 }
 
-/// O[16 x D] += P[16 x kWarpTokens] V over the warp's tokens of a stage.
+/// O[m][16 x D] += P[m][16 x kWarpTokens] V over the warp's tokens of the
+/// stage at shared address v_tile; each V fragment feeds every m16 tile.
 template <class S, class R>
-__device__ __forceinline__ void accumulate_pv(float (&o)[MmaTraits<S>::kDimTiles][4],
-                                              const float (&s)[R::kTokenTiles][4],
-                                              const unsigned short* v_s, int tok0) {
+__device__ __forceinline__ void accumulate_pv(float (&o)[R::kMTiles][MmaTraits<S>::kDimTiles][4],
+                                              const float (&s)[R::kMTiles][R::kTokenTiles][4],
+                                              unsigned v_tile, int tok0, const FragmentOffsets& f) {
   using T = MmaTraits<S>;
-  const int lane = threadIdx.x % 32;
-  const int m = lane >> 3;
+  constexpr unsigned kRowBytes = S::kHeadDim * 2;
+  const unsigned v_rows = v_tile + tok0 * kRowBytes;
 #pragma unroll
   for (int ks = 0; ks < R::kTokenSteps; ++ks) {
     // S accumulators of token tiles 2ks, 2ks + 1 are P's A fragment.
-    const unsigned a[4] = {pack2<S::kKvDtype>(s[2 * ks][0], s[2 * ks][1]),
-                           pack2<S::kKvDtype>(s[2 * ks][2], s[2 * ks][3]),
-                           pack2<S::kKvDtype>(s[2 * ks + 1][0], s[2 * ks + 1][1]),
-                           pack2<S::kKvDtype>(s[2 * ks + 1][2], s[2 * ks + 1][3])};
-    const int token = tok0 + 16 * ks + (lane & 7) + 8 * (m & 1);
+    unsigned a[R::kMTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < R::kMTiles; ++mt) {
+      a[mt][0] = pack2<S::kKvDtype>(s[mt][2 * ks][0], s[mt][2 * ks][1]);
+      a[mt][1] = pack2<S::kKvDtype>(s[mt][2 * ks][2], s[mt][2 * ks][3]);
+      a[mt][2] = pack2<S::kKvDtype>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
+      a[mt][3] = pack2<S::kKvDtype>(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
+    }
 #pragma unroll
     for (int dp = 0; dp < T::kD / 16; ++dp) {
       // Transposed matrices: (tokens 0-7, dims 0-7), (8-15, 0-7), (0-7, 8-15),
       // (8-15, 8-15) = b0b1, b2b3 of dim tile 2dp, then of 2dp + 1.
       unsigned b[4];
-      ldmatrix_x4_trans(b, v_s + swizzled_offset<T::kChunks>(token, 2 * dp + (m >> 1)));
-      mma_16x8x16<S::kKvDtype>(o[2 * dp], a, b[0], b[1]);
-      mma_16x8x16<S::kKvDtype>(o[2 * dp + 1], a, b[2], b[3]);
+      ldmatrix_x4_trans(b, v_rows + ks * 16 * kRowBytes + step_offset(f.v, dp));
+#pragma unroll
+      for (int mt = 0; mt < R::kMTiles; ++mt) {
+        mma_16x8x16<S::kKvDtype>(o[mt][2 * dp], a[mt], b[0], b[1]);
+        mma_16x8x16<S::kKvDtype>(o[mt][2 * dp + 1], a[mt], b[2], b[3]);
+      }
     }
   }
 }
@@ -367,12 +453,22 @@ __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
   unsigned short* q_s = reinterpret_cast<unsigned short*>(smem + T::kSmem.q);
   unsigned short* k_s = reinterpret_cast<unsigned short*>(smem + T::kSmem.k);
   unsigned short* v_s = reinterpret_cast<unsigned short*>(smem + T::kSmem.v);
+  // The same regions as shared-window addresses, for ldmatrix.
+  const unsigned q_tile = shared_address(q_s);
+  const unsigned k_tiles = shared_address(k_s);
+  const unsigned v_tiles = shared_address(v_s);
+  constexpr unsigned kStageBytes = T::kTileElems * 2;
+  const FragmentOffsets f = fragment_offsets<S>();
   const int warp = threadIdx.x / 32;
-  const int q_row0 = kHeadPack ? 16 * warp : (warp / R::kKvWarps) * 16;  // the warp's Q rows
-  const int slice0 = (warp % R::kKvWarps) * R::kWarpTokens;              // its tokens of each stage
+  const int q_row0 = kHeadPack ? 16 * warp : (warp / R::kKvWarps) * R::kRowsPerWarp;
+  const int slice0 = (warp % R::kKvWarps) * R::kWarpTokens;  // its tokens of each stage
   // Tokens of the segment each stage advances by: a head pack's stage holds
   // one slice of tokens for each head.
   constexpr int kStep = kHeadPack ? R::kWarpTokens : S::kTileKV;
+  // Exponents in the log2 domain: scores times sm_scale * log2 e (after a
+  // soft cap, which applies sm_scale itself, just log2 e).
+  constexpr float kLog2e = 1.4426950408889634f;
+  const float scale = S::kSoftCap ? kLog2e : p.sm_scale * kLog2e;
 
   const int num_tokens = item.token_end - item.token_begin;
   const int num_tiles = num_tokens > 0 ? (num_tokens + kStep - 1) / kStep : 0;
@@ -386,19 +482,28 @@ __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
     }
     cp_async_commit();
   }
-  stage_q<S, kHeadPack>(p, item, kHeadPack ? S::kTileQ : R::kRowWarps * 16, q_s);
+  stage_q<S, kHeadPack>(p, item, kHeadPack ? S::kTileQ : R::kRowTile, q_s);
   __syncthreads();
 
   unsigned q_frag[T::kKSteps][4];
-  if constexpr (T::kQInRegisters) {
+  if constexpr (R::kQInRegisters) {
 #pragma unroll
-    for (int kk = 0; kk < T::kKSteps; ++kk) load_q_fragment<S>(q_frag[kk], q_s, q_row0, kk);
+    for (int kk = 0; kk < T::kKSteps; ++kk) {
+      load_q_fragment<S>(q_frag[kk], q_tile, q_row0, f, kk);
+    }
   }
-  float o[T::kDimTiles][4];
+  float o[R::kMTiles][T::kDimTiles][4];
+  float m[R::kMTiles][2];  // raw score units until the epilogue
+  float l[R::kMTiles][2];
 #pragma unroll
-  for (int nd = 0; nd < T::kDimTiles; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
-  float m[2] = {neg_inf(), neg_inf()};
-  float l[2] = {0.f, 0.f};
+  for (int mt = 0; mt < R::kMTiles; ++mt) {
+#pragma unroll
+    for (int nd = 0; nd < T::kDimTiles; ++nd) {
+      o[mt][nd][0] = o[mt][nd][1] = o[mt][nd][2] = o[mt][nd][3] = 0.f;
+    }
+    m[mt][0] = m[mt][1] = neg_inf();
+    l[mt][0] = l[mt][1] = 0.f;
+  }
 
   for (int j = 0; j < num_tiles; ++j) {
     cp_async_wait<S::kStages - 2>();  // tile j has landed (this thread's copies)
@@ -410,44 +515,62 @@ __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
                                  k_s + stage * T::kTileElems, v_s + stage * T::kTileElems);
     }
     cp_async_commit();
-    const int stage = j % S::kStages;
+    const unsigned stage_offset = (j % S::kStages) * kStageBytes;
     const int left = num_tokens - j * kStep;
     const int valid = kHeadPack ? (warp_has_head ? min(R::kWarpTokens, left) : 0)
                                 : min(S::kTileKV, left) - slice0;
     if (valid > 0) {  // warp-uniform: a slice past the last token has nothing to do
-      float s[R::kTokenTiles][4];
-      compute_scores<S, R>(s, q_frag, q_s, q_row0, k_s + stage * T::kTileElems, slice0);
-      scale_and_mask<S, R>(s, p, valid);
-      online_softmax<S, R>(s, m, l, o);
-      accumulate_pv<S, R>(o, s, v_s + stage * T::kTileElems, slice0);
+      float s[R::kMTiles][R::kTokenTiles][4];
+      compute_scores<S, R>(s, q_frag, q_tile, q_row0, k_tiles + stage_offset, slice0, f);
+      cap_and_mask<S, R>(s, p, valid);
+      online_softmax<S, R>(s, m, l, o, scale);
+      accumulate_pv<S, R>(o, s, v_tiles + stage_offset, slice0, f);
     }
   }
 
-  // Each thread summed only its own columns: add the quad's sums.
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+  for (int mt = 0; mt < R::kMTiles; ++mt) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      // The epilogue works in the log2 domain: m * scale (-inf stays -inf).
+      m[mt][i] *= scale;
+      // Each thread summed only its own columns: add the quad's sums.
+      l[mt][i] += __shfl_xor_sync(0xffffffffu, l[mt][i], 1);
+      l[mt][i] += __shfl_xor_sync(0xffffffffu, l[mt][i], 2);
+    }
   }
   if constexpr (kHeadPack) {
     // Head h's rows are item rows h * row_count .. + row_count - 1.
     if (warp_has_head) {
-      write_rows_from_registers<S>(p, item, warp * item.row_count, (warp + 1) * item.row_count, o,
-                                   m, l);
+      write_rows_from_registers<S>(p, item, warp * item.row_count, (warp + 1) * item.row_count,
+                                   o[0], m[0], l[0]);
     }
   } else if constexpr (R::kKvWarps == 1) {
-    write_rows_from_registers<S>(p, item, q_row0, item.row_count, o, m, l);
+#pragma unroll
+    for (int mt = 0; mt < R::kMTiles; ++mt) {
+      write_rows_from_registers<S>(p, item, q_row0 + 16 * mt, item.row_count, o[mt], m[mt], l[mt]);
+    }
   } else {
-    combine_and_write_rows<S, R>(p, item, smem, o, m, l);
+    static_assert(R::kMTiles == 1, "token-split arrangements own one m16 tile per warp");
+    combine_and_write_rows<S, R>(p, item, smem, o[0], m[0], l[0]);
   }
 }
 
-/// Runs the item under the arrangement its row tile asks for.
+/// Runs the item under the arrangement its row tile asks for: 16 rows per
+/// warp over 1, 2, .. kWarps row warps, then two m16 tiles per warp with
+/// every warp along rows.
 template <class S, int kRowWarps>
 __device__ __forceinline__ bool dispatch_row_tile(const canopy_abi::PartialParams& p,
                                                   const canopy_abi::DeviceWorkItem& item,
                                                   unsigned char* smem) {
   if constexpr (kRowWarps > S::kWarps) {
+    using R2 = WarpRole<S, S::kWarps, 2>;
+    if constexpr (R2::kValid) {
+      if (item.row_tile == R2::kRowTile) {
+        attend<S, R2, false>(p, item, smem);
+        return true;
+      }
+    }
     return false;
   } else {
     using R = WarpRole<S, kRowWarps>;
@@ -474,7 +597,8 @@ __device__ __forceinline__ void partial_attention_mma(const canopy_abi::PartialP
                 "head_dim must be 64, 128 or 256");
   static_assert(S::kThreads == S::kWarps * 32, "a block is kWarps whole warps");
   static_assert(S::kStages >= 2 && S::kStages <= 4, "the KV pipeline holds 2 to 4 stages");
-  static_assert(S::kTileQ == 16 * S::kWarps, "Q holds 16 rows per warp (the widest arrangement)");
+  static_assert(S::kTileQ == 16 * S::kWarps || S::kTileQ == 32 * S::kWarps,
+                "Q holds 16 or 32 rows per warp (the widest arrangement)");
   static_assert(T::kSmem.total == S::kSmemBytes,
                 "device shared-memory layout must match the host's (kernel_layouts.cuh)");
   static_assert(T::kCombineFits, "the warp-combine area must fit in the K/V stages it reuses");

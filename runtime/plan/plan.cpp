@@ -75,8 +75,9 @@ std::string plan_to_text(const Plan& plan) {
       hi = std::max(hi, v);
       sum += v;
     }
-    out += fmt::format("  predicted load per block slot: min {:.1f} us, mean {:.1f} us, max {:.1f} us\n", lo,
-                       sum / plan.sm_load_us.size(), hi);
+    out += fmt::format(
+        "  predicted load per block slot: min {:.1f} us, mean {:.1f} us, max {:.1f} us\n", lo,
+        sum / plan.sm_load_us.size(), hi);
   }
   constexpr std::size_t kShown = 24;
   out +=

@@ -105,7 +105,7 @@ void Plan::validate() const {
                  configs.size());
     const KernelConfig& c = configs[it.config];
     const generator::FamilyInfo& family = generator::family_info(c.family);
-    const std::vector<int> tiles = family.row_tiles(c);
+    const std::vector<int> tiles = family.row_tiles(spec.head_dim, c);
     CANOPY_CHECK(std::find(tiles.begin(), tiles.end(), it.row_tile) != tiles.end(),
                  ErrorKind::kInvalidArgument,
                  "plan: item {} has row tile {}, which kernel {} does not run", i, it.row_tile,

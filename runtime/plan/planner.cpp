@@ -127,7 +127,8 @@ class Planner {
                  "no kernel configuration fits {} on {} (max shared memory {} bytes)",
                  spec.to_string(), arch.to_string(), model_.coefficients().max_smem_per_block);
     for (int c = 0; c < static_cast<int>(configs_.size()); ++c) {
-      for (int row_tile : generator::family_info(configs_[c].family).row_tiles(configs_[c])) {
+      for (int row_tile :
+           generator::family_info(configs_[c].family).row_tiles(spec.head_dim, configs_[c])) {
         const bool allowed = opt_.row_tiles.empty() ||
                              std::find(opt_.row_tiles.begin(), opt_.row_tiles.end(), row_tile) !=
                                  opt_.row_tiles.end();
@@ -744,10 +745,10 @@ std::vector<KernelConfig> shipped_kernel_configs(const AttentionSpec& spec) {
 }
 
 std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec) {
-  // One tensor-core kernel runs every item shape (row tiles 16..64), so a
-  // step is one partial launch; the other shipped configs are candidates a
-  // caller (or the tuner) may offer.
-  return {generator::family_info(KernelFamily::kMmaAttention).shipped_configs(spec).front()};
+  // The tensor-core kernels: the general one runs every item shape, the wide
+  // one 128-row tiles of long shared prefixes (plan_tree keeps the second
+  // only when its launch pays for itself).
+  return generator::family_info(KernelFamily::kMmaAttention).shipped_configs(spec);
 }
 
 namespace {
@@ -795,6 +796,15 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
     return;
   }
   Planner(spec, tree, options, out).run();
+  // Default kernels: a plan that launches two partial kernels is compared
+  // with the general kernel alone (one launch fewer), and the faster kept.
+  if (options.candidates.empty() && out.configs.size() > 1) {
+    PlannerOptions single = options;
+    single.candidates = {default_kernel_configs(spec).front()};
+    Plan alone;
+    Planner(spec, tree, single, alone).run();
+    if (alone.predicted_us < out.predicted_us) out = std::move(alone);
+  }
 }
 
 }  // namespace

@@ -212,7 +212,7 @@ const std::vector<FamilyRun>& family_runs() {
     for (const GpuCase& c : cases) {
       for (const KernelConfig& config : shipped_kernel_configs(c.spec)) {
         const generator::FamilyInfo& family = generator::family_info(config.family);
-        for (int row_tile : family.row_tiles(config)) {
+        for (int row_tile : family.row_tiles(c.spec.head_dim, config)) {
           // Narrow tiles run both as head packs and one KV head per block.
           const bool packs = family.head_pack(c.spec, config, row_tile) > 1;
           for (bool pack : packs ? std::vector<bool>{true, false} : std::vector<bool>{false}) {
