@@ -10,13 +10,14 @@ std::map<std::string, KernelCoefficients> default_kernel_coefficients() {
       // v0 measured on an H100: 7.8 TFLOP/s on math-bound steps, 41% of HBM
       // bandwidth on flat ones, about 1.5 us per item.
       {"fma", {1.5, 8.0e6, 0.4}},
-      // mma.sync: the general kernel (16 rows per warp) measured 185-200
-      // TFLOP/s on the H200's wide shared prefixes (perf notes, v1); streams
-      // at 0.88-0.92 of the roofline.
-      {"mma", {1.0, 2.0e8, 0.9}},
+      // mma.sync on the H200 (perf notes, v1): the general kernel (16 rows
+      // per warp) reached 200-220 TFLOP/s on wide shared prefixes and streams
+      // at 0.87-0.91 of the roofline.
+      {"mma", {1.0, 2.2e8, 0.9}},
       // The wide kernel (two m16 tiles per warp, each K/V fragment used
-      // twice): a prior of 1.6x the general kernel until measured.
-      {"mma_q128_kv32_w4_s3", {1.0, 3.2e8, 0.9}},
+      // twice): 280 TFLOP/s on long prefixes; its 32-token stages keep half
+      // the bytes in flight, and a 128-row block costs more to start and end.
+      {"mma_q128_kv32_w4_s3", {3.0, 2.8e8, 0.6}},
   };
 }
 

@@ -2,6 +2,9 @@
 // log-sum-exp weights, in the plan's fixed order (deterministic, no atomics):
 //   m = max_i lse_i,  w_i = exp(lse_i - m),
 //   out = sum_i w_i o_i / sum_i w_i,  lse = m + log(sum_i w_i).
+// The kernel is latency-bound (a few partials of 256-1024 bytes per row), so
+// the lanes fetch up to 32 partials' slots and lse at once, and each lane
+// owns D / 32 consecutive columns (one or two 16-byte loads per partial).
 #pragma once
 
 #include "device_common.cuh"
@@ -9,36 +12,24 @@
 
 namespace canopy_dev {
 
-/// m = max lse over the row's partials. With a compile-time fan-in the first
-/// kMergeFanIn are unrolled; any extra partials fall to the general loop, so a
-/// wrong host bound costs speed, never correctness.
-template <class S>
-__device__ __forceinline__ float max_partial_lse(const float* partial_lse, const int* slots,
-                                                 int count) {
-  float m = neg_inf();
-  int i = 0;
-  if constexpr (S::kMergeFanIn > 0) {
+/// Lane l's D / 32 consecutive columns of a float32 row, in 8- or 16-byte loads.
+template <int kPerLane>
+__device__ __forceinline__ void load_columns(const float* row, int lane, float (&v)[kPerLane]) {
+  static_assert(kPerLane == 2 || kPerLane == 4 || kPerLane == 8, "head_dim 64, 128 or 256");
+  if constexpr (kPerLane == 2) {
+    const Float2 x = reinterpret_cast<const Float2*>(row)[lane];
+    v[0] = x.x;
+    v[1] = x.y;
+  } else {
 #pragma unroll
-    for (int k = 0; k < S::kMergeFanIn; ++k) {
-      if (k < count) m = fmaxf(m, partial_lse[slots[k]]);
+    for (int c = 0; c < kPerLane / 4; ++c) {
+      const Float4 x = reinterpret_cast<const Float4*>(row)[lane * (kPerLane / 4) + c];
+      v[4 * c] = x.x;
+      v[4 * c + 1] = x.y;
+      v[4 * c + 2] = x.z;
+      v[4 * c + 3] = x.w;
     }
-    i = S::kMergeFanIn;
   }
-  for (; i < count; ++i) m = fmaxf(m, partial_lse[slots[i]]);
-  return m;
-}
-
-/// acc += w o_slot and wsum += w for one partial; lane owns d = lane + 32 k.
-template <class S>
-__device__ __forceinline__ void add_weighted_partial(const canopy_abi::MergeParams& p, int slot,
-                                                     float m, float (&acc)[S::kHeadDim / 32],
-                                                     float& wsum) {
-  const int lane = threadIdx.x % 32;
-  const float w = expf(p.partial_lse[slot] - m);  // 0 for an empty partial (lse = -inf)
-  const float* o = p.partial_o + static_cast<long long>(slot) * S::kHeadDim;
-  wsum += w;
-#pragma unroll
-  for (int k = 0; k < S::kHeadDim / 32; ++k) acc[k] = fmaf(w, o[lane + 32 * k], acc[k]);
 }
 
 /// out[row][d] in the output dtype.
@@ -55,10 +46,13 @@ __device__ __forceinline__ void store_output(void* out, long long index, float v
 
 template <class S>
 __device__ __forceinline__ void merge_states(const canopy_abi::MergeParams& p) {
-  static_assert(S::kHeadDim % 32 == 0, "a lane owns head_dim / 32 columns");
+  static_assert(S::kHeadDim % 64 == 0, "a lane owns head_dim / 32 columns, at least two");
   static_assert(S::kMergeFanIn >= 0 && S::kMergeFanIn <= 16, "unrolled fan-in is 0..16");
   static_assert(S::kThreads % 32 == 0, "a block is whole warps, one row each");
   constexpr int kPerLane = S::kHeadDim / 32;
+  // Partials accumulated per round: the row's fan-in bucket, at most 8 (a
+  // round issues that many independent loads per lane before the FMAs).
+  constexpr int kRound = S::kMergeFanIn > 0 && S::kMergeFanIn < 8 ? S::kMergeFanIn : 8;
   const int lane = threadIdx.x % 32;
   const int entry = blockIdx.x * (S::kThreads / 32) + threadIdx.x / 32;
   if (entry >= p.num_rows) return;
@@ -67,26 +61,52 @@ __device__ __forceinline__ void merge_states(const canopy_abi::MergeParams& p) {
   const int begin = p.merge_indptr[entry];
   const int count = p.merge_indptr[entry + 1] - begin;
   const int* slots = p.merge_indices + begin;
-  const float m = max_partial_lse<S>(p.partial_lse, slots, count);
 
   float acc[kPerLane];
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) acc[k] = 0.f;
   float wsum = 0.f;
-  if (m != neg_inf()) {  // all partials empty (or none): the row is 0, lse -inf
-    if constexpr (S::kMergeFanIn > 0) {
+  float m = neg_inf();
+  // 32 partials at a time: lane i holds partial i's slot, lse and weight.
+  for (int base = 0; base < count; base += 32) {
+    const int mine = base + lane;
+    const int slot = mine < count ? slots[mine] : 0;
+    const float lse = mine < count ? p.partial_lse[slot] : neg_inf();
+    const float m_new = fmaxf(m, warp_max(lse));
+    if (m_new == neg_inf()) continue;  // all empty so far: nothing to weigh
+    // Rescale what earlier rounds summed (their max may have been lower).
+    const float rescale = m == neg_inf() ? 0.f : expf(m - m_new);
+    m = m_new;
+    wsum *= rescale;
 #pragma unroll
-      for (int i = 0; i < S::kMergeFanIn; ++i) {
-        if (i < count) add_weighted_partial<S>(p, slots[i], m, acc, wsum);
+    for (int k = 0; k < kPerLane; ++k) acc[k] *= rescale;
+    const float w = expf(lse - m);  // 0 for an empty partial (lse = -inf) or a spare lane
+    wsum += warp_sum(w);
+    const int n = min(32, count - base);
+    for (int i0 = 0; i0 < n; i0 += kRound) {
+      float v[kRound][kPerLane];
+#pragma unroll
+      for (int r = 0; r < kRound; ++r) {
+        const int s = __shfl_sync(0xffffffffu, slot, (i0 + r) & 31);
+        if (i0 + r < n) {
+          load_columns<kPerLane>(p.partial_o + static_cast<long long>(s) * S::kHeadDim, lane, v[r]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kRound; ++r) {
+        const float wr = __shfl_sync(0xffffffffu, w, (i0 + r) & 31);
+        if (i0 + r < n) {
+#pragma unroll
+          for (int k = 0; k < kPerLane; ++k) acc[k] = fmaf(wr, v[r][k], acc[k]);
+        }
       }
     }
-    for (int i = S::kMergeFanIn; i < count; ++i) add_weighted_partial<S>(p, slots[i], m, acc, wsum);
   }
 
-  const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
-  const long long base = static_cast<long long>(row) * S::kHeadDim;
+  const float inv = wsum > 0.f ? 1.f / wsum : 0.f;  // all partials empty (or none): 0, lse -inf
+  const long long first = static_cast<long long>(row) * S::kHeadDim + lane * kPerLane;
 #pragma unroll
-  for (int k = 0; k < kPerLane; ++k) store_output<S>(p.out, base + lane + 32 * k, acc[k] * inv);
+  for (int k = 0; k < kPerLane; ++k) store_output<S>(p.out, first + k, acc[k] * inv);
   if constexpr (S::kWithLse) {
     if (lane == 0) p.lse[row] = wsum > 0.f ? m + logf(wsum) : neg_inf();
   }

@@ -12,9 +12,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "canopy/batch.hpp"
+#include "canopy/cost_model.hpp"
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
@@ -297,6 +300,7 @@ inline std::vector<Option> planner_options() {
       {"--configs", "LIST", "candidate kernels, e.g. mma_q64_kv64_w4_s3,mma_q128_kv64_w8_s3"},
       {"--row-tiles", "LIST", "row tiles items may use, e.g. 16,64"},
       {"--no-head-packs", "", "one KV head per block for narrow items"},
+      {"--coefficients", "FILE", "cost-model coefficients (canopy-coefficients/1 JSON)"},
   };
 }
 
@@ -316,6 +320,14 @@ inline void apply_planner_options(const Args& args, PlannerOptions& options) {
   options.allow_split = !args.has("--no-split");
   options.prefix_blind = args.has("--prefix-blind");
   options.head_packs = !args.has("--no-head-packs");
+  if (args.has("--coefficients")) {
+    const std::string path = args.get("--coefficients", "");
+    std::ifstream in(path);
+    if (!in) throw UsageError(fmt::format("--coefficients: cannot read '{}'", path));
+    std::stringstream text;
+    text << in.rdbuf();
+    options.cost_model = CostModel(GpuCoefficients::from_json(text.str()));
+  }
   if (args.has("--configs")) {
     options.candidates.clear();
     for (const std::string& c : items(args.get("--configs", ""))) {

@@ -269,7 +269,7 @@ TEST_F(CubinCacheTest, ColdVsWarmTimings) {
   const std::vector<KernelSpec> specs = {
       partial_kernel_spec(a, {KernelFamily::kFmaAttention, 16, 64, 4, 2}, kSm90),
       partial_kernel_spec(a, {KernelFamily::kMmaAttention, 64, 64, 4, 3}, kSm90),
-      partial_kernel_spec(a, {KernelFamily::kMmaAttention, 128, 64, 8, 3}, kSm90),
+      partial_kernel_spec(a, {KernelFamily::kMmaAttention, 128, 32, 4, 3}, kSm90),
       merge_kernel_spec(a, 4, kSm90)};
   for (const KernelSpec& k : specs) {
     CubinCache cold(dir());
