@@ -26,6 +26,11 @@ METRICS+=,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum
 METRICS+=,lts__throughput.avg.pct_of_peak_sustained_elapsed
 METRICS+=,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum
 METRICS+=,l1tex__throughput.avg.pct_of_peak_sustained_active
+# Why warps wait, in cycles per issued instruction (WarpStateStats prints no breakdown as text).
+for r in barrier long_scoreboard short_scoreboard math_pipe_throttle mio_throttle wait \
+  not_selected lg_throttle no_instruction dispatch_stall branch_resolving selected; do
+  METRICS+=,smsp__average_warps_issue_stalled_${r}_per_issue_active.ratio
+done
 : >"$OUT/profile.txt"
 summary=()
 IFS=';' read -r -a cases <<<"$CASES"
