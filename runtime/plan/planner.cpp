@@ -379,8 +379,19 @@ void Planner::split_tasks() {
   if (!opt_.allow_split) return;
   double best_target = 0;
   double best = -1;  // the unsplit makespan, priced once some candidate differs
+  // Candidate shares: the work spread over 1, 2, 4 .. waves of block slots,
+  // and the longest item cut in 2, 3 or 4 (many equal tasks just above one
+  // wave: halving each fills the slots exactly, where a share of the total
+  // would cut them in three and leave a ragged second wave).
+  std::vector<double> targets;
   for (int waves = 1; waves <= std::max(1, opt_.waves); waves *= 2) {
-    const double target = total / (static_cast<double>(sms) * waves);
+    targets.push_back(total / (static_cast<double>(sms) * waves));
+  }
+  for (int pieces = 2; pieces <= 4; ++pieces) {
+    targets.push_back(max_whole_cost_ / pieces * (1 + 1e-9));
+  }
+  std::sort(targets.begin(), targets.end(), std::greater<>());
+  for (const double target : targets) {
     // Same pieces as the candidate priced last: same makespan, same verdict.
     if (!apply_split(target)) continue;
     if (best < 0) {
