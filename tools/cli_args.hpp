@@ -300,6 +300,7 @@ inline std::vector<Option> planner_options() {
       {"--configs", "LIST", "candidate kernels, e.g. mma_q64_kv64_w4_s3,mma_q128_kv64_w8_s3"},
       {"--row-tiles", "LIST", "row tiles items may use, e.g. 16,64"},
       {"--no-head-packs", "", "one KV head per block for narrow items"},
+      {"--min-split-tokens", "N", "never split a KV range into pieces shorter than N tokens"},
       {"--coefficients", "FILE", "cost-model coefficients (canopy-coefficients/1 JSON)"},
   };
 }
@@ -320,6 +321,10 @@ inline void apply_planner_options(const Args& args, PlannerOptions& options) {
   options.allow_split = !args.has("--no-split");
   options.prefix_blind = args.has("--prefix-blind");
   options.head_packs = !args.has("--no-head-packs");
+  if (args.has("--min-split-tokens")) {
+    options.min_split_tokens =
+        static_cast<int>(args.get_int("--min-split-tokens", options.min_split_tokens, 1, 1 << 20));
+  }
   if (args.has("--coefficients")) {
     const std::string path = args.get("--coefficients", "");
     std::ifstream in(path);

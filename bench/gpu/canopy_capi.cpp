@@ -521,46 +521,19 @@ int canopy_bench_prewarm_compile(void* prewarm, int threads, const char** json_o
       list.push_back(spec);
       names.push_back(name);
     }
-    const auto t0 = std::chrono::steady_clock::now();
     canopy::CubinCache cache(pw.cache_dir);
-    std::atomic<std::size_t> next{0};
-    std::atomic<int> failures{0};
-    std::mutex mutex;
-    std::string first_error;
-    unsigned n =
-        threads > 0 ? unsigned(threads) : std::max(1u, std::thread::hardware_concurrency());
-    n = std::max(1u, std::min<unsigned>(n, unsigned(std::max<std::size_t>(list.size(), 1))));
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < n; ++t) {
-      pool.emplace_back([&] {
-        for (std::size_t i = next++; i < list.size(); i = next++) {
-          try {
-            (void)cache.get(list[i]);
-          } catch (const std::exception& e) {
-            failures++;
-            std::lock_guard lock(mutex);
-            if (first_error.empty())
-              first_error = fmt::format("{}: {}", names[i].get<std::string>(), e.what());
-          }
-        }
-      });
-    }
-    for (std::thread& t : pool) t.join();
+    const canopy::CubinCache::BatchResult r =
+        cache.compile_all(list, threads > 0 ? static_cast<unsigned>(threads) : 0);
     const canopy::CubinCacheStats st = cache.stats();
-    pw.result = json{
-        {"kernels", list.size()},
-        {"compiled", st.compiles},
-        {"disk_hits", st.disk_hits},
-        {"failures", failures.load()},
-        {"first_error", first_error},
-        {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()},
-        {"dir", cache.dir()},
-        {"specs",
-         names}}.dump();
+    pw.result = json{{"kernels", list.size()},       {"compiled", st.compiles},
+                     {"disk_hits", st.disk_hits},    {"failures", r.failures},
+                     {"first_error", r.first_error}, {"seconds", r.seconds},
+                     {"dir", cache.dir()},           {"specs", names}}
+                    .dump();
     if (json_out != nullptr) *json_out = pw.result.c_str();
-    canopy::check(failures.load() == 0, canopy::ErrorKind::kCompile,
-                  fmt::format("prewarm: {} of {} kernels failed; first: {}", failures.load(),
-                              list.size(), first_error));
+    canopy::check(r.failures == 0, canopy::ErrorKind::kCompile,
+                  fmt::format("prewarm: {} of {} kernels failed; first: {}", r.failures,
+                              list.size(), r.first_error));
   });
 }
 

@@ -5,7 +5,9 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -148,6 +150,35 @@ CubinCache::CubinCache(std::string dir) {
 std::string CubinCache::dir() const {
   std::lock_guard lock(mutex_);
   return dir_;
+}
+
+CubinCache::BatchResult CubinCache::compile_all(const std::vector<KernelSpec>& specs,
+                                                unsigned threads) {
+  const auto t0 = std::chrono::steady_clock::now();
+  unsigned n = threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
+  n = std::max(
+      1u, std::min<unsigned>(n, static_cast<unsigned>(std::max<std::size_t>(specs.size(), 1))));
+  std::atomic<std::size_t> next{0};
+  std::mutex mutex;
+  BatchResult result;
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < n; ++t) {
+    pool.emplace_back([&] {
+      for (std::size_t i = next++; i < specs.size(); i = next++) {
+        try {
+          (void)get(specs[i]);
+        } catch (const std::exception& e) {
+          std::lock_guard lock(mutex);
+          if (result.failures++ == 0) {
+            result.first_error = fmt::format("{}: {}", specs[i].to_string(), e.what());
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& t : pool) t.join();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
 }
 
 CubinCacheStats CubinCache::stats() const {

@@ -57,6 +57,17 @@ class CubinCache {
   /// for the cache's lifetime.
   const CompiledKernel& get(const KernelSpec& spec);
 
+  /// What compile_all() did: how many specs failed and the first failure
+  /// (its spec string and message), and how long it took.
+  struct BatchResult {
+    int failures = 0;
+    std::string first_error;
+    double seconds = 0;
+  };
+  /// get() for every spec, on `threads` threads (0: every core): the
+  /// prewarm before a benchmark or a test suite. Never throws for a spec.
+  BatchResult compile_all(const std::vector<KernelSpec>& specs, unsigned threads = 0);
+
   CubinCacheStats stats() const;
   /// The directory entries go to; "" when the disk cache is off or unusable.
   std::string dir() const;

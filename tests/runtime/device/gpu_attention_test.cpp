@@ -309,37 +309,16 @@ TEST(GpuPrewarm, CompileKernels) {
   std::vector<KernelSpec> list;
   for (auto& [name, k] : specs) list.push_back(k);
 
-  const auto t0 = std::chrono::steady_clock::now();
-  std::atomic<std::size_t> next{0};
-  std::atomic<int> failures{0};
-  std::mutex mutex;
-  std::string first_error;
   const unsigned threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
   CubinCache cache;  // $CANOPY_CACHE_DIR or the user's cache: where Runtime looks
-  std::vector<std::thread> pool;
-  for (unsigned t = 0; t < threads; ++t) {
-    pool.emplace_back([&] {
-      for (std::size_t i = next++; i < list.size(); i = next++) {
-        try {
-          (void)cache.get(list[i]);
-        } catch (const std::exception& e) {
-          failures++;
-          std::lock_guard lock(mutex);
-          if (first_error.empty()) first_error = e.what();
-        }
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const CubinCache::BatchResult r = cache.compile_all(list, threads);
   const CubinCacheStats st = cache.stats();
   std::printf(
       "prewarm: %zu kernels for %s in %.1f s on %u threads (%d compiled, %d from disk) "
       "into '%s'\n",
-      list.size(), arch.to_string().c_str(), seconds, threads, st.compiles, st.disk_hits,
+      list.size(), arch.to_string().c_str(), r.seconds, threads, st.compiles, st.disk_hits,
       cache.dir().c_str());
-  EXPECT_EQ(failures.load(), 0) << first_error;
+  EXPECT_EQ(r.failures, 0) << r.first_error;
 }
 
 // ---------------------------------------------------------------------------
