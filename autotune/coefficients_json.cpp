@@ -30,28 +30,52 @@ std::string GpuCoefficients::to_json(int indent) const {
   return j.dump(indent);
 }
 
+namespace {
+
+// j[field] as T; a missing or mistyped field is an error naming it.
+template <class T>
+T field(const nlohmann::json& j, const std::string& name, const std::string& where) {
+  try {
+    return j.at(name).get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("coefficients JSON: {}{}: {}", where, name, e.what()));
+  }
+}
+
+}  // namespace
+
 GpuCoefficients GpuCoefficients::from_json(const std::string& text) {
   GpuCoefficients c;
+  nlohmann::json j;
   try {
-    const nlohmann::json j = nlohmann::json::parse(text);
-    check(j.value("format", "") == "canopy-coefficients/1", ErrorKind::kInvalidArgument,
-          "not a canopy-coefficients/1 document");
-    c.name = j.at("name");
-    c.num_sms = j.at("num_sms");
-    c.arch = Arch::parse(j.at("arch").get<std::string>());
-    c.hbm_bytes_per_us = j.at("hbm_bytes_per_us");
-    c.l2_bytes_per_us = j.at("l2_bytes_per_us");
-    c.tensor_flops_per_us = j.at("tensor_flops_per_us");
-    c.launch_overhead_us = j.at("launch_overhead_us");
-    c.merge_bytes_per_us = j.at("merge_bytes_per_us");
-    c.max_smem_per_block = j.at("max_smem_per_block");
-    c.kernels.clear();
-    for (const auto& [key, k] : j.at("kernels").items()) {
-      c.kernels[key] = {k.at("item_overhead_us"), k.at("flops_per_us"), k.at("bandwidth_fraction")};
-    }
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorKind::kInvalidArgument, fmt::format("coefficients JSON: {}", e.what()));
   }
+  check(j.is_object() && j.value("format", "") == "canopy-coefficients/1",
+        ErrorKind::kInvalidArgument, "not a canopy-coefficients/1 document");
+  c.name = field<std::string>(j, "name", "");
+  c.num_sms = field<int>(j, "num_sms", "");
+  c.arch = Arch::parse(field<std::string>(j, "arch", ""));
+  c.hbm_bytes_per_us = field<double>(j, "hbm_bytes_per_us", "");
+  c.l2_bytes_per_us = field<double>(j, "l2_bytes_per_us", "");
+  c.tensor_flops_per_us = field<double>(j, "tensor_flops_per_us", "");
+  c.launch_overhead_us = field<double>(j, "launch_overhead_us", "");
+  c.merge_bytes_per_us = field<double>(j, "merge_bytes_per_us", "");
+  c.max_smem_per_block = field<int>(j, "max_smem_per_block", "");
+  c.kernels.clear();
+  const nlohmann::json kernels = field<nlohmann::json>(j, "kernels", "");
+  check(kernels.is_object(), ErrorKind::kInvalidArgument,
+        "coefficients JSON: kernels must be an object keyed by config or family");
+  for (const auto& [key, k] : kernels.items()) {
+    const std::string where = fmt::format("kernels.{}.", key);
+    c.kernels[key] = {field<double>(k, "item_overhead_us", where),
+                      field<double>(k, "flops_per_us", where),
+                      field<double>(k, "bandwidth_fraction", where)};
+  }
+  CANOPY_CHECK(c.launch_overhead_us >= 0, ErrorKind::kInvalidArgument,
+               "coefficients JSON: launch_overhead_us must be >= 0, got {}", c.launch_overhead_us);
   auto positive = [](double v, const char* field) {
     CANOPY_CHECK(v > 0, ErrorKind::kInvalidArgument, "coefficients JSON: {} must be > 0, got {}",
                  field, v);

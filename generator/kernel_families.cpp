@@ -139,7 +139,7 @@ std::vector<KernelConfig> mma_configs(const AttentionSpec& spec) {
 constexpr int kMergeThreads = 128;  // 4 warps, one output row each
 
 int merge_threads(const KernelSpec&) { return kMergeThreads; }
-int merge_registers(const KernelSpec&) { return 32; }
+int merge_registers(const KernelSpec&) { return 56; }  // ptxas: 55
 int no_smem(const KernelSpec&) { return 0; }
 
 Verdict merge_can_implement(const KernelSpec& s, Arch) noexcept {

@@ -50,6 +50,18 @@ KernelConfig KernelConfig::parse(const std::string& text) {
                     "s<stages>, e.g. mma_q64_kv64_w4_s3",
                     text));
   c.family = kernel_family_from_string(text.substr(0, sep));
+  // Attention tiles need positive sizes; the merge kernel has no tile (all zero).
+  const bool merge = c.family == KernelFamily::kMergeStates;
+  const bool sizes_ok = merge ? (c.tile_q == 0 && c.tile_kv == 0 && c.warps == 0 && c.stages == 0)
+                              : (c.tile_q > 0 && c.tile_kv > 0 && c.warps > 0 && c.stages > 0);
+  check(sizes_ok, ErrorKind::kInvalidArgument,
+        fmt::format("kernel config '{}': {}", text,
+                    merge ? "the merge family has no tile; write merge_q0_kv0_w0_s0"
+                          : "rows, tokens, warps and stages must be positive"));
+  // Only the canonical spelling (no signs, spaces or leading zeros).
+  check(
+      c.to_string() == text, ErrorKind::kInvalidArgument,
+      fmt::format("kernel config '{}' is not canonical; did you mean '{}'?", text, c.to_string()));
   return c;
 }
 

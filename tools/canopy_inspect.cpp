@@ -189,10 +189,11 @@ std::vector<Option> kernel_options() {
       {"--kv-dtype", "T", "KV dtype when it differs from --dtype"},
       {"--o-dtype", "T", "output dtype of a merge kernel (default: --dtype)"},
       {"--layout", "L", "KV layout NHD or HND (default NHD)"},
-      {"--tile-q", "N", "query rows per block (default 16)"},
+      {"--family", "F", "partial-attention family: mma or fma (default mma)"},
+      {"--tile-q", "N", "query rows per block, at most (default 64)"},
       {"--tile-kv", "N", "KV tokens per pipeline step (default 64)"},
       {"--warps", "N", "warps per block (default 4)"},
-      {"--stages", "N", "KV pipeline depth (default 2)"},
+      {"--stages", "N", "KV pipeline depth (default 3)"},
       {"--soft-cap", "", "logits soft cap compiled in"},
       {"--lse", "", "merge kernel also writes the log-sum-exp"},
       {"--merge", "", "the merge-states kernel instead of partial attention"},
@@ -247,15 +248,25 @@ canopy::KernelSpec kernel_spec_from_args(const Args& args) {
   a.with_lse = args.has("--lse");
   const canopy::Arch arch = arch_from_args(args);
 
-  canopy::KernelConfig tile;
+  canopy::KernelConfig tile;  // the general tensor-core kernel unless told otherwise
+  if (const auto f = args.value("--family")) {
+    try {
+      tile.family = canopy::kernel_family_from_string(*f);
+    } catch (const canopy::Error& e) {
+      throw UsageError(fmt::format("--family: {}", e.what()));
+    }
+    if (tile.family == canopy::KernelFamily::kMergeStates) {
+      throw UsageError("--family: use --merge for the merge kernel");
+    }
+  }
   tile.tile_q = static_cast<int>(args.get_int("--tile-q", tile.tile_q, 1, 4096));
   tile.tile_kv = static_cast<int>(args.get_int("--tile-kv", tile.tile_kv, 1, 4096));
   tile.warps = static_cast<int>(args.get_int("--warps", tile.warps, 1, 64));
   tile.stages = static_cast<int>(args.get_int("--stages", tile.stages, 1, 64));
 
   if (args.has("--merge")) {
-    for (const char* o :
-         {"--tile-q", "--tile-kv", "--warps", "--stages", "--layout", "--soft-cap", "--kv-dtype"}) {
+    for (const char* o : {"--family", "--tile-q", "--tile-kv", "--warps", "--stages", "--layout",
+                          "--soft-cap", "--kv-dtype"}) {
       if (args.has(o)) {
         std::cerr << fmt::format("note: {} does not change the merge kernel; ignored\n", o);
       }
@@ -510,11 +521,11 @@ std::string sm_load_text(const canopy::Plan& plan, bool per_sm) {
   const int most = *std::max_element(counts.begin(), counts.end());
   for (int b = 0; b < kBuckets; ++b) {
     const int bar = most > 0 ? (counts[b] * 40 + most - 1) / most : 0;
-    out += fmt::format("  [{:>8.2f}, {:>8.2f}{} us {:>4} SMs{}{}\n", hi * b / kBuckets,
+    out += fmt::format("  [{:>8.2f}, {:>8.2f}{} us {:>4} slots{}{}\n", hi * b / kBuckets,
                        hi * (b + 1) / kBuckets, b + 1 == kBuckets ? "]" : ")", counts[b],
                        bar > 0 ? " " : "", std::string(static_cast<std::size_t>(bar), '#'));
   }
-  out += "  (--per-sm lists every SM)\n";
+  out += "  (block slots: SMs x resident blocks; --per-sm lists every slot)\n";
   return out;
 }
 
@@ -527,13 +538,13 @@ int run_plan(const std::vector<std::string>& argv) {
   const int tree_lines = static_cast<int>(args.get_int("--tree-lines", 40, 0, 1 << 30));
   const canopy::Arch arch = arch_from_args(args);
   canopy::PlannerOptions options;
+  canopy::cli::apply_planner_options(args, options);  // --coefficients first: --sms overrides
   if (args.has("--sms")) {
-    canopy::GpuCoefficients c;
+    canopy::GpuCoefficients c = options.cost_model.coefficients();
     c.num_sms = static_cast<int>(args.get_int("--sms", c.num_sms, 1, 4096));
     c.name += fmt::format(", --sms {}", c.num_sms);
     options.cost_model = canopy::CostModel(c);
   }
-  canopy::cli::apply_planner_options(args, options);
   const canopy::workload::Workload w = canopy::cli::select_workload(args, "");
 
   w.spec.validate();
@@ -546,7 +557,10 @@ int run_plan(const std::vector<std::string>& argv) {
   for (const canopy::KernelConfig& config : plan.configs) {
     kernels.push_back(canopy::partial_kernel_spec(plan.spec, config, arch).to_string());
   }
-  kernels.push_back(canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch).to_string());
+  if (!plan.merge_rows.empty()) {
+    kernels.push_back(
+        canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch).to_string());
+  }
   const MergeSummary merges = merge_summary(plan);
   std::int64_t path_tokens = 0;
   for (int len : w.tables.seq_lens) path_tokens += len;
@@ -585,8 +599,11 @@ int run_plan(const std::vector<std::string>& argv) {
   out += fmt::format("             read once at 3.0 TB/s: {:.2f} us (the floor)\n",
                      unique_bytes / 3.0e6);
   out += fmt::format("cost model   {}: {} SMs\n", gpu.name, gpu.num_sms);
-  out += fmt::format("planner      absorb {}, split {}\n\n", options.allow_absorb ? "on" : "off",
-                     options.allow_split ? "on" : "off");
+  out += fmt::format("planner      absorb {}, split {}, head packs {}, {}{}\n\n",
+                     options.allow_absorb ? "on" : "off", options.allow_split ? "on" : "off",
+                     options.head_packs ? "on" : "off",
+                     options.prefix_blind ? "prefix-blind" : "prefix-aware",
+                     options.candidates.empty() ? "" : ", candidates given");
   out += "== " + first_lines(tree.to_string(), tree_lines) + "\n";
   out += "== " + canopy::plan_to_text(plan) + "\n";
   out += fmt::format("== merge schedule: {} output rows from {} partial states, max fan-in {}\n",

@@ -49,12 +49,15 @@ struct GpuCoefficients {
   bool operator==(const GpuCoefficients&) const = default;
 };
 
+// clang-format off
 /// t(item) = overhead + max(t_mem, t_math) + t_out per SM, where with
-/// tiles = ceil(rows / row_tile) thread blocks over the same KV:
-///   t_mem  = bytes / (B_k / S) + (tiles - 1) * bytes / (L2 / S),  bytes = tokens * 2 * D *
-///   kv_bytes t_math = 4 * tiles * row_tile * tokens * D / (F_k / S)
-/// and a step costs its busiest SM plus the merge plus one launch overhead per
-/// launch. docs/cost-model.md derives these.
+/// tiles = ceil(rows / row_tile) thread blocks over the same KV and
+/// bytes = tokens * 2 * D * kv_bytes:
+///   t_mem  = bytes / (B_k / S) + (tiles - 1) * bytes / (L2 / S)
+///   t_math = 4 * tiles * row_tile * tokens * D / (F_k / S)
+/// and a step costs its busiest block slot plus the merge plus one launch
+/// overhead per launch. docs/cost-model.md derives these.
+// clang-format on
 class CostModel {
  public:
   CostModel() = default;

@@ -103,6 +103,53 @@ TEST(KernelSpec, MergeSpecRoundsFanInUpToAnUnrolledBucket) {
   EXPECT_EQ(merge_kernel_spec(a, 4, kSm90), merge_kernel_spec(b, 4, kSm90));
 }
 
+TEST(KernelConfig, ParseReadsWhatToStringWrites) {
+  const std::vector<KernelConfig> configs = {
+      {KernelFamily::kMmaAttention, 64, 64, 4, 3}, {KernelFamily::kMmaAttention, 128, 32, 4, 3},
+      {KernelFamily::kMmaAttention, 64, 64, 4, 2}, {KernelFamily::kMmaAttention, 256, 128, 8, 4},
+      {KernelFamily::kFmaAttention, 16, 64, 4, 2}, {KernelFamily::kFmaAttention, 64, 32, 4, 1},
+      {KernelFamily::kMergeStates, 0, 0, 0, 0},
+  };
+  for (const KernelConfig& c : configs) {
+    EXPECT_EQ(KernelConfig::parse(c.to_string()), c) << c.to_string();
+  }
+  EXPECT_EQ(KernelConfig{}.to_string(), "mma_q64_kv64_w4_s3");
+  EXPECT_EQ((KernelConfig{KernelFamily::kFmaAttention, 16, 64, 4, 2}.to_string()),
+            "fma_q16_kv64_w4_s2");
+  for (KernelFamily f :
+       {KernelFamily::kFmaAttention, KernelFamily::kMmaAttention, KernelFamily::kMergeStates}) {
+    EXPECT_EQ(kernel_family_from_string(to_string(f)), f);
+  }
+}
+
+TEST(KernelConfig, ParseRejectsMalformedTextNamingIt) {
+  for (const std::string text :
+       {"", "mma", "mma_", "mma_q64_kv64_w4", "mma_q64_kv64_w4_s3_x", "mma_q64kv64_w4_s3",
+        "mma_q64_kv64_w4_s3 ", "mma_qx_kv64_w4_s3", "mma-q64-kv64-w4-s3",
+        // Non-canonical spellings sscanf would read: signs, spaces, leading zeros.
+        "mma_q 64_kv64_w4_s3", "mma_q-64_kv64_w4_s3", "mma_q+64_kv64_w4_s3", "mma_q064_kv64_w4_s3",
+        // Zero sizes for an attention family, or a tile for the merge kernel.
+        "mma_q0_kv64_w4_s3", "fma_q16_kv64_w4_s0", "merge_q64_kv0_w0_s0"}) {
+    try {
+      KernelConfig::parse(text);
+      ADD_FAILURE() << "accepted '" << text << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument) << e.what();
+      EXPECT_NE(std::string(e.what()).find("'" + text + "'"), std::string::npos) << e.what();
+    }
+  }
+  // A well-formed string of an unknown family names the family.
+  for (const std::string text : {"tc_q64_kv64_w4_s3", "_q64_kv64_w4_s3"}) {
+    try {
+      KernelConfig::parse(text);
+      ADD_FAILURE() << "accepted '" << text << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument) << e.what();
+      EXPECT_NE(std::string(e.what()).find("unknown kernel family"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(AttentionSpec, ValidateNamesFieldAndValue) {
   auto message_of = [](const AttentionSpec& s, ErrorKind kind) {
     try {

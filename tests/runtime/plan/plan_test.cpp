@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -34,11 +36,12 @@ void expect_same_plan(const Plan& a, const Plan& b) {
   ASSERT_EQ(a.items.size(), b.items.size());
   for (std::size_t i = 0; i < a.items.size(); ++i) {
     const WorkItem &x = a.items[i], &y = b.items[i];
-    EXPECT_TRUE(x.node == y.node && x.config == y.config && x.kv_head == y.kv_head &&
+    EXPECT_TRUE(x.node == y.node && x.config == y.config && x.row_tile == y.row_tile &&
+                x.kv_head == y.kv_head && x.kv_heads == y.kv_heads &&
                 x.kv_page_offset == y.kv_page_offset && x.token_begin == y.token_begin &&
                 x.token_end == y.token_end && x.path_token_offset == y.path_token_offset &&
-                x.row_begin == y.row_begin && x.row_count == y.row_count && x.sm == y.sm &&
-                x.predicted_us == y.predicted_us)
+                x.row_begin == y.row_begin && x.row_count == y.row_count && x.direct == y.direct &&
+                x.sm == y.sm && x.predicted_us == y.predicted_us)
         << "item " << i;
   }
   ASSERT_EQ(a.launches.size(), b.launches.size());
@@ -48,6 +51,7 @@ void expect_same_plan(const Plan& a, const Plan& b) {
   }
   EXPECT_EQ(a.query_rows, b.query_rows);
   EXPECT_EQ(a.kv_pages, b.kv_pages);
+  EXPECT_EQ(a.merge_rows, b.merge_rows);
   EXPECT_EQ(a.merge_indptr, b.merge_indptr);
   EXPECT_EQ(a.merge_indices, b.merge_indices);
   EXPECT_EQ(a.max_merge_fan_in, b.max_merge_fan_in);
@@ -181,6 +185,173 @@ TEST(Plan, ValidateRejectsInconsistentPlans) {
   bad = good;
   bad.items.push_back(good.items[0]);  // its partial slots would be written twice
   EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument, {"also written"}),
+            "");
+}
+
+/// Plans with every feature of the format: two partial launches and a merge
+/// (both tensor-core configs), head packs, direct items (no merge launch).
+struct FeaturePlans {
+  Plan two_configs;  ///< 1,32|2048,64 with mma_q64_kv64_w4_s3 and mma_q128_kv32_w4_s3
+  Plan packed;       ///< 1,256|256,32, unsplit: narrow leaves in packs of 4 KV heads
+  Plan direct;       ///< 64|1000, unsplit: every item writes its output rows
+  workload::Workload two_configs_w, packed_w, direct_w;
+};
+
+const FeaturePlans& feature_plans() {
+  static const FeaturePlans p = [] {
+    FeaturePlans f;
+    f.two_configs_w = workload::workload_from_tree("1,32|2048,64");
+    PlannerOptions o;
+    o.candidates = {KernelConfig::parse("mma_q64_kv64_w4_s3"),
+                    KernelConfig::parse("mma_q128_kv32_w4_s3")};
+    f.two_configs = make_plan(f.two_configs_w.spec, f.two_configs_w.tables, o);
+    f.packed_w = workload::workload_from_tree("1,256|256,32");
+    o = {};
+    o.allow_split = false;
+    o.allow_absorb = false;
+    o.candidates = {KernelConfig::parse("mma_q64_kv64_w4_s3")};
+    f.packed = make_plan(f.packed_w.spec, f.packed_w.tables, o);
+    f.direct_w = workload::workload_from_tree("64|1000");
+    o = {};
+    o.allow_split = false;
+    f.direct = make_plan(f.direct_w.spec, f.direct_w.tables, o);
+    return f;
+  }();
+  return p;
+}
+
+int partial_launches(const Plan& plan) {
+  int n = 0;
+  for (const LaunchStep& g : plan.launches) n += g.family != KernelFamily::kMergeStates;
+  return n;
+}
+
+TEST(Plan, JsonRoundTripKeepsPacksDirectItemsAndTheSchedule) {
+  const FeaturePlans& f = feature_plans();
+  // The plans have what they are here for.
+  ASSERT_EQ(partial_launches(f.two_configs), 2);
+  ASSERT_EQ(f.two_configs.launches.back().family, KernelFamily::kMergeStates);
+  ASSERT_TRUE(std::any_of(f.packed.items.begin(), f.packed.items.end(),
+                          [](const WorkItem& it) { return it.kv_heads > 1; }));
+  ASSERT_FALSE(f.packed.merge_rows.empty());
+  ASSERT_TRUE(std::all_of(f.direct.items.begin(), f.direct.items.end(),
+                          [](const WorkItem& it) { return it.direct; }));
+  ASSERT_TRUE(f.direct.merge_rows.empty());
+  for (const Plan* plan : {&f.two_configs, &f.packed, &f.direct}) {
+    const std::string json = plan_to_json(*plan);
+    const Plan back = plan_from_json(json);
+    expect_same_plan(*plan, back);
+    EXPECT_EQ(back.launches, plan->launches);
+    EXPECT_EQ(plan_to_json(back), json);
+  }
+  // The schedule is explicit in the document: one object per launch, the
+  // merge (config -1) last, covering every merge entry.
+  const nlohmann::json j = nlohmann::json::parse(plan_to_json(f.two_configs));
+  EXPECT_EQ(j.at("format"), "canopy-plan/2");
+  const nlohmann::json& merge = j.at("launches").back();
+  EXPECT_EQ(merge.at("family"), "merge");
+  EXPECT_EQ(merge.at("config"), -1);
+  EXPECT_EQ(merge.at("end"), f.two_configs.merge_rows.size());
+  EXPECT_EQ(j.at("item_fields").size(), j.at("items").at(0).size());
+  EXPECT_EQ(j.at("configs").at(1), "mma_q128_kv32_w4_s3");
+}
+
+TEST(Plan, ValidateRejectsAHeadPackTheKernelCannotRun) {
+  // Every item of 8|1000 unsplit is one request's 4 rows: row tile 16, packed.
+  const workload::Workload w = workload::workload_from_tree("8|1000");
+  PlannerOptions o;
+  o.allow_split = false;
+  o.candidates = {KernelConfig::parse("mma_q64_kv64_w4_s3")};
+  Plan bad = make_plan(w.spec, w.tables, o);
+  ASSERT_TRUE(std::all_of(bad.items.begin(), bad.items.end(), [](const WorkItem& it) {
+    return it.row_tile == 16 && it.kv_heads == 4;
+  }));
+  // The FMA reference runs row tile 16 (its tile_q) but no head packs.
+  bad.configs[0] = KernelConfig::parse("fma_q16_kv64_w4_s2");
+  for (LaunchStep& g : bad.launches) {
+    if (g.config == 0) g.family = KernelFamily::kFmaAttention;
+  }
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"packs 4 KV heads", "fma_q16_kv64_w4_s2", "at most 1"}),
+            "");
+  // So does the general kernel at row tile 32.
+  bad = make_plan(w.spec, w.tables, o);
+  bad.items[0].row_tile = 32;
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"packs 4 KV heads", "at row tile 32"}),
+            "");
+}
+
+TEST(Plan, ValidateRejectsARowTileTheKernelDoesNotRun) {
+  const FeaturePlans& f = feature_plans();
+  Plan bad = f.two_configs;
+  bad.items[0].row_tile = 48;
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"row tile 48", "does not run"}),
+            "");
+  // The wide kernel has no 1 x 4 arrangement: its 32-token stages leave a
+  // warp less than one 16-token k-step.
+  bad = f.two_configs;
+  for (WorkItem& it : bad.items) {
+    if (bad.configs[it.config] == KernelConfig::parse("mma_q128_kv32_w4_s3")) {
+      it.row_tile = 16;
+      it.row_count = std::min(it.row_count, 16);
+      break;
+    }
+  }
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"row tile 16", "mma_q128_kv32_w4_s3"}),
+            "");
+}
+
+TEST(Plan, ValidateRejectsAnOutputRowWrittenTwice) {
+  const FeaturePlans& f = feature_plans();
+  // A merged row whose item also writes it directly.
+  Plan bad = f.packed;
+  bad.items[0].direct = true;
+  EXPECT_EQ(
+      expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument, {"more than one writer"}),
+      "");
+  // A direct row listed in the merge too.
+  bad = f.direct;
+  bad.merge_rows = {bad.query_rows[0]};
+  bad.merge_indptr = {0, 1};
+  bad.merge_indices = {0};
+  bad.launches.push_back({KernelFamily::kMergeStates, -1, 0, 1});
+  EXPECT_EQ(
+      expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                   {"output row " + std::to_string(bad.query_rows[0]), "more than one writer"}),
+      "");
+  // And a row nobody writes.
+  bad = f.direct;
+  bad.items[0].direct = false;
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument, {"never written"}),
+            "");
+}
+
+TEST(Plan, ValidateRejectsAMergeLaunchThatIsNotLast) {
+  const FeaturePlans& f = feature_plans();
+  Plan bad = f.two_configs;
+  std::rotate(bad.launches.rbegin(), bad.launches.rbegin() + 1, bad.launches.rend());
+  ASSERT_EQ(bad.launches.front().family, KernelFamily::kMergeStates);
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"the merge must be the last launch"}),
+            "");
+  // A missing merge launch, a merge over part of the entries, launches out of order.
+  bad = f.two_configs;
+  bad.launches.pop_back();
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"a merge launch iff there are merge entries"}),
+            "");
+  bad = f.two_configs;
+  bad.launches.back().end -= 1;
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"the merge launch must cover merge entries"}),
+            "");
+  bad = f.two_configs;
+  std::swap(bad.launches[0], bad.launches[1]);
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"partial launches must tile the items"}),
             "");
 }
 

@@ -1,0 +1,187 @@
+// The kernel family registry: one row per family, can_implement verdicts
+// naming the field, row tiles and head packs per config, occupancy.
+#include "generator/kernel_families.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "canopy/error.hpp"
+#include "canopy/planner.hpp"
+#include "generator/embedded_templates.hpp"
+
+namespace canopy::generator {
+namespace {
+
+const KernelConfig kGeneral = KernelConfig::parse("mma_q64_kv64_w4_s3");
+const KernelConfig kWide = KernelConfig::parse("mma_q128_kv32_w4_s3");
+
+AttentionSpec spec_with_head_dim(int head_dim) {
+  AttentionSpec a;
+  a.head_dim = head_dim;
+  return a;
+}
+
+KernelSpec mma_spec(int head_dim, int tile_q, int tile_kv, int warps, int stages) {
+  return partial_kernel_spec(spec_with_head_dim(head_dim),
+                             {KernelFamily::kMmaAttention, tile_q, tile_kv, warps, stages}, kSm90);
+}
+
+/// "" when `v` is `support` naming `field`; otherwise what it was instead.
+std::string expect_verdict(const Verdict& v, Support support, const std::string& field) {
+  if (v.support == support && field == v.field) return "";
+  return std::string("got ") + to_string(v.support) + " on field '" + v.field +
+         "' (rule: " + v.rule + ")";
+}
+
+TEST(KernelFamilies, EveryFamilyHasOneRow) {
+  const KernelFamily families[] = {KernelFamily::kFmaAttention, KernelFamily::kMmaAttention,
+                                   KernelFamily::kMergeStates};
+  ASSERT_EQ(all_families().size(), std::size(families));
+  for (KernelFamily f : families) {
+    const FamilyInfo& info = family_info(f);
+    EXPECT_EQ(info.family, f);
+    EXPECT_STREQ(info.name, to_string(f));
+    EXPECT_FALSE(info.templates.empty()) << info.name;
+    for (std::string_view t : info.templates) EXPECT_TRUE(has_template(t)) << t;
+    EXPECT_NE(std::string(info.device_entry).find("canopy_dev::"), std::string::npos);
+    EXPECT_NE(std::string(info.params_type).find("canopy_abi::"), std::string::npos);
+  }
+  // Partial-attention rows come first, the merge last.
+  EXPECT_TRUE(is_partial_family(all_families().front().family));
+  EXPECT_EQ(all_families().back().family, KernelFamily::kMergeStates);
+  EXPECT_THROW(family_info(static_cast<KernelFamily>(7)), Error);
+}
+
+TEST(KernelFamilies, ShippedConfigsCanBeImplementedOnSm90) {
+  for (int head_dim : {64, 128, 256}) {
+    for (DType dtype : {DType::kF16, DType::kBF16}) {
+      AttentionSpec a = spec_with_head_dim(head_dim);
+      a.q_dtype = a.kv_dtype = dtype;
+      const std::vector<KernelConfig> configs = shipped_kernel_configs(a);
+      EXPECT_FALSE(configs.empty());
+      for (const KernelConfig& c : configs) {
+        const Verdict v = can_implement(partial_kernel_spec(a, c, kSm90), kSm90);
+        EXPECT_TRUE(v.ok()) << c.to_string() << " hd" << head_dim << ": " << v.field;
+      }
+    }
+  }
+  // The defaults are the tensor-core kernels: both configs up to D = 128.
+  EXPECT_EQ(default_kernel_configs(spec_with_head_dim(128)),
+            (std::vector<KernelConfig>{kGeneral, kWide}));
+  EXPECT_EQ(default_kernel_configs(spec_with_head_dim(256)),
+            (std::vector<KernelConfig>{KernelConfig::parse("mma_q64_kv64_w4_s2")}));
+}
+
+TEST(KernelFamilies, MmaTileQIs16Or32RowsPerWarp) {
+  EXPECT_TRUE(can_implement(mma_spec(128, 64, 64, 4, 3), kSm90).ok());   // 16 * warps
+  EXPECT_TRUE(can_implement(mma_spec(256, 64, 64, 4, 2), kSm90).ok());   // 16 * warps
+  EXPECT_TRUE(can_implement(mma_spec(128, 128, 32, 4, 3), kSm90).ok());  // 32 * warps
+  EXPECT_TRUE(can_implement(mma_spec(64, 128, 32, 4, 3), kSm90).ok());   // 32 * warps
+  // 32 rows per warp only where O of two m16 tiles fits the registers.
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(256, 128, 32, 4, 3), kSm90), Support::kTileShape,
+                           "tile_q"),
+            "");
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(128, 48, 64, 4, 3), kSm90), Support::kTileShape,
+                           "tile_q"),
+            "");
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(128, 256, 64, 4, 3), kSm90), Support::kTileShape,
+                           "tile_q"),
+            "");
+}
+
+TEST(KernelFamilies, BadTileFieldsNameTheField) {
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(128, 48, 64, 3, 3), kSm90), Support::kTileShape,
+                           "warps"),
+            "");
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(128, 256, 64, 16, 3), kSm90), Support::kTileShape,
+                           "warps"),
+            "");
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(128, 64, 64, 4, 1), kSm90), Support::kTileShape,
+                           "stages"),
+            "");
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(128, 64, 64, 4, 5), kSm90), Support::kTileShape,
+                           "stages"),
+            "");
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(128, 64, 40, 4, 3), kSm90), Support::kTileShape,
+                           "tile_kv"),
+            "");
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(128, 64, 512, 4, 3), kSm90), Support::kTileShape,
+                           "tile_kv"),
+            "");
+  EXPECT_EQ(
+      expect_verdict(can_implement(mma_spec(128, 64, 0, 4, 3), kSm90), Support::kTileShape, "tile"),
+      "");
+  // The FMA reference has its own ranges.
+  const KernelSpec fma = partial_kernel_spec(spec_with_head_dim(128),
+                                             {KernelFamily::kFmaAttention, 16, 48, 4, 2}, kSm90);
+  EXPECT_EQ(expect_verdict(can_implement(fma, kSm90), Support::kTileShape, "tile_kv"), "");
+  // A tile naming another family than the spec's.
+  KernelSpec mixed = mma_spec(128, 64, 64, 4, 3);
+  mixed.tile.family = KernelFamily::kFmaAttention;
+  EXPECT_EQ(expect_verdict(can_implement(mixed, kSm90), Support::kWrongFamily, "tile family"), "");
+}
+
+TEST(KernelFamilies, ArchAndSharedMemoryLimits) {
+  const Verdict old = can_implement(mma_spec(128, 64, 64, 4, 3), Arch{7, 5});
+  EXPECT_EQ(expect_verdict(old, Support::kArchTooOld, "arch"), "");
+  EXPECT_EQ(old.value, 75);
+  // D = 256 with four 64-token stages: 32 KiB of Q + 256 KiB of K/V.
+  const Verdict big = can_implement(mma_spec(256, 64, 64, 4, 4), kSm90);
+  EXPECT_EQ(expect_verdict(big, Support::kSharedMemory, "shared memory bytes"), "");
+  EXPECT_GT(big.value, kSm90.max_smem_per_block());
+  // The general kernel (115,200 bytes at D = 128) fits sm_90 and sm_80, not sm_86's 99 KiB.
+  EXPECT_TRUE(can_implement(mma_spec(128, 64, 64, 4, 3), kSm80).ok());
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(128, 64, 64, 4, 3), kSm86),
+                           Support::kSharedMemory, "shared memory bytes"),
+            "");
+  EXPECT_EQ(expect_verdict(can_implement(mma_spec(96, 64, 64, 4, 3), kSm90), Support::kHeadDim,
+                           "head_dim"),
+            "");
+}
+
+TEST(KernelFamilies, MmaRowTilesPerConfig) {
+  const FamilyInfo& mma = family_info(KernelFamily::kMmaAttention);
+  for (int head_dim : {64, 128, 256}) {
+    EXPECT_EQ(mma.row_tiles(head_dim, kGeneral), (std::vector<int>{16, 32, 64})) << head_dim;
+  }
+  // The wide config: 2x2 and 4x1 arrangements (32-token stages leave no 16
+  // tokens per warp for 1x4), plus two m16 tiles per warp up to D = 128.
+  EXPECT_EQ(mma.row_tiles(64, kWide), (std::vector<int>{32, 64, 128}));
+  EXPECT_EQ(mma.row_tiles(128, kWide), (std::vector<int>{32, 64, 128}));
+  EXPECT_EQ(mma.row_tiles(256, kWide), (std::vector<int>{32, 64}));
+  // The FMA reference runs its tile_q only.
+  const KernelConfig fma{KernelFamily::kFmaAttention, 16, 64, 4, 2};
+  EXPECT_EQ(family_info(KernelFamily::kFmaAttention).row_tiles(128, fma), std::vector<int>{16});
+}
+
+TEST(KernelFamilies, HeadPacksOnlyForTheNarrowArrangement) {
+  const FamilyInfo& mma = family_info(KernelFamily::kMmaAttention);
+  const AttentionSpec d128 = spec_with_head_dim(128);
+  EXPECT_EQ(mma.head_pack(d128, kGeneral, 16), 4);  // one KV head per warp
+  EXPECT_EQ(mma.head_pack(d128, kGeneral, 32), 1);
+  EXPECT_EQ(mma.head_pack(d128, kGeneral, 64), 1);
+  EXPECT_EQ(mma.head_pack(spec_with_head_dim(64), kGeneral, 16), 4);
+  EXPECT_EQ(mma.head_pack(spec_with_head_dim(256), kGeneral, 16), 1);  // no packs at D = 256
+  for (int row_tile : {16, 32, 64, 128}) EXPECT_EQ(mma.head_pack(d128, kWide, row_tile), 1);
+  const KernelConfig fma{KernelFamily::kFmaAttention, 16, 64, 4, 2};
+  EXPECT_EQ(family_info(KernelFamily::kFmaAttention).head_pack(d128, fma, 16), 1);
+}
+
+TEST(KernelFamilies, BlocksPerSm) {
+  // Both shipped configs run two blocks per SM at D = 128 on sm_90 (shared
+  // memory and registers both allow 2); three at D = 64; one at D = 256.
+  EXPECT_EQ(blocks_per_sm(mma_spec(128, 64, 64, 4, 3), kSm90), 2);
+  EXPECT_EQ(blocks_per_sm(mma_spec(128, 128, 32, 4, 3), kSm90), 2);
+  EXPECT_EQ(blocks_per_sm(mma_spec(64, 64, 64, 4, 3), kSm90), 3);
+  EXPECT_EQ(blocks_per_sm(mma_spec(64, 128, 32, 4, 3), kSm90), 3);
+  EXPECT_EQ(blocks_per_sm(mma_spec(256, 64, 64, 4, 2), kSm90), 1);
+  // sm_80's 164 KiB per SM holds one general block at D = 128.
+  EXPECT_EQ(blocks_per_sm(mma_spec(128, 64, 64, 4, 3), kSm80), 1);
+  // Never 0, even for a block no SM can hold.
+  EXPECT_EQ(blocks_per_sm(mma_spec(256, 64, 64, 4, 4), kSm90), 1);
+}
+
+}  // namespace
+}  // namespace canopy::generator
