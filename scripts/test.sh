@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/build.sh
 ctest --test-dir build --output-on-failure -j"$(nproc)"
 bash scripts/test_consumer.sh  # C++ hosts: installed package and add_subdirectory (docs/cpp-consumers.md)
+bash scripts/test_python.sh

@@ -1,0 +1,45 @@
+// canopy.gpu_available, canopy.device_info: what the driver reports, no GPU work.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
+#include <string>
+
+#include "bindings.hpp"
+#include "canopy/runtime.hpp"
+#include "runtimes.hpp"
+
+namespace nb = nanobind;
+
+namespace canopy::python {
+
+void bind_device(nb::module_& m) {
+  m.def(
+      "gpu_available", [] { return gpu_available(nullptr); },
+      "True when libcuda.so.1 loads and reports at least one GPU. Never raises.");
+  m.def(
+      "gpu_unavailable_reason",
+      [] {
+        std::string why;
+        return gpu_available(&why) ? std::string() : why;
+      },
+      "Why GPU work is unavailable ('' when a GPU is available).");
+  m.def(
+      "device_info",
+      [](int device) {
+        Runtime& rt = runtime_for(device);
+        const GpuCoefficients& c = rt.cost_model().coefficients();
+        nb::dict d;
+        d["device"] = device;
+        d["name"] = rt.device_name();
+        d["arch"] = rt.arch().to_string();
+        d["num_sms"] = c.num_sms;
+        d["max_smem_per_block"] = c.max_smem_per_block;
+        d["hbm_bytes_per_us"] = c.hbm_bytes_per_us;
+        return d;
+      },
+      nb::arg("device") = 0,
+      "The GPU Canopy plans for: name, arch, SMs, shared memory per block, the "
+      "bandwidth the cost model assumes. Raises NoDeviceError without a GPU.");
+}
+
+}  // namespace canopy::python

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The Python package's CI: pip-installs it (root pyproject.toml, scikit-build-core
+# over the same CMake build) into a venv under build/, then runs pytest over
+# python/tests. GPU tests skip (and say why) without a GPU or torch.
+#
+#   scripts/test_python.sh            # PYTHON=python3.X picks the interpreter
+#
+# The venv (build/venv-python) sees the interpreter's own packages
+# (--system-site-packages), so torch is tested when the machine has it. The
+# package's CMake build lives in build/pip/ and is incremental across runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh  # cmake, ninja, g++, fmt, nlohmann-json, the CUDA toolkit
+PY=${PYTHON:-python3}
+VENV=build/venv-python
+t0=$SECONDS
+
+apt_install() {  # Debian's python3 splits venv (ensurepip) and headers into packages
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "test_python: installing $*"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+version=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! "$PY" -m venv --system-site-packages "$VENV" >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    apt_install "python$version-venv"
+    "$PY" -m venv --system-site-packages "$VENV"
+  fi
+fi
+has_headers='import os, sys, sysconfig
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
+"$VENV/bin/python" -c "$has_headers" || apt_install "python$version-dev"
+
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+  "scikit-build-core>=0.10" "nanobind>=2.0" numpy pytest
+cuda_home="${CUDA_HOME:-/usr/local/cuda}"
+export PATH="$cuda_home/bin:$PATH" CUDAToolkit_ROOT="$cuda_home"
+if command -v ccache >/dev/null; then export CMAKE_CXX_COMPILER_LAUNCHER=ccache; fi
+# No build isolation: the build uses the venv's nanobind, so build/pip stays valid.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation \
+  --no-deps --force-reinstall .
+echo "test_python: package built and installed in $((SECONDS - t0)) s"
+"$VENV/bin/python" -m pytest -q -rs python/tests
+echo "test_python: done in $((SECONDS - t0)) s"
