@@ -48,6 +48,8 @@ class SmSchedule {
   const std::int32_t* sm_order(std::int32_t run) const { return snapshots_.data() + run; }
   double max_load() const { return load_[window()[sms_ - 1]]; }
   std::vector<float> per_sm() const { return {load_.begin(), load_.end()}; }
+  void per_sm(std::vector<float>& out) const { out.assign(load_.begin(), load_.end()); }
+  double load(int sm) const { return load_[sm]; }
 
  private:
   int* window() { return buffer_.data() + head_; }
@@ -72,7 +74,7 @@ class SmSchedule {
       std::copy(window(), window() + sms_, buffer_.data());
       head_ = 0;
     }
-    int* const grown = window();  // stays intact: insertions only touch the back
+    int* const grown = window();  // stays put: insertions and merges write past it
     for (int i = 0; i < n; ++i) load_[grown[i]] += cost;
     head_ += n;
     int* const w = window();
@@ -85,40 +87,46 @@ class SmSchedule {
       for (int i = 0; i < n; ++i) w[kept + i] = grown[i];
       return;
     }
-    int size = kept;
-    for (int i = 0; i < n; ++i) {
+    if (n > kInsertAtMost) {
+      merge_back(grown, n, w, kept);
+      return;
+    }
+    for (int i = 0, size = kept; i < n; ++i, ++size) {
       const int sm = grown[i];
-      const int at = insertion_point(w, size, sm);
-      std::copy_backward(w + at, w + size, w + size + 1);
-      w[at] = sm;
-      ++size;
+      int* const at = std::partition_point(w, w + size, [&](int o) { return lighter(o, sm); });
+      std::copy_backward(at, w + size, w + size + 1);
+      *at = sm;
     }
   }
 
-  // Position of `sm` in the sorted w[0 .. size): galloping from the back.
-  int insertion_point(const int* w, int size, int sm) const {
-    int hi = size;  // w[hi ..) are heavier than sm
-    int step = 1;
-    while (hi > 0 && lighter(sm, w[hi - 1])) {
-      const int lo = std::max(0, hi - step);
-      if (!lighter(sm, w[lo])) {
-        // w[lo] <= sm < w[hi - 1]: the answer is in (lo, hi - 1].
-        return static_cast<int>(
-            std::partition_point(w + lo + 1, w + hi - 1, [&](int o) { return lighter(o, sm); }) -
-            w);
-      }
-      hi = lo;
-      step *= 2;
+  // The grown SMs stay sorted among themselves (up to ties that rounding
+  // creates), and the kept ones lighter than the lightest grown one stay in
+  // front: one merge of the grown SMs with the rest of the kept ones,
+  // O(n + moved), places them all. The order by (load, index) is total, so
+  // the window is the one n separate insertions would give.
+  void merge_back(int* grown, int n, int* w, int kept) {
+    for (int i = 1; i < n; ++i) {  // restore ties' index order (nearly sorted)
+      const int sm = grown[i];
+      int j = i;
+      for (; j > 0 && lighter(sm, grown[j - 1]); --j) grown[j] = grown[j - 1];
+      grown[j] = sm;
     }
-    return hi;
+    const int first = grown[0];
+    int* const from = std::partition_point(w, w + kept, [&](int o) { return lighter(o, first); });
+    merged_.resize(static_cast<std::size_t>(sms_));
+    int* const end = std::merge(grown, grown + n, from, w + kept, merged_.data(),
+                                [this](int a, int b) { return lighter(a, b); });
+    std::copy(merged_.data(), end, from);
   }
 
-  static constexpr int kSlide = 16;  // buffer size in windows: a slide back per 15 SMs' worth
+  static constexpr int kInsertAtMost = 2;  // fewer grown SMs are inserted one by one
+  static constexpr int kSlide = 16;        // buffer size in windows: a slide back per 15 SMs' worth
   int sms_ = 0;
   std::vector<int> buffer_;  // window() = buffer_[head_ .. head_ + sms_): SMs, lightest first
   int head_ = 0;
   std::vector<double> load_;
   std::vector<std::int32_t> snapshots_;  // lightest-first order before each run
+  std::vector<int> merged_;              // merge_back's output
   bool record_ = false;
 };
 

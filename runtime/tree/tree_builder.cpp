@@ -5,6 +5,8 @@
 // they hold the same pages with the same fill. Nodes are built by inserting
 // requests one by one (O(total pages)), splitting a node where a request
 // diverges inside it, as in any compressed trie.
+#include "runtime/tree/tree_builder.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -16,7 +18,6 @@
 #include "canopy/error.hpp"
 #include "canopy/spec.hpp"
 #include "canopy/tree.hpp"
-#include "runtime/tree/child_index.hpp"
 
 namespace canopy {
 namespace {
@@ -33,26 +34,17 @@ std::int32_t common_prefix(const std::int32_t* a, const std::int32_t* b, std::in
   return i;
 }
 
-// A node under construction refers to a run of some request's table entries.
-// Children and requests are intrusive linked lists (no allocation per node).
-struct BuildNode {
-  int parent = -1;
-  std::int32_t src = 0;     // index into tables.indices of the node's first page
-  std::int32_t length = 0;  // pages
-  std::int32_t tokens = 0;
-  int first_child = -1;  // children in order of first appearance
-  int last_child = -1;
-  int next_sibling = -1;
-  int num_children = 0;
-  int first_request = -1;  // requests ending here, ascending (see next_request_)
-  int last_request = -1;
-  int num_requests = 0;
-};
-
 class TreeBuilder {
  public:
-  TreeBuilder(const BlockTables& t, int page_size)
-      : t_(t), page_size_(page_size), next_request_(t.seq_lens.size(), -1) {
+  TreeBuilder(const BlockTables& t, int page_size, TreeBuilderScratch& scratch)
+      : t_(t),
+        page_size_(page_size),
+        nodes_(scratch.nodes),
+        next_request_(scratch.next_request),
+        index_(scratch.index),
+        stack_(scratch.stack) {
+    next_request_.assign(t.seq_lens.size(), -1);
+    nodes_.clear();
     nodes_.reserve(2 * t.seq_lens.size() + 1);
     index_.reserve(2 * t.seq_lens.size() + 1);
     nodes_.emplace_back();  // virtual super-root (index 0): parent of every root
@@ -87,7 +79,7 @@ class TreeBuilder {
     add_request(at, request);
   }
 
-  PrefixTree finish(TreePages pages) const;
+  void finish(TreePages pages, PrefixTree& tree);
 
  private:
   static std::uint64_t element_key(std::int32_t page, std::int32_t fill) {
@@ -155,33 +147,31 @@ class TreeBuilder {
 
   const BlockTables& t_;
   int page_size_;
-  std::vector<BuildNode> nodes_;
-  std::vector<int> next_request_;  // [batch] next request ending at the same node, or -1
-  std::int64_t total_pages_ = 0;   // pages over all nodes
-  ChildIndex index_;
+  std::vector<BuildNode>& nodes_;
+  std::vector<int>& next_request_;  // [batch] next request ending at the same node, or -1
+  ChildIndex& index_;
+  std::vector<TreeBuilderScratch::Visit>& stack_;
+  std::int64_t total_pages_ = 0;  // pages over all nodes
 };
 
 // Numbers the nodes in preorder from the roots (parents before children,
 // deterministic). Each node's children get consecutive slots in child_ids,
 // reserved when the node is numbered and filled as they are. Its pages are
 // copied out of the tables (kOwned) or left where the tables hold them.
-PrefixTree TreeBuilder::finish(TreePages pages) const {
-  PrefixTree tree;
+void TreeBuilder::finish(TreePages pages, PrefixTree& tree) {
   tree.page_size = page_size_;
   tree.batch_size = static_cast<int>(t_.seq_lens.size());
+  tree.nodes.clear();
   tree.nodes.reserve(nodes_.size() - 1);
   std::vector<std::int32_t> owned;
   if (pages == TreePages::kOwned) owned.reserve(static_cast<std::size_t>(total_pages_));
+  tree.child_ids.clear();
   tree.child_ids.reserve(nodes_.size() - 1);
+  tree.request_ids.clear();
   tree.request_ids.reserve(tree.batch_size);
   tree.request_node.resize(tree.batch_size);
-  struct Visit {
-    int build;   // build node
-    int parent;  // final id, -1 for a root
-    int slot;    // index in the parent's children (or in roots)
-    int depth;
-  };
-  std::vector<Visit> stack;
+  std::vector<TreeBuilderScratch::Visit>& stack = stack_;
+  stack.clear();
   auto push_children = [&](const BuildNode& src, int id, int depth) {
     const std::size_t top = stack.size();
     int slot = 0;
@@ -193,7 +183,7 @@ PrefixTree TreeBuilder::finish(TreePages pages) const {
   tree.roots.resize(nodes_[0].num_children);
   push_children(nodes_[0], -1, 0);
   while (!stack.empty()) {
-    const Visit v = stack.back();
+    const TreeBuilderScratch::Visit v = stack.back();
     stack.pop_back();
     const BuildNode& src = nodes_[v.build];
     const int id = static_cast<int>(tree.nodes.size());
@@ -236,20 +226,28 @@ PrefixTree TreeBuilder::finish(TreePages pages) const {
     tree.page_storage = std::make_shared<const std::vector<std::int32_t>>(std::move(owned));
     tree.pages = *tree.page_storage;
   } else {
+    tree.page_storage.reset();
     tree.pages = t_.indices;
   }
-  return tree;
 }
 
 }  // namespace
 
-PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size, TreePages pages) {
+void discover_prefix_tree(const BlockTables& tables, int page_size, TreePages pages,
+                          TreeBuilderScratch& scratch, PrefixTree& out) {
   check_page_size(page_size);
   check(tables.batch_size() >= 1, ErrorKind::kInvalidArgument, "the batch has no requests");
   tables.validate(page_size);
-  TreeBuilder builder(tables, page_size);
+  TreeBuilder builder(tables, page_size, scratch);
   for (int r = 0; r < tables.batch_size(); ++r) builder.insert(r);
-  return builder.finish(pages);
+  builder.finish(pages, out);
+}
+
+PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size, TreePages pages) {
+  TreeBuilderScratch scratch;
+  PrefixTree tree;
+  discover_prefix_tree(tables, page_size, pages, scratch, tree);
+  return tree;
 }
 
 }  // namespace canopy
