@@ -94,21 +94,46 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
     return;
   }
   Planner both(spec, tree, options, first);
-  both.prepare();
+  both.make_tasks();
   // Default kernels: a plan that launches two partial kernels is compared
-  // with the general kernel alone (one launch fewer), and the faster kept.
-  // Both are priced in full; only the winner is written.
-  if (options.candidates.empty() && both.launched_configs() > 1) {
-    PlannerOptions single = options;
-    single.candidates = {default_kernel_configs(spec).front()};
-    Planner alone(spec, tree, single, second);
-    alone.prepare();
-    if (alone.predicted_us() < both.predicted_us()) {
+  // with the general kernel alone (one launch fewer), and the faster kept
+  // (ties: both kernels). Both are priced; only the winner is written. The
+  // split choice never changes a task's kernel, so the walk already tells
+  // whether both kernels launch, and a pass whose lower bound cannot beat the
+  // other's prediction is not priced at all (the same verdict, sooner).
+  if (!options.candidates.empty() || both.task_configs() < 2) {
+    both.price();
+    both.emit(out);
+    return;
+  }
+  PlannerOptions single = options;
+  single.candidates = {default_kernel_configs(spec).front()};
+  Planner alone(spec, tree, single, second);
+  alone.make_tasks();
+  // predicted_us() is a float: the bounds keep a margin for its rounding.
+  constexpr double kMargin = 1 - 1e-6;
+  const double both_bound = both.lower_bound() * kMargin;
+  const double alone_bound = alone.lower_bound() * kMargin;
+  if (alone_bound <= both_bound) {
+    alone.price();
+    if (both_bound > alone.predicted_us()) {
       alone.emit(out);
       return;
     }
+    both.price();
+  } else {
+    both.price();
+    if (alone_bound >= both.predicted_us()) {
+      both.emit(out);
+      return;
+    }
+    alone.price();
   }
-  both.emit(out);
+  if (alone.predicted_us() < both.predicted_us()) {
+    alone.emit(out);
+  } else {
+    both.emit(out);
+  }
 }
 
 }  // namespace planning

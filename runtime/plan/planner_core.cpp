@@ -161,10 +161,19 @@ void Planner::decide(int node_id, std::int32_t inh_begin, std::int32_t inh_pages
     double standalone =
         cost(node.subtree_requests, seg_tokens) + partial_us(node.subtree_requests - own);
     double pushed = cost(own, seg_tokens);
+    // Siblings usually look alike: the previous child's price is reused.
+    int last_requests = -1;
+    std::int32_t last_tokens = -1;
+    double delta = 0;
     for (int c : tree_.children(node)) {
       const auto& child = tree_.nodes[c];
-      pushed += cost(child.subtree_requests, seg_tokens + child.num_tokens) -
+      if (child.subtree_requests != last_requests || child.num_tokens != last_tokens) {
+        last_requests = child.subtree_requests;
+        last_tokens = child.num_tokens;
+        delta = cost(child.subtree_requests, seg_tokens + child.num_tokens) -
                 cost(child.subtree_requests, child.num_tokens);
+      }
+      pushed += delta;
     }
     push_down = pushed < standalone;
   }
@@ -258,9 +267,8 @@ int Planner::class_of(const Task& task, int tiles) {
 // each candidate share (no split, waves = 1, 2, 4, 8) is priced by placing
 // the items on SMs, and the fastest wins (ties: fewer splits). Candidates are
 // applied and priced per task class; the winner is written to the tasks.
-void Planner::split_tasks() {
+void Planner::make_classes() {
   const int group = spec_.group_size();
-  const int sms = slots_;
   double total = 0;
   max_whole_cost_ = 0;
   any_split_ = false;
@@ -277,6 +285,7 @@ void Planner::split_tasks() {
     task.tiles = (rows + row_tile - 1) / row_tile;
     task.pieces = 1;
     const int cls = class_of(task, task.tiles);
+    ++s_.classes[cls].count;
     if (!s_.class_runs.empty() && s_.class_runs.back().cls == cls) {
       s_.class_runs.back().end = t + 1;
     } else {
@@ -286,6 +295,13 @@ void Planner::split_tasks() {
     max_whole_cost_ = std::max(max_whole_cost_, task.item_cost);
     total += task.item_cost * task.tiles * head_groups(task);
   }
+  unsplit_work_ = total;
+}
+
+void Planner::split_tasks() {
+  const int sms = slots_;
+  const double total = unsplit_work_;
+  std::vector<Task>& tasks = s_.tasks;
   if (opt_.allow_split) {
     double best_target = 0;
     double best = -1;  // the unsplit makespan, priced once some candidate differs
@@ -314,6 +330,9 @@ void Planner::split_tasks() {
         if (best <= (total / sms + merge) * 1.001) break;
         apply_split(target);
       }
+      // A candidate whose lower bound cannot beat the best is not placed:
+      // the verdict is the same, at O(classes) instead of a placement.
+      if (makespan_bound() * (1 - 1e-9) >= best * 0.999) continue;
       const double span = makespan();
       if (span < best * 0.999) {
         best = span;
@@ -383,6 +402,22 @@ void Planner::collect_runs() {
       runs.push_back({task.item_cost, config_of(task), t, t + 1});
     }
   }
+}
+
+// A lower bound of makespan(): no slot is lighter than the average of all
+// items' costs nor than the longest item.
+double Planner::makespan_bound() const {
+  const int group = spec_.group_size();
+  double work = 0;
+  double longest = 0;
+  std::int64_t slots = 0;
+  for (const TaskClass& c : s_.classes) {
+    const double items = double{1} * c.count * c.pieces * c.tiles * head_groups(c.variant);
+    work += items * c.item_cost;
+    longest = std::max(longest, c.item_cost);
+    slots += std::int64_t{c.count} * c.pieces * spec_.num_kv_heads * c.request_count * group;
+  }
+  return model_.step_us(spec_, std::max(work / slots_, longest), slots, 0);
 }
 
 // Predicted step time of the current pieces: LPT placement of every item,
@@ -461,9 +496,12 @@ void Planner::place() {
       max_items_ += count;
       max_rows_ +=
           std::int64_t{task.pieces} * spec_.num_kv_heads * task.request_count * spec_.group_size();
-      task.piece_count = 0;
-      for (int p = 0; p < task.pieces; ++p) {
-        task.piece_count += piece_bound(task, p + 1) > piece_bound(task, p);
+      task.piece_count = 1;  // one piece holds all tokens (at least one)
+      if (task.pieces > 1) {
+        task.piece_count = 0;
+        for (int p = 0; p < task.pieces; ++p) {
+          task.piece_count += piece_bound(task, p + 1) > piece_bound(task, p);
+        }
       }
       if (!task.direct) {
         any_merged = true;
@@ -479,7 +517,7 @@ void Planner::place() {
       model_.step_us(spec_, busiest, merged, launched_configs_ + (any_merged ? 1 : 0)));
 }
 
-void Planner::prepare() {
+void Planner::make_tasks() {
   s_.tasks.clear();
   s_.task_requests.clear();
   s_.kv_pages.clear();
@@ -489,6 +527,43 @@ void Planner::prepare() {
   s_.subtree_end.resize(tree_.nodes.size());
   for (int root : tree_.roots) gather_requests(root);
   for (int root : tree_.roots) decide(root, 0, 0, 0, 0);
+  make_classes();
+}
+
+int Planner::task_configs() const {
+  std::vector<char>& used = s_.used_configs;
+  used.assign(configs_.size(), 0);
+  int count = 0;
+  for (const Task& task : s_.tasks) {
+    char& u = used[config_of(task)];
+    count += u == 0;
+    u = 1;
+  }
+  return count;
+}
+
+// Splitting only adds work (item overheads, unpacked heads), partial states
+// to merge and launches, so the unsplit tasks bound every candidate from
+// below: the busiest slot carries at least the average load.
+double Planner::lower_bound() {
+  std::vector<std::int32_t>& reads = s_.fan_in;  // tasks read by each request
+  reads.assign(tree_.batch_size, 0);
+  for (const Task& task : s_.tasks) {
+    for (int j = 0; j < task.request_count; ++j) ++reads[s_.task_requests[task.request_begin + j]];
+  }
+  std::int64_t merged = 0;
+  for (const Task& task : s_.tasks) {
+    bool direct = true;
+    for (int j = 0; j < task.request_count && direct; ++j) {
+      direct = reads[s_.task_requests[task.request_begin + j]] == 1;
+    }
+    if (!direct) merged += std::int64_t{task.request_count} * spec_.num_qo_heads;
+  }
+  const int launches = task_configs() + (merged > 0 ? 1 : 0);
+  return model_.step_us(spec_, unsplit_work_ / slots_, merged, launches);
+}
+
+void Planner::price() {
   split_tasks();
   mark_direct_tasks();
   place();
@@ -531,21 +606,10 @@ void Planner::emit_items(Plan& out) {
 void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem* items_begin,
                         const std::int32_t* rows_begin, Cursor& out) {
   const int group = spec_.group_size();
+  const int heads_qo = spec_.num_qo_heads;
   const int rows = task.request_count * group;
   const Variant& variant = variants_[task.variant];
-  // Row j * group + g is output row reader_j * heads + h * group + g under KV
-  // head h: the part without h is the same for every piece and KV head.
-  std::vector<std::int32_t>& row_ids = s_.row_ids;
-  row_ids.resize(rows);
   const std::int32_t* readers = s_.task_requests.data() + task.request_begin;
-  for (int j = 0, row = 0; j < task.request_count; ++j) {
-    for (int g = 0; g < group; ++g) row_ids[row++] = readers[j] * spec_.num_qo_heads + g;
-  }
-  std::vector<int>& tile_bounds = s_.tile_bounds;
-  tile_bounds.resize(task.tiles + 1);  // tile i holds rows tile_bounds[i] .. [i + 1]
-  for (int i = 0; i <= task.tiles; ++i) {
-    tile_bounds[i] = static_cast<int>(static_cast<std::int64_t>(rows) * i / task.tiles);
-  }
   task.first_slot = static_cast<std::int32_t>(out.row - rows_begin);
   task.first_item = static_cast<std::int32_t>(out.item - items_begin);
   WorkItem proto;
@@ -569,18 +633,26 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
       const auto row_base = static_cast<std::int32_t>(out.row - rows_begin);
       proto.kv_head = h0;
       proto.kv_heads = heads;
+      // Row tile i holds rows rows * i / tiles .. rows * (i + 1) / tiles.
+      int row_lo = 0;
       for (int i = 0; i < task.tiles; ++i) {
+        const int row_hi = static_cast<int>(static_cast<std::int64_t>(rows) * (i + 1) / task.tiles);
         WorkItem& item = *out.item++;
         item = proto;
-        item.row_begin = row_base + tile_bounds[i];
-        item.row_count = tile_bounds[i + 1] - tile_bounds[i];
+        item.row_begin = row_base + row_lo;
+        item.row_count = row_hi - row_lo;
         item.sm = sm_order[slot_pos] / per_sm;
         if (++slot_pos == slots_) slot_pos = 0;
+        row_lo = row_hi;
       }
+      // Row j * group + g under KV head h is output row
+      // reader_j * qo heads + h * group + g.
       for (int h = h0; h < h0 + heads; ++h) {
-        const std::int32_t head_offset = h * group;
-        std::int32_t* const dst = out.row;
-        for (int row = 0; row < rows; ++row) dst[row] = row_ids[row] + head_offset;
+        std::int32_t* dst = out.row;
+        for (int j = 0; j < task.request_count; ++j) {
+          const std::int32_t first = readers[j] * heads_qo + h * group;
+          for (int g = 0; g < group; ++g) *dst++ = first + g;
+        }
         out.row += rows;
       }
     }
@@ -599,29 +671,13 @@ void Planner::build_merge_schedule(Plan& out) {
   const int heads = spec_.num_qo_heads;
   const int kv_heads = spec_.num_kv_heads;
   const int group = spec_.group_size();
-  // Each request's reads of merged tasks, in task order (= path order).
-  std::vector<std::int32_t>& begin = s_.read_begin;
+  // Every row of request r merges fan_in[r] slots (0: written directly).
   std::vector<std::int32_t>& fan_in = s_.fan_in;
-  begin.assign(batch + 1, 0);
   fan_in.assign(batch, 0);
   for (const Task& task : s_.tasks) {
     if (task.direct) continue;
     for (int j = 0; j < task.request_count; ++j) {
-      const std::int32_t r = s_.task_requests[task.request_begin + j];
-      ++begin[r + 1];
-      fan_in[r] += task.piece_count;
-    }
-  }
-  for (int r = 0; r < batch; ++r) begin[r + 1] += begin[r];
-  std::vector<Read>& list = s_.read_list;
-  list.resize(begin[batch]);
-  std::vector<std::int32_t>& cursor = s_.reads;
-  cursor.assign(begin.begin(), begin.end() - 1);
-  for (int t = 0; t < static_cast<int>(s_.tasks.size()); ++t) {
-    const Task& task = s_.tasks[t];
-    if (task.direct) continue;
-    for (int j = 0; j < task.request_count; ++j) {
-      list[cursor[s_.task_requests[task.request_begin + j]]++] = {t, j};
+      fan_in[s_.task_requests[task.request_begin + j]] += task.piece_count;
     }
   }
   std::int64_t entries = 0;
@@ -639,34 +695,44 @@ void Planner::build_merge_schedule(Plan& out) {
   out.merge_indices.resize(total);
   std::int32_t* row_out = out.merge_rows.data();
   std::int32_t* indptr = out.merge_indptr.data();
-  std::int32_t* block = out.merge_indices.data();
   *indptr = 0;
   std::int32_t at = 0;
+  std::vector<std::int32_t>& next = s_.next;  // where request r's next entry goes (row 0's list)
+  next.resize(batch);
   for (int r = 0; r < batch; ++r) {
     const std::int32_t f = fan_in[r];
+    next[r] = at;
     if (f == 0) continue;
     for (int q = 0; q < heads; ++q) {
       *row_out++ = r * heads + q;
       *++indptr = at += f;
     }
-    // The request's block: row q's list is f entries from block + q * f, its
-    // k-th entry the k-th (task, piece) along the path. Reader j's slot for
-    // q head h * group + g is first_slot + j * group + g + h * rows in each
-    // piece (rows: the task's rows per KV head); pieces are KV heads * rows apart.
-    std::int32_t k = 0;
-    for (const Read* e = list.data() + begin[r]; e != list.data() + begin[r + 1]; ++e) {
-      const Task& task = s_.tasks[e->task];
-      const std::int32_t rows = task.request_count * group;
-      for (int p = 0; p < task.piece_count; ++p, ++k) {
-        const std::int32_t base = task.first_slot + p * kv_heads * rows + e->reader * group;
-        std::int32_t* dst = block + k;
-        for (int h = 0; h < kv_heads; ++h) {
-          const std::int32_t head_base = base + h * rows;
-          for (int g = 0; g < group; ++g, dst += f) *dst = head_base + g;
-        }
+  }
+  // Task by task (path order for every request), each reader's slots go to
+  // the next entry of each of its rows: row q's list is f entries apart.
+  // Reader j's row for q head q = h * group + g is slot j * group + offset[q]
+  // of each piece, offset[q] = h * rows + g (rows: the task's rows per KV head).
+  std::int32_t* const indices = out.merge_indices.data();
+  std::vector<std::int32_t>& offset = s_.merge_offset;
+  offset.resize(heads);
+  int offset_rows = -1;
+  for (const Task& task : s_.tasks) {
+    if (task.direct) continue;
+    const int rows = task.request_count * group;
+    if (rows != offset_rows) {  // siblings usually share it
+      for (int q = 0; q < heads; ++q) offset[q] = q / group * rows + q % group;
+      offset_rows = rows;
+    }
+    const std::int32_t piece_stride = kv_heads * rows;
+    for (int j = 0; j < task.request_count; ++j) {
+      const std::int32_t r = s_.task_requests[task.request_begin + j];
+      const std::int32_t f = fan_in[r];
+      std::int32_t base = task.first_slot + j * group;
+      for (int p = 0; p < task.piece_count; ++p, base += piece_stride) {
+        std::int32_t* dst = indices + next[r]++;
+        for (int q = 0; q < heads; ++q, dst += f) *dst = base + offset[q];
       }
     }
-    block += std::int64_t{heads} * f;
   }
 }
 

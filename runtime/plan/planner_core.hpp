@@ -104,6 +104,7 @@ struct TaskClass {
   std::int32_t request_count = 0;
   std::int32_t tokens = 0;
   int tiles = 1;
+  int count = 0;          // tasks in the class
   double whole_cost = 0;  // one item unsplit
   // The current candidate's outcome, as Task's fields.
   int variant = 0;
@@ -116,12 +117,6 @@ struct ClassRun {
   int cls = 0;
   int begin = 0;
   int end = 0;
-};
-
-// A (task, reader position) pair: one request's share of a task.
-struct Read {
-  std::int32_t task;
-  std::int32_t reader;
 };
 
 /// Every vector a pass fills. Kept between passes (thread-local for
@@ -141,13 +136,11 @@ struct PlannerScratch {
   std::vector<int> class_table;  // open addressing: class ids by (variant, readers, tokens)
   std::vector<double> targets;
   std::vector<TaskRun> runs;
-  std::vector<std::int32_t> run_of;      // per task: its placement run
-  std::vector<std::int32_t> row_ids;     // emission's per-task row pattern
-  std::vector<int> tile_bounds;          // emission's per-task row tiles
-  std::vector<std::int32_t> reads;       // per request: tasks read, then a cursor
-  std::vector<std::int32_t> read_begin;  // per request: its reads in read_list
-  std::vector<Read> read_list;           // every request's (task, reader) pairs, path order
-  std::vector<std::int32_t> fan_in;      // per request: partial states merged
+  std::vector<std::int32_t> run_of;        // per task: its placement run
+  std::vector<char> used_configs;          // per config: some task runs it
+  std::vector<std::int32_t> merge_offset;  // per q head: its slot within a reader's rows
+  std::vector<std::int32_t> next;          // per request: its next merge entry
+  std::vector<std::int32_t> fan_in;        // per request: pieces read, then partials merged
   SmSchedule loads;
   CostMemo memo;
 };
@@ -160,7 +153,18 @@ class Planner {
 
   /// Tasks, absorb decisions, splits, direct items and the placement: all
   /// that predicted_us() needs, without writing a plan.
-  void prepare();
+  void prepare() {
+    make_tasks();
+    price();
+  }
+  /// prepare() in two steps: the tasks (the walk and absorb decisions), then
+  /// the split pricing and placement. In between, lower_bound() bounds
+  /// predicted_us() from below and task_configs() counts the kernels the
+  /// tasks use (splitting never changes a task's kernel).
+  void make_tasks();
+  double lower_bound();
+  int task_configs() const;
+  void price();
   /// The step time the emitted plan will predict (Plan::predicted_us).
   float predicted_us() const { return predicted_us_; }
   /// Partial kernels the plan launches.
@@ -211,9 +215,11 @@ class Planner {
   void add_task(int node, std::int32_t inherited_begin, std::int32_t inherited_pages,
                 std::int32_t tokens, std::int32_t path_offset, const int* readers,
                 std::int32_t reader_count);
+  void make_classes();
   void split_tasks();
   bool apply_split(double target);
   double makespan();
+  double makespan_bound() const;
   void collect_runs();
   void mark_direct_tasks();
   void place();
@@ -239,7 +245,8 @@ class Planner {
   double slot_scale_ = 1;      // block slots per SM
   int slots_ = 1;              // block slots of the GPU
   double max_whole_cost_ = 0;
-  bool any_split_ = false;  // some task is in pieces or unpacked now
+  double unsplit_work_ = 0;  // summed item costs of the unsplit tasks, slot-us
+  bool any_split_ = false;   // some task is in pieces or unpacked now
   // From prepare(), for emit().
   std::int64_t max_items_ = 0;
   std::int64_t max_rows_ = 0;
