@@ -542,9 +542,24 @@ int Planner::task_configs() const {
   return count;
 }
 
+// The cheapest item a class can have under any split candidate: its variant
+// or the unpacked one, over the shortest piece min_split_tokens allows (an
+// item's cost grows with its tokens).
+double Planner::cheapest_item(const TaskClass& c) {
+  if (!opt_.allow_split) return c.whole_cost;
+  const int most_pieces = std::max(1, c.tokens / std::max(1, opt_.min_split_tokens));
+  const int tokens = (c.tokens + most_pieces - 1) / most_pieces;
+  double cheapest = tile_cost(c, c.base_variant, tokens);
+  if (variants_[c.base_variant].heads > 1) {
+    cheapest = std::min(cheapest, tile_cost(c, unpacked_[c.base_variant], tokens));
+  }
+  return std::min(cheapest, c.whole_cost);
+}
+
 // Splitting only adds work (item overheads, unpacked heads), partial states
 // to merge and launches, so the unsplit tasks bound every candidate from
-// below: the busiest slot carries at least the average load.
+// below: the busiest slot carries at least the average load, and at least
+// the item no candidate can make cheaper than cheapest_item().
 double Planner::lower_bound() {
   std::vector<std::int32_t>& reads = s_.fan_in;  // tasks read by each request
   reads.assign(tree_.batch_size, 0);
@@ -560,7 +575,9 @@ double Planner::lower_bound() {
     if (!direct) merged += std::int64_t{task.request_count} * spec_.num_qo_heads;
   }
   const int launches = task_configs() + (merged > 0 ? 1 : 0);
-  return model_.step_us(spec_, unsplit_work_ / slots_, merged, launches);
+  double busiest = unsplit_work_ / slots_;
+  for (const TaskClass& c : s_.classes) busiest = std::max(busiest, cheapest_item(c));
+  return model_.step_us(spec_, busiest, merged, launches);
 }
 
 void Planner::price() {

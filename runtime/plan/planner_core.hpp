@@ -194,6 +194,7 @@ class Planner {
     return (spec_.num_kv_heads + heads - 1) / heads;
   }
   int class_of(const Task& task, int tiles);
+  double cheapest_item(const TaskClass& c);
   // Blocks per (piece, row tile) of a task: its KV heads in packs.
   int head_groups(const Task& task) const {
     const int heads = variants_[task.variant].heads;
