@@ -727,19 +727,12 @@ void Planner::build_merge_schedule(Plan& out) {
   }
   // Task by task (path order for every request), each reader's slots go to
   // the next entry of each of its rows: row q's list is f entries apart.
-  // Reader j's row for q head q = h * group + g is slot j * group + offset[q]
-  // of each piece, offset[q] = h * rows + g (rows: the task's rows per KV head).
+  // Reader j's row for q head q = h * group + g is slot j * group + h * rows + g
+  // of each piece (rows: the task's rows per KV head).
   std::int32_t* const indices = out.merge_indices.data();
-  std::vector<std::int32_t>& offset = s_.merge_offset;
-  offset.resize(heads);
-  int offset_rows = -1;
   for (const Task& task : s_.tasks) {
     if (task.direct) continue;
     const int rows = task.request_count * group;
-    if (rows != offset_rows) {  // siblings usually share it
-      for (int q = 0; q < heads; ++q) offset[q] = q / group * rows + q % group;
-      offset_rows = rows;
-    }
     const std::int32_t piece_stride = kv_heads * rows;
     for (int j = 0; j < task.request_count; ++j) {
       const std::int32_t r = s_.task_requests[task.request_begin + j];
@@ -747,7 +740,10 @@ void Planner::build_merge_schedule(Plan& out) {
       std::int32_t base = task.first_slot + j * group;
       for (int p = 0; p < task.piece_count; ++p, base += piece_stride) {
         std::int32_t* dst = indices + next[r]++;
-        for (int q = 0; q < heads; ++q, dst += f) *dst = base + offset[q];
+        for (int h = 0; h < kv_heads; ++h) {
+          const std::int32_t head_base = base + h * rows;
+          for (int g = 0; g < group; ++g, dst += f) *dst = head_base + g;
+        }
       }
     }
   }

@@ -136,11 +136,10 @@ struct PlannerScratch {
   std::vector<int> class_table;  // open addressing: class ids by (variant, readers, tokens)
   std::vector<double> targets;
   std::vector<TaskRun> runs;
-  std::vector<std::int32_t> run_of;        // per task: its placement run
-  std::vector<char> used_configs;          // per config: some task runs it
-  std::vector<std::int32_t> merge_offset;  // per q head: its slot within a reader's rows
-  std::vector<std::int32_t> next;          // per request: its next merge entry
-  std::vector<std::int32_t> fan_in;        // per request: pieces read, then partials merged
+  std::vector<std::int32_t> run_of;  // per task: its placement run
+  std::vector<char> used_configs;    // per config: some task runs it
+  std::vector<std::int32_t> next;    // per request: its next merge entry
+  std::vector<std::int32_t> fan_in;  // per request: pieces read, then partials merged
   SmSchedule loads;
   CostMemo memo;
 };
