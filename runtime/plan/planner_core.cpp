@@ -637,6 +637,13 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
   proto.kv_page_offset = task.page_offset;
   proto.path_token_offset = task.path_offset;
   proto.predicted_us = static_cast<float>(task.item_cost);
+  // Row j * group + g under KV head h is output row
+  // reader_j * qo heads + h * group + g: a pattern over (j, g) plus h * group.
+  s_.pattern.resize(rows);
+  std::int32_t* const pattern = s_.pattern.data();
+  for (int j = 0; j < task.request_count; ++j) {
+    for (int g = 0; g < group; ++g) pattern[j * group + g] = readers[j] * heads_qo + g;
+  }
   int slot_pos = 0;  // item k of the task runs on slot sm_order[k % slots]
   const int per_sm = static_cast<int>(slot_scale_);
   for (int p = 0; p < task.pieces; ++p) {
@@ -662,15 +669,9 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
         if (++slot_pos == slots_) slot_pos = 0;
         row_lo = row_hi;
       }
-      // Row j * group + g under KV head h is output row
-      // reader_j * qo heads + h * group + g.
-      for (int h = h0; h < h0 + heads; ++h) {
-        std::int32_t* dst = out.row;
-        for (int j = 0; j < task.request_count; ++j) {
-          const std::int32_t first = readers[j] * heads_qo + h * group;
-          for (int g = 0; g < group; ++g) *dst++ = first + g;
-        }
-        out.row += rows;
+      for (int h = h0; h < h0 + heads; ++h, out.row += rows) {
+        const std::int32_t shift = h * group;
+        for (int i = 0; i < rows; ++i) out.row[i] = pattern[i] + shift;
       }
     }
   }
@@ -710,41 +711,61 @@ void Planner::build_merge_schedule(Plan& out) {
   out.merge_rows.resize(entries);
   out.merge_indptr.resize(entries + 1);
   out.merge_indices.resize(total);
-  std::int32_t* row_out = out.merge_rows.data();
-  std::int32_t* indptr = out.merge_indptr.data();
-  *indptr = 0;
-  std::int32_t at = 0;
-  std::vector<std::int32_t>& next = s_.next;  // where request r's next entry goes (row 0's list)
+  // Each request's partials in path order (task order, then piece): the
+  // slot of its row 0 and the task's rows per KV head.
+  std::vector<std::int32_t>& next = s_.next;  // per request: its next partial
   next.resize(batch);
+  std::int32_t parts = 0;
   for (int r = 0; r < batch; ++r) {
-    const std::int32_t f = fan_in[r];
-    next[r] = at;
-    if (f == 0) continue;
-    for (int q = 0; q < heads; ++q) {
-      *row_out++ = r * heads + q;
-      *++indptr = at += f;
-    }
+    next[r] = parts;
+    parts += fan_in[r];
   }
-  // Task by task (path order for every request), each reader's slots go to
-  // the next entry of each of its rows: row q's list is f entries apart.
-  // Reader j's row for q head q = h * group + g is slot j * group + h * rows + g
-  // of each piece (rows: the task's rows per KV head).
-  std::int32_t* const indices = out.merge_indices.data();
+  s_.part_slot.resize(parts);
+  s_.part_rows.resize(parts);
   for (const Task& task : s_.tasks) {
     if (task.direct) continue;
     const int rows = task.request_count * group;
     const std::int32_t piece_stride = kv_heads * rows;
     for (int j = 0; j < task.request_count; ++j) {
-      const std::int32_t r = s_.task_requests[task.request_begin + j];
-      const std::int32_t f = fan_in[r];
-      std::int32_t base = task.first_slot + j * group;
-      for (int p = 0; p < task.piece_count; ++p, base += piece_stride) {
-        std::int32_t* dst = indices + next[r]++;
-        for (int h = 0; h < kv_heads; ++h) {
-          const std::int32_t head_base = base + h * rows;
-          for (int g = 0; g < group; ++g, dst += f) *dst = head_base + g;
-        }
+      std::int32_t& at = next[s_.task_requests[task.request_begin + j]];
+      for (int p = 0; p < task.piece_count; ++p, ++at) {
+        s_.part_slot[at] = task.first_slot + j * group + p * piece_stride;
+        s_.part_rows[at] = rows;
       }
+    }
+  }
+  // Request by request, every array front to back. Row q = h * group + g of
+  // a request reads slot part_slot[k] + h * rows_k + g of partial k: the
+  // request's (q, k) values are a pattern over (g, k) plus h times a step.
+  std::int32_t* row_out = out.merge_rows.data();
+  std::int32_t* indptr = out.merge_indptr.data();
+  std::int32_t* dst = out.merge_indices.data();
+  *indptr = 0;
+  std::int32_t at = 0;
+  std::vector<std::int32_t>& pattern = s_.pattern;
+  std::vector<std::int32_t>& step = s_.step;
+  std::int32_t part = 0;
+  for (int r = 0; r < batch; ++r) {
+    const std::int32_t f = fan_in[r];
+    if (f == 0) continue;
+    for (int q = 0; q < heads; ++q) {
+      *row_out++ = r * heads + q;
+      *++indptr = at += f;
+    }
+    const int width = group * f;
+    pattern.resize(width);
+    step.resize(width);
+    for (int g = 0; g < group; ++g) {
+      for (int k = 0; k < f; ++k) {
+        pattern[g * f + k] = s_.part_slot[part + k] + g;
+        step[g * f + k] = s_.part_rows[part + k];
+      }
+    }
+    part += f;
+    const std::int32_t* pat = pattern.data();
+    const std::int32_t* stp = step.data();
+    for (int h = 0; h < kv_heads; ++h, dst += width) {
+      for (int i = 0; i < width; ++i) dst[i] = pat[i] + h * stp[i];
     }
   }
 }

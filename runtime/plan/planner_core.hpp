@@ -136,9 +136,13 @@ struct PlannerScratch {
   std::vector<int> class_table;  // open addressing: class ids by (variant, readers, tokens)
   std::vector<double> targets;
   std::vector<TaskRun> runs;
-  std::vector<std::int32_t> run_of;  // per task: its placement run
-  std::vector<char> used_configs;    // per config: some task runs it
-  std::vector<std::int32_t> next;    // per request: its next merge entry
+  std::vector<std::int32_t> run_of;     // per task: its placement run
+  std::vector<char> used_configs;       // per config: some task runs it
+  std::vector<std::int32_t> next;       // per request: where its next partial goes
+  std::vector<std::int32_t> part_slot;  // per (request, partial): the slot of its row 0
+  std::vector<std::int32_t> part_rows;  // per (request, partial): its task's rows per KV head
+  std::vector<std::int32_t> pattern;    // build_merge_schedule: one request's row pattern
+  std::vector<std::int32_t> step;
   std::vector<std::int32_t> fan_in;  // per request: pieces read, then partials merged
   SmSchedule loads;
   CostMemo memo;
