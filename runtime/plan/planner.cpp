@@ -109,7 +109,7 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
   PlannerOptions single = options;
   single.candidates = {default_kernel_configs(spec).front()};
   Planner alone(spec, tree, single, second);
-  alone.make_tasks();
+  alone.make_tasks(&first);
   // predicted_us() is a float: the bounds keep a margin for its rounding.
   constexpr double kMargin = 1 - 1e-6;
   const double both_bound = both.lower_bound() * kMargin;

@@ -178,9 +178,10 @@ void Planner::decide(int node_id, std::int32_t inh_begin, std::int32_t inh_pages
     push_down = pushed < standalone;
   }
   if (!push_down) {
+    const PlannerScratch& order = *order_;
     add_task(node_id, inh_begin, inh_pages, seg_tokens, path_offset,
-             s_.preorder_requests.data() + s_.subtree_begin[node_id],
-             s_.subtree_end[node_id] - s_.subtree_begin[node_id]);
+             order.preorder_requests.data() + order.subtree_begin[node_id],
+             order.subtree_end[node_id] - order.subtree_begin[node_id]);
     for (int c : tree_.children(node)) decide(c, 0, 0, 0, node.prefix_tokens + node.num_tokens);
     return;
   }
@@ -517,15 +518,20 @@ void Planner::place() {
       model_.step_us(spec_, busiest, merged, launched_configs_ + (any_merged ? 1 : 0)));
 }
 
-void Planner::make_tasks() {
+void Planner::make_tasks(const PlannerScratch* same_tree) {
   s_.tasks.clear();
   s_.task_requests.clear();
   s_.kv_pages.clear();
   s_.chain.clear();
-  s_.preorder_requests.clear();
-  s_.subtree_begin.resize(tree_.nodes.size());
-  s_.subtree_end.resize(tree_.nodes.size());
-  for (int root : tree_.roots) gather_requests(root);
+  // The requests in preorder depend on the tree alone: a pass over the same
+  // tree may lend its own.
+  order_ = same_tree != nullptr ? same_tree : &s_;
+  if (same_tree == nullptr) {
+    s_.preorder_requests.clear();
+    s_.subtree_begin.resize(tree_.nodes.size());
+    s_.subtree_end.resize(tree_.nodes.size());
+    for (int root : tree_.roots) gather_requests(root);
+  }
   for (int root : tree_.roots) decide(root, 0, 0, 0, 0);
   make_classes();
 }

@@ -164,7 +164,9 @@ class Planner {
   /// the split pricing and placement. In between, lower_bound() bounds
   /// predicted_us() from below and task_configs() counts the kernels the
   /// tasks use (splitting never changes a task's kernel).
-  void make_tasks();
+  /// `same_tree`: the scratch of a pass over the same tree that already
+  /// made its tasks (its requests in preorder are reused).
+  void make_tasks(const PlannerScratch* same_tree = nullptr);
   double lower_bound();
   int task_configs() const;
   void price();
@@ -242,6 +244,7 @@ class Planner {
   const PlannerOptions& opt_;
   const CostModel& model_;
   PlannerScratch& s_;
+  const PlannerScratch* order_ = &s_;  // whose preorder_requests the walk reads
   std::vector<KernelConfig> configs_;
   std::vector<const KernelCoefficients*> coefficients_;  // per config
   std::vector<Variant> variants_;
