@@ -81,7 +81,11 @@ ThreadWorkspace& thread_workspace() {
 namespace planning {
 
 void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
-               PlannerScratch& first, PlannerScratch& second, Plan& out) {
+               PlannerScratch& first, PlannerScratch& second, Plan& out, ReplanState* state) {
+  const auto emit = [&](Planner& winner) {
+    winner.emit(out);
+    if (state != nullptr) winner.export_state(out, *state);
+  };
   CANOPY_CHECK(tree.page_size == spec.page_size, ErrorKind::kInvalidArgument,
                "the tree was built with page_size {} but the spec says {}", tree.page_size,
                spec.page_size);
@@ -90,7 +94,7 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
     const PrefixTree blind = without_sharing(tree);
     Planner pass(spec, blind, options, first);
     pass.prepare();
-    pass.emit(out);
+    emit(pass);
     return;
   }
   Planner both(spec, tree, options, first);
@@ -103,7 +107,7 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
   // other's prediction is not priced at all (the same verdict, sooner).
   if (!options.candidates.empty() || both.task_configs() < 2) {
     both.price();
-    both.emit(out);
+    emit(both);
     return;
   }
   PlannerOptions single = options;
@@ -117,22 +121,22 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
   if (alone_bound <= both_bound) {
     alone.price();
     if (both_bound > alone.predicted_us()) {
-      alone.emit(out);
+      emit(alone);
       return;
     }
     both.price();
   } else {
     both.price();
     if (alone_bound >= both.predicted_us()) {
-      both.emit(out);
+      emit(both);
       return;
     }
     alone.price();
   }
   if (alone.predicted_us() < both.predicted_us()) {
-    alone.emit(out);
+    emit(alone);
   } else {
-    both.emit(out);
+    emit(both);
   }
 }
 

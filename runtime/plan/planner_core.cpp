@@ -514,8 +514,9 @@ void Planner::place() {
   // As emit() computes it: the busiest slot's load as stored (float), the
   // merge of every merged partial state, one launch per config plus the merge.
   const float busiest = static_cast<float>(s_.loads.max_load());
-  predicted_us_ = static_cast<float>(
-      model_.step_us(spec_, busiest, merged, launched_configs_ + (any_merged ? 1 : 0)));
+  merged_ = merged;
+  step_launches_ = launched_configs_ + (any_merged ? 1 : 0);
+  predicted_us_ = static_cast<float>(model_.step_us(spec_, busiest, merged_, step_launches_));
 }
 
 void Planner::make_tasks(const PlannerScratch* same_tree) {
@@ -811,6 +812,65 @@ void Planner::emit(Plan& out) {
   keep_launched_configs(out);
   out.num_partial_slots = static_cast<std::int64_t>(out.query_rows.size());
   out.predicted_us = predicted_us_;
+}
+
+}  // namespace canopy::planning
+
+namespace canopy::planning {
+
+// A request may grow (its next decode tokens) without changing the tree when
+// it ends alone at a leaf whose first element stays distinct from its
+// siblings': a one-page leaf whose page is partly filled changes that
+// element's fill as it grows, so no sibling may start with the same page.
+// In a prefix-blind plan every request is its own task.
+void Planner::export_state(const Plan& out, ReplanState& state) const {
+  state.tasks.clear();
+  state.growable_task.assign(tree_.batch_size, -1);
+  state.coefficients.clear();
+  for (const KernelCoefficients* c : coefficients_) state.coefficients.push_back(*c);
+  state.slot_scale = slot_scale_;
+  state.merged = merged_;
+  state.launches = step_launches_;
+  state.item_slot.resize(out.items.size());
+  state.slot_load.resize(slots_);
+  for (int i = 0; i < slots_; ++i) state.slot_load[i] = s_.loads.load(i);
+  const int group = spec_.group_size();
+  for (int t = 0; t < static_cast<int>(s_.tasks.size()); ++t) {
+    const Task& task = s_.tasks[t];
+    const Variant& v = variants_[task.variant];
+    ReplanTask& rt = state.tasks.emplace_back();
+    rt.first_item = task.first_item;
+    rt.item_count = task.piece_count * task.tiles * head_groups(task);
+    rt.page_offset = task.page_offset;
+    rt.page_count = task.page_count;
+    rt.reader = s_.task_requests[task.request_begin];
+    rt.path_page = task.path_offset / tree_.page_size;
+    rt.tokens = rt.base_tokens = task.tokens;
+    rt.pieces = task.pieces;
+    rt.tile_kv = configs_[v.config].tile_kv;
+    rt.config = v.config;
+    rt.row_tile = v.row_tile;
+    rt.heads = v.heads;
+    rt.rows = task.request_count * group;
+    rt.tiles = task.tiles;
+    rt.item_cost = task.item_cost;
+    const std::int32_t* order = s_.loads.sm_order(s_.run_of[t]);
+    for (int k = 0; k < rt.item_count; ++k) state.item_slot[rt.first_item + k] = order[k % slots_];
+    if (task.request_count != 1) continue;
+    const PrefixTree::Node& node = tree_.nodes[task.node];
+    if (!opt_.prefix_blind) {
+      if (node.child_count != 0 || node.request_count != 1) continue;
+      if (node.page_count == 1 && node.num_tokens < tree_.page_size) {
+        const std::span<const int> siblings =
+            node.parent >= 0 ? tree_.children(node.parent) : std::span<const int>(tree_.roots);
+        const std::int32_t first = tree_.pages_of(node)[0];
+        bool clash = false;
+        for (int sib : siblings) clash |= sib != task.node && tree_.pages_of(sib)[0] == first;
+        if (clash) continue;
+      }
+    }
+    state.growable_task[rt.reader] = t;
+  }
 }
 
 }  // namespace canopy::planning

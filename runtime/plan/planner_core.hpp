@@ -148,6 +148,38 @@ struct PlannerScratch {
   CostMemo memo;
 };
 
+/// What an incremental re-plan needs to patch an emitted plan when requests
+/// grow (runtime/plan/replan.cpp): per task its items, pages and variant.
+struct ReplanTask {
+  std::int32_t first_item = 0;  // items [first_item, +item_count) of the plan
+  std::int32_t item_count = 0;
+  std::int32_t page_offset = 0;  // into Plan::kv_pages
+  std::int32_t page_count = 0;
+  std::int32_t reader = 0;     // its first reader: the segment is that request's pages
+  std::int32_t path_page = 0;  // from page path_page of the reader's table
+  std::int32_t tokens = 0;
+  std::int32_t base_tokens = 0;  // tokens when the plan was made from scratch
+  std::int32_t pieces = 1;
+  std::int32_t tile_kv = 0;
+  int config = 0;  // index into ReplanState::coefficients
+  int row_tile = 0;
+  int heads = 1;
+  int rows = 0;
+  int tiles = 1;
+  double item_cost = 0;  // slot-us, as placed
+};
+
+struct ReplanState {
+  std::vector<ReplanTask> tasks;
+  std::vector<std::int32_t> growable_task;  // per request: its task if it may grow alone, else -1
+  std::vector<std::int32_t> item_slot;      // per item: its block slot
+  std::vector<double> slot_load;            // per block slot, as placed
+  std::vector<KernelCoefficients> coefficients;
+  double slot_scale = 1;
+  std::int64_t merged = 0;  // partial states the merge reads
+  int launches = 0;
+};
+
 /// One planning pass over a tree: construct, prepare(), then emit() the plan.
 class Planner {
  public:
@@ -176,6 +208,8 @@ class Planner {
   int launched_configs() const { return launched_configs_; }
   /// Writes the prepared plan into `out`, reusing its memory.
   void emit(Plan& out);
+  /// After emit(out): what a re-plan needs to patch `out` (see ReplanState).
+  void export_state(const Plan& out, ReplanState& state) const;
 
   const std::vector<KernelConfig>& configs() const { return configs_; }
   const std::vector<Variant>& variants() const { return variants_; }
@@ -258,13 +292,17 @@ class Planner {
   std::int64_t max_items_ = 0;
   std::int64_t max_rows_ = 0;
   int launched_configs_ = 0;
+  std::int64_t merged_ = 0;  // partial states merged
+  int step_launches_ = 0;    // partial launches plus the merge
   float predicted_us_ = 0;
 };
 
 /// make_plan on a tree: one pass, or with the default candidates and a plan
 /// that launches both kernels, a second pass with the general kernel alone
 /// (the faster prediction is emitted into `out`).
+/// `state` (optional): filled for an incremental re-plan of `out`.
 void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
-               PlannerScratch& first, PlannerScratch& second, Plan& out);
+               PlannerScratch& first, PlannerScratch& second, Plan& out,
+               ReplanState* state = nullptr);
 
 }  // namespace canopy::planning
