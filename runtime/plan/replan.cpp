@@ -63,7 +63,17 @@ struct IncrementalPlanner::Impl {
 
   const Plan& full(const BlockTables& tables, std::string why);
   bool try_patch(const BlockTables& tables, std::string& why);
-  double item_cost(const planning::ReplanTask& t) const;
+  double item_cost(const planning::ReplanTask& t);
+  struct CostKey {
+    int config, row_tile, rows, heads, tiles;
+    std::int32_t tokens;
+    bool operator==(const CostKey&) const = default;
+  };
+  CostKey last_cost_key{};
+  double last_cost = 0;
+  bool have_last_cost = false;
+  bool tables_valid(const BlockTables& tables) const;
+  void remember(const BlockTables& tables);
   void patch_task(planning::ReplanTask& t, std::int32_t tokens);
   void rebuild_pages(const BlockTables& tables);
 };
@@ -81,11 +91,17 @@ const Plan& IncrementalPlanner::Impl::full(const BlockTables& tables, std::strin
   return plan;
 }
 
-double IncrementalPlanner::Impl::item_cost(const planning::ReplanTask& t) const {
+double IncrementalPlanner::Impl::item_cost(const planning::ReplanTask& t) {
   const std::int32_t tokens = t.pieces > 1 ? (t.tokens + t.pieces - 1) / t.pieces : t.tokens;
-  return options.cost_model.item_us(spec, state.coefficients[t.config], t.row_tile, t.rows, tokens,
-                                    t.heads) *
-         state.slot_scale / t.tiles;
+  // Sibling leaves grow alike: the last answer usually serves.
+  const CostKey key{t.config, t.row_tile, t.rows, t.heads, t.tiles, tokens};
+  if (key == last_cost_key && have_last_cost) return last_cost;
+  last_cost = options.cost_model.item_us(spec, state.coefficients[t.config], t.row_tile, t.rows,
+                                         tokens, t.heads) *
+              state.slot_scale / t.tiles;
+  last_cost_key = key;
+  have_last_cost = true;
+  return last_cost;
 }
 
 // The task now holds `tokens`: its items' KV ranges, costs and slot loads.
@@ -94,9 +110,17 @@ void IncrementalPlanner::Impl::patch_task(planning::ReplanTask& t, std::int32_t 
   const double cost = item_cost(t);
   const double delta = cost - t.item_cost;
   t.item_cost = cost;
+  WorkItem* item = plan.items.data() + t.first_item;
+  if (t.pieces == 1) {  // the usual leaf: every item reads all its tokens
+    for (int k = 0; k < t.item_count; ++k) {
+      item[k].token_end = tokens;
+      item[k].predicted_us = static_cast<float>(cost);
+      state.slot_load[state.item_slot[t.first_item + k]] += delta;
+    }
+    return;
+  }
   const int per_piece =
       t.item_count / std::max(1, std::popcount(nonempty_pieces(tokens, t.pieces, t.tile_kv)));
-  WorkItem* item = plan.items.data() + t.first_item;
   int k = 0;
   for (int p = 0; p < t.pieces; ++p) {
     const std::int32_t begin = piece_bound(tokens, t.pieces, t.tile_kv, p);
@@ -129,6 +153,43 @@ void IncrementalPlanner::Impl::rebuild_pages(const BlockTables& tables) {
   }
 }
 
+// BlockTables::validate for tables whose used pages of the last step were
+// just found unchanged: the structure, and the range of pages past them.
+// Anything odd returns false, and the full plan's validate() names it.
+bool IncrementalPlanner::Impl::tables_valid(const BlockTables& tables) const {
+  const int batch = tables.batch_size();
+  if (tables.indptr.size() != static_cast<std::size_t>(batch) + 1 || tables.indptr[0] != 0 ||
+      static_cast<std::size_t>(tables.indptr[batch]) != tables.indices.size() ||
+      tables.num_pages < last.num_pages) {
+    return false;
+  }
+  const int page_size = spec.page_size;
+  for (int r = 0; r < batch; ++r) {
+    const std::int32_t len = tables.seq_lens[r];
+    const std::int32_t held = tables.indptr[r + 1] - tables.indptr[r];
+    if (len < 1 || held < 0 || pages_for(len, page_size) > held) return false;
+  }
+  return true;
+}
+
+// The tables of this step, for the next one's comparison: with the same
+// table layout only the lengths and the newly used pages change.
+void IncrementalPlanner::Impl::remember(const BlockTables& tables) {
+  if (tables.indptr != last.indptr) {
+    last = tables;
+    return;
+  }
+  for (const std::int32_t r : grown) {
+    const std::int32_t from = pages_for(last.seq_lens[r], spec.page_size);
+    const std::int32_t to = pages_for(tables.seq_lens[r], spec.page_size);
+    std::copy(tables.indices.begin() + tables.indptr[r] + from,
+              tables.indices.begin() + tables.indptr[r] + to,
+              last.indices.begin() + last.indptr[r] + from);
+  }
+  last.seq_lens = tables.seq_lens;
+  last.num_pages = tables.num_pages;
+}
+
 // Checks every condition first (nothing is changed unless the patch is
 // made), then applies it. `why` says what failed.
 bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string& why) {
@@ -139,6 +200,10 @@ bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string&
   }
   if (steps_since_full + 1 >= replan.full_every) {
     why = fmt::format("{} steps since the last full plan", steps_since_full + 1);
+    return false;
+  }
+  if (!tables_valid(tables)) {
+    why = "the tables need a full check";
     return false;
   }
   const int page_size = spec.page_size;
@@ -157,6 +222,14 @@ bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string&
       return false;
     }
     if (now == before) continue;
+    // Pages newly used must be in range (the rest were checked before).
+    const std::int32_t* fresh = tables.indices.data() + tables.indptr[r];
+    for (std::int32_t i = used; i < pages_for(now, page_size); ++i) {
+      if (fresh[i] < 0 || fresh[i] >= tables.num_pages) {
+        why = fmt::format("request {} has a page id out of range", r);
+        return false;
+      }
+    }
     const std::int32_t t = state.growable_task[r];
     if (t < 0) {
       why = fmt::format("request {} grew but does not end alone at a leaf", r);
@@ -199,7 +272,7 @@ bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string&
     outcome = ReplanOutcome::kPatched;
     ++patched_plans;
   }
-  last = tables;
+  remember(tables);
   ++steps_since_full;
   reason.clear();
   return true;
@@ -225,12 +298,6 @@ IncrementalPlanner& IncrementalPlanner::operator=(IncrementalPlanner&&) noexcept
 const Plan& IncrementalPlanner::plan(const BlockTables& tables) {
   Impl& m = *impl_;
   if (!m.have_plan) return m.full(tables, "no previous plan");
-  try {
-    tables.validate(m.spec.page_size);
-  } catch (...) {
-    m.have_plan = false;
-    throw;
-  }
   std::string why;
   if (m.try_patch(tables, why)) return m.plan;
   return m.full(tables, std::move(why));
