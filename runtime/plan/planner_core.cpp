@@ -129,6 +129,7 @@ double Planner::partial_us(int requests) const {
 
 std::int32_t Planner::piece_bound(const Task& task, int p) const {
   if (p == task.pieces) return task.tokens;
+  if (p == 0) return 0;
   const int tile_kv = configs_[variants_[task.variant].config].tile_kv;
   const std::int64_t raw = static_cast<std::int64_t>(task.tokens) * p / task.pieces;
   return static_cast<std::int32_t>(raw / tile_kv * tile_kv);
@@ -654,8 +655,8 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
   int slot_pos = 0;  // item k of the task runs on slot sm_order[k % slots]
   const int per_sm = static_cast<int>(slot_scale_);
   for (int p = 0; p < task.pieces; ++p) {
-    proto.token_begin = piece_bound(task, p);
-    proto.token_end = piece_bound(task, p + 1);
+    proto.token_begin = task.pieces == 1 ? 0 : piece_bound(task, p);
+    proto.token_end = task.pieces == 1 ? task.tokens : piece_bound(task, p + 1);
     if (proto.token_end <= proto.token_begin) continue;
     // KV heads in packs of variant.heads (a pack is one item over its heads'
     // consecutive slot runs; its variant has a single row tile).
@@ -769,10 +770,11 @@ void Planner::build_merge_schedule(Plan& out) {
       }
     }
     part += f;
-    const std::int32_t* pat = pattern.data();
-    const std::int32_t* stp = step.data();
+    const std::int32_t* __restrict pat = pattern.data();
+    const std::int32_t* __restrict stp = step.data();
     for (int h = 0; h < kv_heads; ++h, dst += width) {
-      for (int i = 0; i < width; ++i) dst[i] = pat[i] + h * stp[i];
+      std::int32_t* __restrict d = dst;
+      for (int i = 0; i < width; ++i) d[i] = pat[i] + h * stp[i];
     }
   }
 }
