@@ -42,12 +42,14 @@ class TreeBuilder {
         nodes_(scratch.nodes),
         next_request_(scratch.next_request),
         index_(scratch.index),
-        stack_(scratch.stack) {
+        stack_(scratch.stack),
+        path_(scratch.path) {
     next_request_.assign(t.seq_lens.size(), -1);
     nodes_.clear();
     nodes_.reserve(2 * t.seq_lens.size() + 1);
     index_.reserve(2 * t.seq_lens.size() + 1);
     nodes_.emplace_back();  // virtual super-root (index 0): parent of every root
+    path_.clear();
   }
 
   void insert(int request) {
@@ -56,14 +58,38 @@ class TreeBuilder {
     const std::int32_t n = (len + page_size_ - 1) / page_size_;
     const std::int32_t last_fill = len - (n - 1) * page_size_;
     auto fill = [&](std::int32_t i) { return i == n - 1 ? last_fill : page_size_; };
+    // Requests that share a prefix are usually neighbours: the nodes of the
+    // previous request's path that this one matches in full are taken as they
+    // are (the lookups and comparisons below would find exactly them).
     int at = 0;
     std::int32_t pos = 0;
+    std::size_t kept = 0;
+    if (!path_.empty()) {
+      const std::int32_t prev_begin = t_.indptr[request - 1];
+      const std::int32_t prev_len = t_.seq_lens[request - 1];
+      const std::int32_t prev_n = (prev_len + page_size_ - 1) / page_size_;
+      const std::int32_t overlap = std::min(n, prev_n);
+      std::int32_t same =
+          common_prefix(t_.indices.data() + prev_begin, t_.indices.data() + begin, overlap);
+      if (same > 0 && (same == n || same == prev_n)) {  // the last common page may differ in fill
+        const std::int32_t prev_fill =
+            same == prev_n ? prev_len - (prev_n - 1) * page_size_ : page_size_;
+        if (prev_fill != fill(same - 1)) --same;
+      }
+      while (kept < path_.size() && path_[kept].end <= same) ++kept;
+      if (kept > 0) {
+        at = path_[kept - 1].node;
+        pos = path_[kept - 1].end;
+      }
+    }
+    path_.resize(kept);
     while (pos < n) {
       const std::uint64_t key = element_key(t_.indices[begin + pos], fill(pos));
       int child = index_.find(at, key);
       if (child < 0) {
         child = add_node(at, begin + pos, n - pos, len - pos * page_size_);
         at = child;
+        path_.push_back({child, n});
         break;
       }
       const BuildNode& node = nodes_[child];
@@ -75,6 +101,7 @@ class TreeBuilder {
       if (m < node.length) child = split(child, m);
       at = child;
       pos += m;
+      path_.push_back({child, pos});
     }
     add_request(at, request);
   }
@@ -151,7 +178,8 @@ class TreeBuilder {
   std::vector<int>& next_request_;  // [batch] next request ending at the same node, or -1
   ChildIndex& index_;
   std::vector<TreeBuilderScratch::Visit>& stack_;
-  std::int64_t total_pages_ = 0;  // pages over all nodes
+  std::vector<TreeBuilderScratch::PathStep>& path_;  // the last inserted request's nodes
+  std::int64_t total_pages_ = 0;                     // pages over all nodes
 };
 
 // Numbers the nodes in preorder from the roots (parents before children,

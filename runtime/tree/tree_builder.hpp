@@ -37,6 +37,11 @@ struct TreeBuilderScratch {
     int depth;
   };
   std::vector<Visit> stack;
+  struct PathStep {
+    int node;          // build node
+    std::int32_t end;  // pages of the path up to the node's end
+  };
+  std::vector<PathStep> path;
 };
 
 /// discover_prefix_tree into `out`, reusing its vectors and `scratch`.
