@@ -18,70 +18,110 @@
 
 namespace canopy::planning {
 
-Planner::Planner(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
-                 PlannerScratch& scratch)
-    : spec_(spec), tree_(tree), opt_(options), model_(options.cost_model), s_(scratch) {
-  const Arch arch = model_.coefficients().arch;
-  if (opt_.candidates.empty()) {
+bool PlannerSetup::matches(const AttentionSpec& s, const PlannerOptions& o) const {
+  return valid && spec_key == s && candidates == o.candidates && row_tiles == o.row_tiles &&
+         head_packs == o.head_packs && gpu == o.cost_model.coefficients();
+}
+
+// The candidate kernels, their variants and the block slots: they depend on
+// the spec and the options alone, so a scratch keeps them for the next pass
+// with the same ones (make_plan plans twice per call, a server every step).
+void PlannerSetup::build(const AttentionSpec& spec, const PlannerOptions& opt) {
+  valid = false;
+  const CostModel& model = opt.cost_model;
+  const Arch arch = model.coefficients().arch;
+  configs.clear();
+  if (opt.candidates.empty()) {
     // Defaults the device cannot take (shared memory) are dropped.
-    configs_ = default_kernel_configs(spec);
-    std::erase_if(configs_, [&](const KernelConfig& c) {
+    configs = default_kernel_configs(spec);
+    std::erase_if(configs, [&](const KernelConfig& c) {
       return !generator::can_implement(partial_kernel_spec(spec, c, arch), arch).ok() ||
-             !model_.fits(spec, c);
+             !model.fits(spec, c);
     });
   } else {
     // A malformed candidate is an error; one that is well formed but needs
     // more shared memory than this spec and device allow (a large head dim)
     // is skipped, as long as another candidate remains.
     std::string skipped;
-    for (const KernelConfig& c : opt_.candidates) {
+    for (const KernelConfig& c : opt.candidates) {
       const KernelSpec k = partial_kernel_spec(spec, c, arch);
       const generator::Verdict v = generator::can_implement(k, arch);
       if (v.support != generator::Support::kSharedMemory) generator::validate_kernel_spec(k);
-      if (v.ok() && model_.fits(spec, c)) {
-        configs_.push_back(c);
+      if (v.ok() && model.fits(spec, c)) {
+        configs.push_back(c);
       } else {
         skipped += fmt::format(" {} ({} bytes)", c.to_string(), CostModel::smem_bytes(spec, c));
       }
     }
-    CANOPY_CHECK(!configs_.empty(), ErrorKind::kNotSupported,
+    CANOPY_CHECK(!configs.empty(), ErrorKind::kNotSupported,
                  "no candidate fits {} on {} (max shared memory {} bytes):{}", spec.to_string(),
-                 arch.to_string(), model_.coefficients().max_smem_per_block, skipped);
+                 arch.to_string(), model.coefficients().max_smem_per_block, skipped);
   }
-  CANOPY_CHECK(!configs_.empty(), ErrorKind::kNotSupported,
+  CANOPY_CHECK(!configs.empty(), ErrorKind::kNotSupported,
                "no kernel configuration fits {} on {} (max shared memory {} bytes)",
-               spec.to_string(), arch.to_string(), model_.coefficients().max_smem_per_block);
-  for (int c = 0; c < static_cast<int>(configs_.size()); ++c) {
-    coefficients_.push_back(&model_.coefficients().kernel(configs_[c]));
+               spec.to_string(), arch.to_string(), model.coefficients().max_smem_per_block);
+  kernels.clear();
+  variants.clear();
+  unpacked.clear();
+  for (int c = 0; c < static_cast<int>(configs.size()); ++c) {
+    kernels.push_back(model.coefficients().kernel(configs[c]));
     for (int row_tile :
-         generator::family_info(configs_[c].family).row_tiles(spec.head_dim, configs_[c])) {
+         generator::family_info(configs[c].family).row_tiles(spec.head_dim, configs[c])) {
       const bool allowed =
-          opt_.row_tiles.empty() ||
-          std::find(opt_.row_tiles.begin(), opt_.row_tiles.end(), row_tile) != opt_.row_tiles.end();
+          opt.row_tiles.empty() ||
+          std::find(opt.row_tiles.begin(), opt.row_tiles.end(), row_tile) != opt.row_tiles.end();
       if (!allowed) continue;
-      const int single = static_cast<int>(variants_.size());
-      variants_.push_back({c, row_tile, 1});
-      unpacked_.push_back(single);
-      const int pack = std::min(
-          generator::family_info(configs_[c].family).head_pack(spec, configs_[c], row_tile),
-          spec.num_kv_heads);
-      if (pack > 1 && opt_.head_packs) {
-        variants_.push_back({c, row_tile, pack});
-        unpacked_.push_back(single);
+      const int single = static_cast<int>(variants.size());
+      variants.push_back({c, row_tile, 1});
+      unpacked.push_back(single);
+      const int pack =
+          std::min(generator::family_info(configs[c].family).head_pack(spec, configs[c], row_tile),
+                   spec.num_kv_heads);
+      if (pack > 1 && opt.head_packs) {
+        variants.push_back({c, row_tile, pack});
+        unpacked.push_back(single);
       }
     }
   }
-  CANOPY_CHECK(!variants_.empty(), ErrorKind::kInvalidArgument,
+  CANOPY_CHECK(!variants.empty(), ErrorKind::kInvalidArgument,
                "no candidate kernel runs any of the requested row tiles");
   // Items are placed on block slots, blocks_per_sm of them per SM: an SM
   // reaches its bandwidth and tensor rate only with every slot busy, so an
-  // item costs `slot_scale_` times its full-SM time on a slot.
+  // item costs `slot_scale` times its full-SM time on a slot.
   int per_sm = arch.max_blocks_per_sm();
-  for (const KernelConfig& c : configs_) {
+  for (const KernelConfig& c : configs) {
     per_sm = std::min(per_sm, generator::blocks_per_sm(partial_kernel_spec(spec, c, arch), arch));
   }
-  slot_scale_ = per_sm;
-  slots_ = model_.coefficients().num_sms * per_sm;
+  slot_scale = per_sm;
+  slots = model.coefficients().num_sms * per_sm;
+  spec_key = spec;
+  candidates = opt.candidates;
+  row_tiles = opt.row_tiles;
+  head_packs = opt.head_packs;
+  gpu = model.coefficients();
+  valid = true;
+}
+
+const PlannerSetup& PlannerSetup::ready(const AttentionSpec& spec, const PlannerOptions& options,
+                                        PlannerSetup& setup) {
+  if (!setup.matches(spec, options)) setup.build(spec, options);
+  return setup;
+}
+
+Planner::Planner(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
+                 PlannerScratch& scratch)
+    : spec_(spec),
+      tree_(tree),
+      opt_(options),
+      model_(options.cost_model),
+      s_(scratch),
+      setup_(PlannerSetup::ready(spec, options, scratch.setup)),
+      configs_(setup_.configs),
+      coefficients_(setup_.kernels),
+      variants_(setup_.variants),
+      unpacked_(setup_.unpacked),
+      slot_scale_(setup_.slot_scale),
+      slots_(setup_.slots) {
   s_.memo.new_pass();
 }
 
@@ -94,7 +134,7 @@ double Planner::item_us(int variant, int rows, int tokens) {
          rows,
          tokens,
          variant,
-         model_.item_us(spec_, *coefficients_[v.config], v.row_tile, rows, tokens, v.heads)};
+         model_.item_us(spec_, coefficients_[v.config], v.row_tile, rows, tokens, v.heads)};
   }
   return e.us * slot_scale_;
 }
@@ -829,7 +869,7 @@ void Planner::export_state(const Plan& out, ReplanState& state) const {
   state.tasks.clear();
   state.growable_task.assign(tree_.batch_size, -1);
   state.coefficients.clear();
-  for (const KernelCoefficients* c : coefficients_) state.coefficients.push_back(*c);
+  state.coefficients = coefficients_;
   state.slot_scale = slot_scale_;
   state.merged = merged_;
   state.launches = step_launches_;

@@ -119,6 +119,31 @@ struct ClassRun {
   int end = 0;
 };
 
+/// What a pass derives from the spec and the options alone (candidate
+/// kernels, variants, block slots), kept for the next pass with the same ones.
+struct PlannerSetup {
+  std::vector<KernelConfig> configs;
+  std::vector<KernelCoefficients> kernels;  // per config
+  std::vector<Variant> variants;
+  std::vector<int> unpacked;  // per variant: the same kernel and row tile, one head per block
+  double slot_scale = 1;
+  int slots = 1;
+  /// `setup`, rebuilt unless it was built for this spec and these options.
+  static const PlannerSetup& ready(const AttentionSpec& spec, const PlannerOptions& options,
+                                   PlannerSetup& setup);
+
+ private:
+  bool matches(const AttentionSpec& spec, const PlannerOptions& options) const;
+  void build(const AttentionSpec& spec, const PlannerOptions& options);
+  // What it was built for.
+  bool valid = false;
+  AttentionSpec spec_key;
+  std::vector<KernelConfig> candidates;
+  std::vector<int> row_tiles;
+  bool head_packs = true;
+  GpuCoefficients gpu;
+};
+
 /// Every vector a pass fills. Kept between passes (thread-local for
 /// make_plan, owned by an IncrementalPlanner), so their memory is reused.
 struct PlannerScratch {
@@ -146,6 +171,7 @@ struct PlannerScratch {
   std::vector<std::int32_t> fan_in;  // per request: pieces read, then partials merged
   SmSchedule loads;
   CostMemo memo;
+  PlannerSetup setup;
 };
 
 /// What an incremental re-plan needs to patch an emitted plan when requests
@@ -279,12 +305,13 @@ class Planner {
   const CostModel& model_;
   PlannerScratch& s_;
   const PlannerScratch* order_ = &s_;  // whose preorder_requests the walk reads
-  std::vector<KernelConfig> configs_;
-  std::vector<const KernelCoefficients*> coefficients_;  // per config
-  std::vector<Variant> variants_;
-  std::vector<int> unpacked_;  // per variant: the same kernel and row tile, one head per block
-  double slot_scale_ = 1;      // block slots per SM
-  int slots_ = 1;              // block slots of the GPU
+  const PlannerSetup& setup_;
+  const std::vector<KernelConfig>& configs_;
+  const std::vector<KernelCoefficients>& coefficients_;  // per config
+  const std::vector<Variant>& variants_;
+  const std::vector<int>& unpacked_;  // per variant: the same kernel and row tile, one head
+  double slot_scale_ = 1;             // block slots per SM
+  int slots_ = 1;                     // block slots of the GPU
   double max_whole_cost_ = 0;
   double unsplit_work_ = 0;  // summed item costs of the unsplit tasks, slot-us
   bool any_split_ = false;   // some task is in pieces or unpacked now
