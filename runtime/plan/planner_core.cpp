@@ -810,11 +810,16 @@ void Planner::build_merge_schedule(Plan& out) {
       }
     }
     part += f;
-    const std::int32_t* __restrict pat = pattern.data();
+    // Head h's values are head h-1's plus the step (adds: SSE2 has no
+    // 32-bit vector multiply).
+    std::int32_t* __restrict cur = pattern.data();
     const std::int32_t* __restrict stp = step.data();
     for (int h = 0; h < kv_heads; ++h, dst += width) {
       std::int32_t* __restrict d = dst;
-      for (int i = 0; i < width; ++i) d[i] = pat[i] + h * stp[i];
+      for (int i = 0; i < width; ++i) {
+        d[i] = cur[i];
+        cur[i] += stp[i];
+      }
     }
   }
 }
