@@ -94,6 +94,8 @@ void PlannerSetup::build(const AttentionSpec& spec, const PlannerOptions& opt) {
   }
   slot_scale = per_sm;
   slots = model.coefficients().num_sms * per_sm;
+  slot_sm.resize(slots);
+  for (int i = 0; i < slots; ++i) slot_sm[i] = i / per_sm;
   spec_key = spec;
   candidates = opt.candidates;
   row_tiles = opt.row_tiles;
@@ -693,7 +695,7 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
     for (int g = 0; g < group; ++g) pattern[j * group + g] = readers[j] * heads_qo + g;
   }
   int slot_pos = 0;  // item k of the task runs on slot sm_order[k % slots]
-  const int per_sm = static_cast<int>(slot_scale_);
+  const std::int32_t* const slot_sm = setup_.slot_sm.data();
   for (int p = 0; p < task.pieces; ++p) {
     proto.token_begin = task.pieces == 1 ? 0 : piece_bound(task, p);
     proto.token_end = task.pieces == 1 ? task.tokens : piece_bound(task, p + 1);
@@ -713,7 +715,7 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
         item = proto;
         item.row_begin = row_base + row_lo;
         item.row_count = row_hi - row_lo;
-        item.sm = sm_order[slot_pos] / per_sm;
+        item.sm = slot_sm[sm_order[slot_pos]];
         if (++slot_pos == slots_) slot_pos = 0;
         row_lo = row_hi;
       }

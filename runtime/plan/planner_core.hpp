@@ -128,6 +128,7 @@ struct PlannerSetup {
   std::vector<int> unpacked;  // per variant: the same kernel and row tile, one head per block
   double slot_scale = 1;
   int slots = 1;
+  std::vector<std::int32_t> slot_sm;  // per block slot: its SM
   /// `setup`, rebuilt unless it was built for this spec and these options.
   static const PlannerSetup& ready(const AttentionSpec& spec, const PlannerOptions& options,
                                    PlannerSetup& setup);
