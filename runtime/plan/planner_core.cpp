@@ -143,6 +143,15 @@ double Planner::item_us(int variant, int rows, int tokens) {
 
 // Cheapest variant for `rows` query rows over `tokens` KV tokens, per KV head.
 std::pair<int, double> Planner::best_variant(int rows, int tokens) {
+  // Siblings ask for the same shape in a row: the last answer first.
+  if (rows == last_best_rows_ && tokens == last_best_tokens_) return last_best_;
+  last_best_rows_ = rows;
+  last_best_tokens_ = tokens;
+  last_best_ = best_variant_memo(rows, tokens);
+  return last_best_;
+}
+
+std::pair<int, double> Planner::best_variant_memo(int rows, int tokens) {
   if (const CostMemo::Entry& e = s_.memo.slot(-1, rows, tokens);
       s_.memo.holds(e, -1, rows, tokens)) {
     return {e.best, e.us};

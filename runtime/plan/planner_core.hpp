@@ -271,6 +271,7 @@ class Planner {
   }
   int config_of(const Task& task) const { return variants_[task.variant].config; }
   std::pair<int, double> best_variant(int rows, int tokens);
+  std::pair<int, double> best_variant_memo(int rows, int tokens);
   double cost(int requests, int tokens) {
     return requests == 0 ? 0.0 : best_variant(requests * spec_.group_size(), tokens).second;
   }
@@ -319,6 +320,9 @@ class Planner {
   // From prepare(), for emit().
   std::int64_t max_items_ = 0;
   std::int64_t max_rows_ = 0;
+  int last_best_rows_ = -1;  // best_variant's last question and answer
+  int last_best_tokens_ = -1;
+  std::pair<int, double> last_best_{};
   int launched_configs_ = 0;
   std::int64_t merged_ = 0;  // partial states merged
   int step_launches_ = 0;    // partial launches plus the merge
