@@ -262,12 +262,18 @@ void Planner::add_task(int node_id, std::int32_t inh_begin, std::int32_t inh_pag
   const PrefixTree::Node& node = tree_.nodes[node_id];
   Task task;
   task.node = node_id;
-  task.page_offset = static_cast<std::int32_t>(s_.kv_pages.size());
+  task.page_offset = s_.page_total;
   task.page_count = inh_pages + node.page_count;
-  s_.kv_pages.insert(s_.kv_pages.end(), s_.chain.begin() + inh_begin,
-                     s_.chain.begin() + inh_begin + inh_pages);
-  const std::span<const std::int32_t> own_pages = tree_.pages_of(node);
-  s_.kv_pages.insert(s_.kv_pages.end(), own_pages.begin(), own_pages.end());
+  s_.page_total += task.page_count;
+  // A segment of the node's own pages is copied when the plan is written
+  // (a losing 2g pass never copies it); one with inherited pages is staged.
+  if (inh_pages > 0) {
+    task.staged = static_cast<std::int32_t>(s_.kv_pages.size());
+    s_.kv_pages.insert(s_.kv_pages.end(), s_.chain.begin() + inh_begin,
+                       s_.chain.begin() + inh_begin + inh_pages);
+    const std::span<const std::int32_t> own_pages = tree_.pages_of(node);
+    s_.kv_pages.insert(s_.kv_pages.end(), own_pages.begin(), own_pages.end());
+  }
   task.tokens = tokens;
   task.path_offset = path_offset;
   task.request_begin = static_cast<std::int32_t>(s_.task_requests.size());
@@ -575,6 +581,7 @@ void Planner::make_tasks(const PlannerScratch* same_tree) {
   s_.tasks.clear();
   s_.task_requests.clear();
   s_.kv_pages.clear();
+  s_.page_total = 0;
   s_.chain.clear();
   // The requests in preorder depend on the tree alone: a pass over the same
   // tree may lend its own.
@@ -864,7 +871,13 @@ void Planner::emit(Plan& out) {
   out.batch_size = tree_.batch_size;
   out.tree_depth = tree_.max_depth();
   out.num_sms = model_.coefficients().num_sms;
-  out.kv_pages.assign(s_.kv_pages.begin(), s_.kv_pages.end());
+  out.kv_pages.resize(s_.page_total);
+  for (const Task& task : s_.tasks) {
+    const std::int32_t* from = task.staged >= 0
+                                   ? s_.kv_pages.data() + task.staged
+                                   : tree_.pages.data() + tree_.nodes[task.node].page_begin;
+    std::copy_n(from, task.page_count, out.kv_pages.data() + task.page_offset);
+  }
   emit_items(out);
   build_merge_schedule(out);
   keep_launched_configs(out);

@@ -17,7 +17,7 @@ namespace canopy::planning {
 // into this node, then the node's own), its tokens and its readers.
 struct Task {
   int node = 0;
-  std::int32_t page_offset = 0;  // into the pass's kv_pages
+  std::int32_t page_offset = 0;  // into the plan's kv_pages
   std::int32_t page_count = 0;
   std::int32_t tokens = 0;
   std::int32_t path_offset = 0;    // position of segment token 0 in its requests
@@ -29,6 +29,9 @@ struct Task {
   int piece_count = 1;   // pieces that hold tokens (piece bounds are tile_kv-aligned)
   double item_cost = 0;  // one item (one tile, one piece, one KV head or pack), slot-us
   bool direct = false;   // its readers read nothing else: items write the output
+  // Where emission finds the pages: -1, the node's own (nothing inherited);
+  // else an offset into the pass's staged chains (PlannerScratch::kv_pages).
+  std::int32_t staged = -1;
   // Set by emission: the task's first partial slot and first item.
   std::int32_t first_slot = 0;
   std::int32_t first_item = 0;
@@ -150,8 +153,9 @@ struct PlannerSetup {
 struct PlannerScratch {
   std::vector<Task> tasks;
   std::vector<std::int32_t> task_requests;
-  std::vector<std::int32_t> kv_pages;
-  std::vector<std::int32_t> chain;  // inherited page chains during the walk
+  std::vector<std::int32_t> kv_pages;  // segments with inherited pages, staged
+  std::int32_t page_total = 0;         // pages over all tasks' segments
+  std::vector<std::int32_t> chain;     // inherited page chains during the walk
   // Requests in preorder: node n's subtree's are preorder_requests[subtree_begin[n] ..
   // subtree_end[n]).
   std::vector<int> preorder_requests;
