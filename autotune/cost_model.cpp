@@ -30,7 +30,11 @@ const KernelCoefficients& GpuCoefficients::kernel(const KernelConfig& config) co
 
 double CostModel::item_us(const AttentionSpec& spec, const KernelConfig& config, int row_tile,
                           int rows, int tokens, int heads) const {
-  const KernelCoefficients& k = c_.kernel(config);
+  return item_us(spec, c_.kernel(config), row_tile, rows, tokens, heads);
+}
+
+double CostModel::item_us(const AttentionSpec& spec, const KernelCoefficients& k, int row_tile,
+                          int rows, int tokens, int heads) const {
   const double sms = c_.num_sms;
   const int tiles = (rows + row_tile - 1) / row_tile;
   // The first block over a KV range streams it from HBM; its siblings (other

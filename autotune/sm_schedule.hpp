@@ -14,20 +14,26 @@ namespace canopy {
 // `count` equal items goes to the least-loaded SMs: whole rounds to every SM,
 // the rest to the lightest ones.
 //
-// The SMs are kept sorted lightest first (load, then index) in a window that
-// slides through a larger buffer: the `rest` lightest SMs are popped off the
-// front and re-inserted from the back, where grown SMs usually belong (items
-// come longest first, so loads stay within one item of each other). A run
-// thus costs O(min(count, SMs)) searches over short distances, not O(SMs).
+// The SMs are ordered lightest first by (load, index), a total order, so the
+// order is unique. It is kept lazily as two sorted queues: `kept`, SMs not
+// grown since the item cost last changed, and `grown`, the SMs that got an
+// item of the current cost, in the order they got it. Runs of equal items
+// arrive lightest SMs first, so a grown SM is never lighter than one grown
+// before it (up to ties that rounding creates, fixed on insertion): the
+// lightest SM is at the front of one of the two queues, and placing `n`
+// items costs O(n), not a search and a shift over every SM. A new cost, or
+// whole rounds, merges the queues back into one (O(SMs)).
 class SmSchedule {
  public:
   // record: remember each run's SM order for sm_order (only the final
   // placement needs it; candidate placements only want the makespan).
   void reset(int sms, bool record) {
     sms_ = sms;
-    buffer_.resize(kSlide * static_cast<std::size_t>(sms));
-    head_ = 0;
-    std::iota(buffer_.begin(), buffer_.begin() + sms, 0);
+    kept_.resize(static_cast<std::size_t>(sms));
+    std::iota(kept_.begin(), kept_.end(), 0);
+    kept_begin_ = 0;
+    grown_.resize(2 * static_cast<std::size_t>(sms));
+    grown_begin_ = grown_end_ = 0;
     load_.assign(sms, 0.0);
     snapshots_.clear();
     record_ = record;
@@ -37,28 +43,48 @@ class SmSchedule {
     const auto run = static_cast<std::int32_t>(snapshots_.size());
     const std::int64_t rounds = count / sms_;
     const int rest = static_cast<int>(count % sms_);
-    if (record_) {
-      const int used = rounds > 0 ? sms_ : rest;  // positions k % SMs that occur
-      snapshots_.insert(snapshots_.end(), window(), window() + used);
+    if (rounds > 0 || (grown_end_ > grown_begin_ && cost != grown_cost_)) flush();
+    if (rounds > 0) {
+      if (record_) snapshots_.insert(snapshots_.end(), kept_.begin(), kept_.end());
+      add_to_all(rounds * cost);
     }
-    if (rounds > 0) add_to_all(rounds * cost);
     if (rest > 0) add_to_lightest(rest, cost);
     return run;
   }
   const std::int32_t* sm_order(std::int32_t run) const { return snapshots_.data() + run; }
-  double max_load() const { return load_[window()[sms_ - 1]]; }
+  double max_load() const {
+    double heaviest = kept_begin_ < sms_ ? load_[kept_.back()] : 0.0;
+    if (grown_end_ > grown_begin_) heaviest = std::max(heaviest, load_[grown_[grown_end_ - 1]]);
+    return heaviest;
+  }
   std::vector<float> per_sm() const { return {load_.begin(), load_.end()}; }
+  void per_sm(std::vector<float>& out) const { out.assign(load_.begin(), load_.end()); }
+  double load(int sm) const { return load_[sm]; }
 
  private:
-  int* window() { return buffer_.data() + head_; }
-  const int* window() const { return buffer_.data() + head_; }
   bool lighter(int a, int b) const { return load_[a] != load_[b] ? load_[a] < load_[b] : a < b; }
+
+  // Merges the grown SMs back among the kept ones: kept_ holds all SMs, sorted.
+  void flush() {
+    const int grown = grown_end_ - grown_begin_;
+    if (grown > 0) {
+      merged_.resize(static_cast<std::size_t>(sms_));
+      std::merge(kept_.begin() + kept_begin_, kept_.end(), grown_.begin() + grown_begin_,
+                 grown_.begin() + grown_end_, merged_.begin(),
+                 [this](int a, int b) { return lighter(a, b); });
+      kept_.swap(merged_);
+    } else if (kept_begin_ > 0) {
+      std::copy(kept_.begin() + kept_begin_, kept_.end(), kept_.begin());
+    }
+    kept_begin_ = 0;
+    grown_begin_ = grown_end_ = 0;
+  }
 
   void add_to_all(double add) {
     for (double& l : load_) l += add;
     // Rounding can turn two different loads equal; restore the index order
     // of such ties (nearly sorted: insertion sort is linear).
-    int* w = window();
+    int* w = kept_.data();
     for (int i = 1; i < sms_; ++i) {
       const int sm = w[i];
       int j = i;
@@ -67,58 +93,45 @@ class SmSchedule {
     }
   }
 
+  // The n (< SMs) lightest SMs each take one item: taken off the fronts of
+  // the two queues, then appended to `grown` in the same order.
   void add_to_lightest(int n, double cost) {
-    if (head_ + sms_ + n > static_cast<int>(buffer_.size())) {  // slide back to the start
-      std::copy(window(), window() + sms_, buffer_.data());
-      head_ = 0;
-    }
-    int* const grown = window();  // stays intact: insertions only touch the back
-    for (int i = 0; i < n; ++i) load_[grown[i]] += cost;
-    head_ += n;
-    int* const w = window();
-    const int kept = sms_ - n;
-    // The usual case: the grown SMs, still in order, are all heavier than the
-    // others and just move to the back.
-    bool to_back = kept == 0 || lighter(w[kept - 1], grown[0]);
-    for (int i = 0; to_back && i + 1 < n; ++i) to_back = lighter(grown[i], grown[i + 1]);
-    if (to_back) {
-      for (int i = 0; i < n; ++i) w[kept + i] = grown[i];
-      return;
-    }
-    int size = kept;
+    grown_cost_ = cost;
+    taken_.resize(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
-      const int sm = grown[i];
-      const int at = insertion_point(w, size, sm);
-      std::copy_backward(w + at, w + size, w + size + 1);
-      w[at] = sm;
-      ++size;
+      const bool from_grown =
+          grown_begin_ < grown_end_ &&
+          (kept_begin_ == sms_ || lighter(grown_[grown_begin_], kept_[kept_begin_]));
+      taken_[i] = from_grown ? grown_[grown_begin_++] : kept_[kept_begin_++];
+    }
+    if (record_) snapshots_.insert(snapshots_.end(), taken_.begin(), taken_.end());
+    if (grown_end_ + n > static_cast<int>(grown_.size())) {  // compact to the start
+      std::copy(grown_.begin() + grown_begin_, grown_.begin() + grown_end_, grown_.begin());
+      grown_end_ -= grown_begin_;
+      grown_begin_ = 0;
+    }
+    for (int i = 0; i < n; ++i) {
+      const int sm = taken_[i];
+      load_[sm] += cost;
+      // Loads taken in order grow in order; only a tie that rounding made
+      // can put a higher index first.
+      int j = grown_end_++;
+      for (; j > grown_begin_ && lighter(sm, grown_[j - 1]); --j) grown_[j] = grown_[j - 1];
+      grown_[j] = sm;
     }
   }
 
-  // Position of `sm` in the sorted w[0 .. size): galloping from the back.
-  int insertion_point(const int* w, int size, int sm) const {
-    int hi = size;  // w[hi ..) are heavier than sm
-    int step = 1;
-    while (hi > 0 && lighter(sm, w[hi - 1])) {
-      const int lo = std::max(0, hi - step);
-      if (!lighter(sm, w[lo])) {
-        // w[lo] <= sm < w[hi - 1]: the answer is in (lo, hi - 1].
-        return static_cast<int>(
-            std::partition_point(w + lo + 1, w + hi - 1, [&](int o) { return lighter(o, sm); }) -
-            w);
-      }
-      hi = lo;
-      step *= 2;
-    }
-    return hi;
-  }
-
-  static constexpr int kSlide = 16;  // buffer size in windows: a slide back per 15 SMs' worth
   int sms_ = 0;
-  std::vector<int> buffer_;  // window() = buffer_[head_ .. head_ + sms_): SMs, lightest first
-  int head_ = 0;
+  std::vector<int> kept_;  // kept_[kept_begin_ ..): SMs not grown at grown_cost_, lightest first
+  int kept_begin_ = 0;
+  std::vector<int> grown_;  // grown_[grown_begin_ .. grown_end_): grown SMs, lightest first
+  int grown_begin_ = 0;
+  int grown_end_ = 0;
+  double grown_cost_ = 0;
   std::vector<double> load_;
   std::vector<std::int32_t> snapshots_;  // lightest-first order before each run
+  std::vector<int> merged_;              // flush's output
+  std::vector<int> taken_;               // add_to_lightest's SMs
   bool record_ = false;
 };
 

@@ -118,6 +118,32 @@ TreeShape TreeShape::scaled(double factor) const {
   return out;
 }
 
+BlockTables decode_step(const BlockTables& tables, int page_size, const std::vector<int>& grow) {
+  check_page_size(page_size);
+  const int batch = tables.batch_size();
+  CANOPY_CHECK(grow.empty() || static_cast<int>(grow.size()) == batch, ErrorKind::kInvalidArgument,
+               "decode_step: grow has {} entries for {} requests", grow.size(), batch);
+  BlockTables next;
+  next.num_pages = tables.num_pages;
+  next.indptr.push_back(0);
+  for (int r = 0; r < batch; ++r) {
+    const int add = grow.empty() ? 1 : grow[r];
+    CANOPY_CHECK(add >= 0, ErrorKind::kInvalidArgument, "decode_step: request {} grows by {}", r,
+                 add);
+    const std::int32_t len = tables.seq_lens[r];
+    const std::int32_t used = (len + page_size - 1) / page_size;
+    const std::int32_t needed = (len + add + page_size - 1) / page_size;
+    const auto first = tables.indices.begin() + tables.indptr[r];
+    next.indices.insert(next.indices.end(), first, first + used);
+    for (std::int32_t p = used; p < needed; ++p) {
+      next.indices.push_back(static_cast<std::int32_t>(next.num_pages++));
+    }
+    next.indptr.push_back(static_cast<std::int32_t>(next.indices.size()));
+    next.seq_lens.push_back(len + add);
+  }
+  return next;
+}
+
 BlockTables block_tables_from_shape(const TreeShape& shape, int page_size) {
   check_page_size(page_size);
   // Per node of the current level: its shared full pages and the tokens of

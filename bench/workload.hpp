@@ -61,4 +61,10 @@ Workload parse_batch_json(const std::string& text, const std::string& name = "ba
 /// tokens scaled so that requests * qo_heads * path_tokens stays under `budget`.
 Workload scaled_for_cpu(const Workload& w, double budget = 4e6);
 
+/// The next decode step of `tables`: request r grows by grow[r] tokens (grow
+/// empty: one each); a request whose last page is full gets fresh pages
+/// (ids from num_pages up, num_pages grows). Unused table entries are dropped.
+BlockTables decode_step(const BlockTables& tables, int page_size,
+                        const std::vector<int>& grow = {});
+
 }  // namespace canopy::workload

@@ -62,26 +62,27 @@ bool is_half_type(DType t) { return t == DType::kF16 || t == DType::kBF16; }
 
 }  // namespace
 
+// CANOPY_CHECK formats a message only on failure: validate() runs on every
+// make_plan, so a valid spec must cost no string formatting.
 void AttentionSpec::validate() const {
-  check(num_qo_heads > 0, ErrorKind::kInvalidArgument,
-        fmt::format("num_qo_heads ({}) must be positive", num_qo_heads));
-  check(num_kv_heads > 0, ErrorKind::kInvalidArgument,
-        fmt::format("num_kv_heads ({}) must be positive", num_kv_heads));
-  check(num_qo_heads % num_kv_heads == 0, ErrorKind::kInvalidArgument,
-        fmt::format("num_qo_heads ({}) must be a multiple of num_kv_heads ({})", num_qo_heads,
-                    num_kv_heads));
+  CANOPY_CHECK(num_qo_heads > 0, ErrorKind::kInvalidArgument, "num_qo_heads ({}) must be positive",
+               num_qo_heads);
+  CANOPY_CHECK(num_kv_heads > 0, ErrorKind::kInvalidArgument, "num_kv_heads ({}) must be positive",
+               num_kv_heads);
+  CANOPY_CHECK(num_qo_heads % num_kv_heads == 0, ErrorKind::kInvalidArgument,
+               "num_qo_heads ({}) must be a multiple of num_kv_heads ({})", num_qo_heads,
+               num_kv_heads);
   check_head_dim(head_dim);
   check_page_size(page_size);
-  check(is_half_type(q_dtype), ErrorKind::kNotSupported,
-        fmt::format("q_dtype ({}) is not supported; expected fp16 or bf16",
-                    canopy::to_string(q_dtype)));
-  check(is_half_type(kv_dtype), ErrorKind::kNotSupported,
-        fmt::format("kv_dtype ({}) is not supported; expected fp16 or bf16",
-                    canopy::to_string(kv_dtype)));
-  check(std::isfinite(sm_scale) && sm_scale >= 0, ErrorKind::kInvalidArgument,
-        fmt::format("sm_scale ({}) must be >= 0 (0 means 1/sqrt(head_dim))", sm_scale));
-  check(std::isfinite(logits_soft_cap) && logits_soft_cap >= 0, ErrorKind::kInvalidArgument,
-        fmt::format("logits_soft_cap ({}) must be >= 0 (0 disables it)", logits_soft_cap));
+  CANOPY_CHECK(is_half_type(q_dtype), ErrorKind::kNotSupported,
+               "q_dtype ({}) is not supported; expected fp16 or bf16", canopy::to_string(q_dtype));
+  CANOPY_CHECK(is_half_type(kv_dtype), ErrorKind::kNotSupported,
+               "kv_dtype ({}) is not supported; expected fp16 or bf16",
+               canopy::to_string(kv_dtype));
+  CANOPY_CHECK(std::isfinite(sm_scale) && sm_scale >= 0, ErrorKind::kInvalidArgument,
+               "sm_scale ({}) must be >= 0 (0 means 1/sqrt(head_dim))", sm_scale);
+  CANOPY_CHECK(std::isfinite(logits_soft_cap) && logits_soft_cap >= 0, ErrorKind::kInvalidArgument,
+               "logits_soft_cap ({}) must be >= 0 (0 disables it)", logits_soft_cap);
 }
 
 std::string AttentionSpec::to_string() const {

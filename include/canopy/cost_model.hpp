@@ -70,6 +70,10 @@ class CostModel {
   /// block (one row tile each).
   double item_us(const AttentionSpec& spec, const KernelConfig& config, int row_tile, int rows,
                  int tokens, int heads = 1) const;
+  /// The same with the config's coefficients already looked up
+  /// (coefficients().kernel(config)): the planner asks thousands of times.
+  double item_us(const AttentionSpec& spec, const KernelCoefficients& kernel, int row_tile,
+                 int rows, int tokens, int heads = 1) const;
   /// Merging `partials` states of one output row.
   double merge_row_us(const AttentionSpec& spec, int partials) const;
   double launch_us() const { return c_.launch_overhead_us; }

@@ -46,6 +46,7 @@ struct AttentionSpec {
   /// Throws Error(kInvalidArgument / kNotSupported) naming the bad field and value.
   void validate() const;
   std::string to_string() const;
+  bool operator==(const AttentionSpec&) const = default;
 };
 
 /// Head dims the kernels are generated for.

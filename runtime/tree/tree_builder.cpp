@@ -5,6 +5,8 @@
 // they hold the same pages with the same fill. Nodes are built by inserting
 // requests one by one (O(total pages)), splitting a node where a request
 // diverges inside it, as in any compressed trie.
+#include "runtime/tree/tree_builder.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -16,7 +18,6 @@
 #include "canopy/error.hpp"
 #include "canopy/spec.hpp"
 #include "canopy/tree.hpp"
-#include "runtime/tree/child_index.hpp"
 
 namespace canopy {
 namespace {
@@ -33,29 +34,37 @@ std::int32_t common_prefix(const std::int32_t* a, const std::int32_t* b, std::in
   return i;
 }
 
-// A node under construction refers to a run of some request's table entries.
-// Children and requests are intrusive linked lists (no allocation per node).
-struct BuildNode {
-  int parent = -1;
-  std::int32_t src = 0;     // index into tables.indices of the node's first page
-  std::int32_t length = 0;  // pages
-  std::int32_t tokens = 0;
-  int first_child = -1;  // children in order of first appearance
-  int last_child = -1;
-  int next_sibling = -1;
-  int num_children = 0;
-  int first_request = -1;  // requests ending here, ascending (see next_request_)
-  int last_request = -1;
-  int num_requests = 0;
-};
+// BlockTables::validate without the page ranges (TreeBuilder checks those).
+bool well_formed(const BlockTables& t, int page_size) {
+  const std::size_t batch = t.seq_lens.size();
+  if (t.indptr.size() != batch + 1 || t.indptr[0] != 0 ||
+      static_cast<std::size_t>(t.indptr.back()) != t.indices.size()) {
+    return false;
+  }
+  for (std::size_t r = 0; r < batch; ++r) {
+    const std::int64_t held = std::int64_t{t.indptr[r + 1]} - t.indptr[r];
+    const std::int64_t len = t.seq_lens[r];
+    if (held < 0 || len < 1 || (len + page_size - 1) / page_size > held) return false;
+  }
+  return true;
+}
 
 class TreeBuilder {
  public:
-  TreeBuilder(const BlockTables& t, int page_size)
-      : t_(t), page_size_(page_size), next_request_(t.seq_lens.size(), -1) {
+  TreeBuilder(const BlockTables& t, int page_size, TreeBuilderScratch& scratch)
+      : t_(t),
+        page_size_(page_size),
+        nodes_(scratch.nodes),
+        next_request_(scratch.next_request),
+        index_(scratch.index),
+        stack_(scratch.stack),
+        path_(scratch.path) {
+    next_request_.assign(t.seq_lens.size(), -1);
+    nodes_.clear();
     nodes_.reserve(2 * t.seq_lens.size() + 1);
     index_.reserve(2 * t.seq_lens.size() + 1);
     nodes_.emplace_back();  // virtual super-root (index 0): parent of every root
+    path_.clear();
   }
 
   void insert(int request) {
@@ -64,14 +73,38 @@ class TreeBuilder {
     const std::int32_t n = (len + page_size_ - 1) / page_size_;
     const std::int32_t last_fill = len - (n - 1) * page_size_;
     auto fill = [&](std::int32_t i) { return i == n - 1 ? last_fill : page_size_; };
+    // Requests that share a prefix are usually neighbours: the nodes of the
+    // previous request's path that this one matches in full are taken as they
+    // are (the lookups and comparisons below would find exactly them).
     int at = 0;
     std::int32_t pos = 0;
+    std::size_t kept = 0;
+    if (!path_.empty()) {
+      const std::int32_t prev_begin = t_.indptr[request - 1];
+      const std::int32_t prev_len = t_.seq_lens[request - 1];
+      const std::int32_t prev_n = (prev_len + page_size_ - 1) / page_size_;
+      const std::int32_t overlap = std::min(n, prev_n);
+      std::int32_t same =
+          common_prefix(t_.indices.data() + prev_begin, t_.indices.data() + begin, overlap);
+      if (same > 0 && (same == n || same == prev_n)) {  // the last common page may differ in fill
+        const std::int32_t prev_fill =
+            same == prev_n ? prev_len - (prev_n - 1) * page_size_ : page_size_;
+        if (prev_fill != fill(same - 1)) --same;
+      }
+      while (kept < path_.size() && path_[kept].end <= same) ++kept;
+      if (kept > 0) {
+        at = path_[kept - 1].node;
+        pos = path_[kept - 1].end;
+      }
+    }
+    path_.resize(kept);
     while (pos < n) {
       const std::uint64_t key = element_key(t_.indices[begin + pos], fill(pos));
       int child = index_.find(at, key);
       if (child < 0) {
         child = add_node(at, begin + pos, n - pos, len - pos * page_size_);
         at = child;
+        path_.push_back({child, n});
         break;
       }
       const BuildNode& node = nodes_[child];
@@ -83,11 +116,14 @@ class TreeBuilder {
       if (m < node.length) child = split(child, m);
       at = child;
       pos += m;
+      path_.push_back({child, pos});
     }
     add_request(at, request);
   }
 
-  PrefixTree finish(TreePages pages) const;
+  void finish(TreePages pages, PrefixTree& tree);
+  /// Some used page id lies outside [0, num_pages).
+  bool bad_page() const { return bad_page_; }
 
  private:
   static std::uint64_t element_key(std::int32_t page, std::int32_t fill) {
@@ -122,6 +158,16 @@ class TreeBuilder {
     append_child(parent, id);
     index_.insert(parent, element_key(t_.indices[src], node_fill(node, 0)), id);
     total_pages_ += length;
+    // Only a new node's pages are checked: every other used page equals one
+    // of an earlier request's path (the previous request's, or a node's).
+    const auto limit = static_cast<std::uint32_t>(
+        std::clamp<std::int64_t>(t_.num_pages, 0, std::int64_t{1} << 31) - 1);
+    std::uint32_t signs = 0;
+    for (std::int32_t i = 0; i < length; ++i) {
+      const auto page = static_cast<std::uint32_t>(t_.indices[src + i]);
+      signs |= page | (limit - page);
+    }
+    bad_page_ |= (signs >> 31) != 0;
     return id;
   }
 
@@ -155,33 +201,33 @@ class TreeBuilder {
 
   const BlockTables& t_;
   int page_size_;
-  std::vector<BuildNode> nodes_;
-  std::vector<int> next_request_;  // [batch] next request ending at the same node, or -1
-  std::int64_t total_pages_ = 0;   // pages over all nodes
-  ChildIndex index_;
+  std::vector<BuildNode>& nodes_;
+  std::vector<int>& next_request_;  // [batch] next request ending at the same node, or -1
+  ChildIndex& index_;
+  std::vector<TreeBuilderScratch::Visit>& stack_;
+  std::vector<TreeBuilderScratch::PathStep>& path_;  // the last inserted request's nodes
+  bool bad_page_ = false;
+  std::int64_t total_pages_ = 0;  // pages over all nodes
 };
 
 // Numbers the nodes in preorder from the roots (parents before children,
 // deterministic). Each node's children get consecutive slots in child_ids,
 // reserved when the node is numbered and filled as they are. Its pages are
 // copied out of the tables (kOwned) or left where the tables hold them.
-PrefixTree TreeBuilder::finish(TreePages pages) const {
-  PrefixTree tree;
+void TreeBuilder::finish(TreePages pages, PrefixTree& tree) {
   tree.page_size = page_size_;
   tree.batch_size = static_cast<int>(t_.seq_lens.size());
+  tree.nodes.clear();
   tree.nodes.reserve(nodes_.size() - 1);
   std::vector<std::int32_t> owned;
   if (pages == TreePages::kOwned) owned.reserve(static_cast<std::size_t>(total_pages_));
+  tree.child_ids.clear();
   tree.child_ids.reserve(nodes_.size() - 1);
+  tree.request_ids.clear();
   tree.request_ids.reserve(tree.batch_size);
   tree.request_node.resize(tree.batch_size);
-  struct Visit {
-    int build;   // build node
-    int parent;  // final id, -1 for a root
-    int slot;    // index in the parent's children (or in roots)
-    int depth;
-  };
-  std::vector<Visit> stack;
+  std::vector<TreeBuilderScratch::Visit>& stack = stack_;
+  stack.clear();
   auto push_children = [&](const BuildNode& src, int id, int depth) {
     const std::size_t top = stack.size();
     int slot = 0;
@@ -193,7 +239,7 @@ PrefixTree TreeBuilder::finish(TreePages pages) const {
   tree.roots.resize(nodes_[0].num_children);
   push_children(nodes_[0], -1, 0);
   while (!stack.empty()) {
-    const Visit v = stack.back();
+    const TreeBuilderScratch::Visit v = stack.back();
     stack.pop_back();
     const BuildNode& src = nodes_[v.build];
     const int id = static_cast<int>(tree.nodes.size());
@@ -236,20 +282,32 @@ PrefixTree TreeBuilder::finish(TreePages pages) const {
     tree.page_storage = std::make_shared<const std::vector<std::int32_t>>(std::move(owned));
     tree.pages = *tree.page_storage;
   } else {
+    tree.page_storage.reset();
     tree.pages = t_.indices;
   }
-  return tree;
 }
 
 }  // namespace
 
-PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size, TreePages pages) {
+void discover_prefix_tree(const BlockTables& tables, int page_size, TreePages pages,
+                          TreeBuilderScratch& scratch, PrefixTree& out) {
   check_page_size(page_size);
   check(tables.batch_size() >= 1, ErrorKind::kInvalidArgument, "the batch has no requests");
-  tables.validate(page_size);
-  TreeBuilder builder(tables, page_size);
+  // The tables' structure first; page ranges while inserting (one read of
+  // each page id instead of two). Either failing, validate() names the
+  // problem exactly as it always does.
+  if (!well_formed(tables, page_size)) tables.validate(page_size);
+  TreeBuilder builder(tables, page_size, scratch);
   for (int r = 0; r < tables.batch_size(); ++r) builder.insert(r);
-  return builder.finish(pages);
+  if (builder.bad_page()) tables.validate(page_size);
+  builder.finish(pages, out);
+}
+
+PrefixTree discover_prefix_tree(const BlockTables& tables, int page_size, TreePages pages) {
+  TreeBuilderScratch scratch;
+  PrefixTree tree;
+  discover_prefix_tree(tables, page_size, pages, scratch, tree);
+  return tree;
 }
 
 }  // namespace canopy

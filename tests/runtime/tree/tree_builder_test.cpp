@@ -237,6 +237,33 @@ TEST(TreeBuilder, SingleRequestAndIdenticalTables) {
   EXPECT_EQ(ids(tree.requests(0)), (std::vector<int>{0, 1, 2}));
 }
 
+// Neighbouring requests that hold the same pages with different fills share
+// only the full pages (discovery reuses the previous request's path): A and D
+// (page 2 holds 4 tokens), B (5 tokens), E (full) with C below it.
+TEST(TreeBuilder, NeighboursDifferingInTheLastPagesFill) {
+  BlockTables t;
+  t.num_pages = 4;
+  t.indptr = {0, 2, 4, 7, 9, 11};
+  t.indices = {1, 2, 1, 2, 1, 2, 3, 1, 2, 1, 2};
+  t.seq_lens = {20, 21, 40, 20, 32};  // A, B, C, D, E
+  const PrefixTree tree = discover_prefix_tree(t, 16);
+  ASSERT_EQ(tree.roots.size(), 1u);
+  const int root = tree.roots[0];
+  EXPECT_EQ(tree.nodes[root].num_tokens, 16);
+  const std::vector<int> kids = ids(tree.children(root));
+  ASSERT_EQ(kids.size(), 3u);
+  EXPECT_EQ(tree.nodes[kids[0]].num_tokens, 4);
+  EXPECT_EQ(ids(tree.requests(kids[0])), (std::vector<int>{0, 3}));
+  EXPECT_EQ(tree.nodes[kids[1]].num_tokens, 5);
+  EXPECT_EQ(ids(tree.requests(kids[1])), (std::vector<int>{1}));
+  EXPECT_EQ(tree.nodes[kids[2]].num_tokens, 16);
+  EXPECT_EQ(ids(tree.requests(kids[2])), (std::vector<int>{4}));
+  ASSERT_EQ(tree.children(kids[2]).size(), 1u);
+  const int c = tree.children(kids[2])[0];
+  EXPECT_EQ(tree.nodes[c].num_tokens, 8);
+  EXPECT_EQ(ids(tree.requests(c)), (std::vector<int>{2}));
+}
+
 TEST(TreeBuilder, UnusedTrailingPagesAreIgnored) {
   BlockTables t;
   t.num_pages = 6;

@@ -1,0 +1,312 @@
+// IncrementalPlanner: patch the last plan when every request only grew
+// (include/canopy/replan.hpp says when; docs/planner.md, section 5).
+#include "canopy/replan.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "canopy/error.hpp"
+#include "runtime/plan/planner_core.hpp"
+#include "runtime/tree/tree_builder.hpp"
+
+namespace canopy {
+namespace {
+
+std::int32_t pages_for(std::int32_t tokens, int page_size) {
+  return (tokens + page_size - 1) / page_size;
+}
+
+// Planner::piece_bound for a task of `tokens` in `pieces`.
+std::int32_t piece_bound(std::int32_t tokens, int pieces, int tile_kv, int p) {
+  if (p == pieces) return tokens;
+  const std::int64_t raw = static_cast<std::int64_t>(tokens) * p / pieces;
+  return static_cast<std::int32_t>(raw / tile_kv * tile_kv);
+}
+
+// Whether piece p holds tokens, as a bit mask over the pieces (a task has at
+// most a few dozen pieces; more than 64 never patch).
+std::uint64_t nonempty_pieces(std::int32_t tokens, int pieces, int tile_kv) {
+  std::uint64_t mask = 0;
+  for (int p = 0; p < pieces; ++p) {
+    if (piece_bound(tokens, pieces, tile_kv, p + 1) > piece_bound(tokens, pieces, tile_kv, p)) {
+      mask |= std::uint64_t{1} << p;
+    }
+  }
+  return mask;
+}
+
+}  // namespace
+
+struct IncrementalPlanner::Impl {
+  AttentionSpec spec;
+  PlannerOptions options;
+  ReplanOptions replan;
+  Plan plan;
+  bool have_plan = false;
+  BlockTables last;  // the tables `plan` was made for
+  planning::ReplanState state;
+  planning::PlannerScratch first, second;
+  TreeBuilderScratch discovery;
+  PrefixTree tree;
+  int steps_since_full = 0;
+  ReplanOutcome outcome = ReplanOutcome::kFull;
+  std::string reason;
+  std::int64_t full_plans = 0;
+  std::int64_t patched_plans = 0;
+  std::vector<std::int32_t> grown;  // requests that grew this step
+
+  const Plan& full(const BlockTables& tables, std::string why);
+  bool try_patch(const BlockTables& tables, std::string& why);
+  double item_cost(const planning::ReplanTask& t);
+  struct CostKey {
+    int config, row_tile, rows, heads, tiles;
+    std::int32_t tokens;
+    bool operator==(const CostKey&) const = default;
+  };
+  CostKey last_cost_key{};
+  double last_cost = 0;
+  bool have_last_cost = false;
+  bool tables_valid(const BlockTables& tables) const;
+  void remember(const BlockTables& tables);
+  void patch_task(planning::ReplanTask& t, std::int32_t tokens);
+  void rebuild_pages(const BlockTables& tables);
+};
+
+const Plan& IncrementalPlanner::Impl::full(const BlockTables& tables, std::string why) {
+  have_plan = false;  // a throw below leaves no plan to patch
+  discover_prefix_tree(tables, spec.page_size, TreePages::kBorrowed, discovery, tree);
+  planning::plan_tree(spec, tree, options, first, second, plan, &state);
+  last = tables;
+  have_plan = true;
+  steps_since_full = 0;
+  outcome = ReplanOutcome::kFull;
+  reason = std::move(why);
+  ++full_plans;
+  return plan;
+}
+
+double IncrementalPlanner::Impl::item_cost(const planning::ReplanTask& t) {
+  const std::int32_t tokens = t.pieces > 1 ? (t.tokens + t.pieces - 1) / t.pieces : t.tokens;
+  // Sibling leaves grow alike: the last answer usually serves.
+  const CostKey key{t.config, t.row_tile, t.rows, t.heads, t.tiles, tokens};
+  if (key == last_cost_key && have_last_cost) return last_cost;
+  last_cost = options.cost_model.item_us(spec, state.coefficients[t.config], t.row_tile, t.rows,
+                                         tokens, t.heads) *
+              state.slot_scale / t.tiles;
+  last_cost_key = key;
+  have_last_cost = true;
+  return last_cost;
+}
+
+// The task now holds `tokens`: its items' KV ranges, costs and slot loads.
+void IncrementalPlanner::Impl::patch_task(planning::ReplanTask& t, std::int32_t tokens) {
+  t.tokens = tokens;
+  const double cost = item_cost(t);
+  const double delta = cost - t.item_cost;
+  t.item_cost = cost;
+  WorkItem* item = plan.items.data() + t.first_item;
+  if (t.pieces == 1) {  // the usual leaf: every item reads all its tokens
+    for (int k = 0; k < t.item_count; ++k) {
+      item[k].token_end = tokens;
+      item[k].predicted_us = static_cast<float>(cost);
+      state.slot_load[state.item_slot[t.first_item + k]] += delta;
+    }
+    return;
+  }
+  const int per_piece =
+      t.item_count / std::max(1, std::popcount(nonempty_pieces(tokens, t.pieces, t.tile_kv)));
+  int k = 0;
+  for (int p = 0; p < t.pieces; ++p) {
+    const std::int32_t begin = piece_bound(tokens, t.pieces, t.tile_kv, p);
+    const std::int32_t end = piece_bound(tokens, t.pieces, t.tile_kv, p + 1);
+    if (end <= begin) continue;
+    for (int i = 0; i < per_piece; ++i, ++k) {
+      item[k].token_begin = begin;
+      item[k].token_end = end;
+      item[k].predicted_us = static_cast<float>(cost);
+      state.slot_load[state.item_slot[t.first_item + k]] += delta;
+    }
+  }
+}
+
+// Every task's segment again, from the new tables, in task order (the
+// layout a full plan writes).
+void IncrementalPlanner::Impl::rebuild_pages(const BlockTables& tables) {
+  std::int32_t total = 0;
+  for (const planning::ReplanTask& t : state.tasks) total += t.page_count;
+  plan.kv_pages.resize(total);
+  std::int32_t offset = 0;
+  for (planning::ReplanTask& t : state.tasks) {
+    const std::int32_t* src = tables.indices.data() + tables.indptr[t.reader] + t.path_page;
+    std::copy_n(src, t.page_count, plan.kv_pages.data() + offset);
+    if (t.page_offset != offset) {
+      t.page_offset = offset;
+      for (int k = 0; k < t.item_count; ++k) plan.items[t.first_item + k].kv_page_offset = offset;
+    }
+    offset += t.page_count;
+  }
+}
+
+// BlockTables::validate for tables whose used pages of the last step were
+// just found unchanged: the structure, and the range of pages past them.
+// Anything odd returns false, and the full plan's validate() names it.
+bool IncrementalPlanner::Impl::tables_valid(const BlockTables& tables) const {
+  const int batch = tables.batch_size();
+  if (tables.indptr.size() != static_cast<std::size_t>(batch) + 1 || tables.indptr[0] != 0 ||
+      static_cast<std::size_t>(tables.indptr[batch]) != tables.indices.size() ||
+      tables.num_pages < last.num_pages) {
+    return false;
+  }
+  const int page_size = spec.page_size;
+  for (int r = 0; r < batch; ++r) {
+    const std::int32_t len = tables.seq_lens[r];
+    const std::int32_t held = tables.indptr[r + 1] - tables.indptr[r];
+    if (len < 1 || held < 0 || pages_for(len, page_size) > held) return false;
+  }
+  return true;
+}
+
+// The tables of this step, for the next one's comparison: with the same
+// table layout only the lengths and the newly used pages change.
+void IncrementalPlanner::Impl::remember(const BlockTables& tables) {
+  if (tables.indptr != last.indptr) {
+    last = tables;
+    return;
+  }
+  for (const std::int32_t r : grown) {
+    const std::int32_t from = pages_for(last.seq_lens[r], spec.page_size);
+    const std::int32_t to = pages_for(tables.seq_lens[r], spec.page_size);
+    std::copy(tables.indices.begin() + tables.indptr[r] + from,
+              tables.indices.begin() + tables.indptr[r] + to,
+              last.indices.begin() + last.indptr[r] + from);
+  }
+  last.seq_lens = tables.seq_lens;
+  last.num_pages = tables.num_pages;
+}
+
+// Checks every condition first (nothing is changed unless the patch is
+// made), then applies it. `why` says what failed.
+bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string& why) {
+  const int batch = tables.batch_size();
+  if (batch != last.batch_size()) {
+    why = fmt::format("the batch changed from {} to {} requests", last.batch_size(), batch);
+    return false;
+  }
+  if (steps_since_full + 1 >= replan.full_every) {
+    why = fmt::format("{} steps since the last full plan", steps_since_full + 1);
+    return false;
+  }
+  if (!tables_valid(tables)) {
+    why = "the tables need a full check";
+    return false;
+  }
+  const int page_size = spec.page_size;
+  grown.clear();
+  for (int r = 0; r < batch; ++r) {
+    const std::int32_t before = last.seq_lens[r];
+    const std::int32_t now = tables.seq_lens[r];
+    if (now < before) {
+      why = fmt::format("request {} shrank from {} to {} tokens", r, before, now);
+      return false;
+    }
+    const std::int32_t used = pages_for(before, page_size);
+    if (std::memcmp(tables.indices.data() + tables.indptr[r], last.indices.data() + last.indptr[r],
+                    sizeof(std::int32_t) * used) != 0) {
+      why = fmt::format("request {}'s pages changed", r);
+      return false;
+    }
+    if (now == before) continue;
+    // Pages newly used must be in range (the rest were checked before).
+    const std::int32_t* fresh = tables.indices.data() + tables.indptr[r];
+    for (std::int32_t i = used; i < pages_for(now, page_size); ++i) {
+      if (fresh[i] < 0 || fresh[i] >= tables.num_pages) {
+        why = fmt::format("request {} has a page id out of range", r);
+        return false;
+      }
+    }
+    const std::int32_t t = state.growable_task[r];
+    if (t < 0) {
+      why = fmt::format("request {} grew but does not end alone at a leaf", r);
+      return false;
+    }
+    const planning::ReplanTask& task = state.tasks[t];
+    const std::int32_t tokens = task.tokens + (now - before);
+    if (tokens > task.base_tokens * (1 + replan.max_growth)) {
+      why = fmt::format("request {}'s task grew from {} to {} tokens since the last full plan", r,
+                        task.base_tokens, tokens);
+      return false;
+    }
+    if (task.pieces > 1 &&
+        (task.pieces > 64 || nonempty_pieces(tokens, task.pieces, task.tile_kv) !=
+                                 nonempty_pieces(task.tokens, task.pieces, task.tile_kv))) {
+      why = fmt::format("request {}'s KV pieces change", r);
+      return false;
+    }
+    grown.push_back(r);
+  }
+  if (grown.empty()) {
+    outcome = ReplanOutcome::kUnchanged;
+  } else {
+    bool pages_changed = false;
+    for (const std::int32_t r : grown) {
+      planning::ReplanTask& task = state.tasks[state.growable_task[r]];
+      patch_task(task, task.tokens + (tables.seq_lens[r] - last.seq_lens[r]));
+      const std::int32_t pages = pages_for(task.tokens, page_size);
+      pages_changed |= pages != task.page_count;
+      task.page_count = pages;
+    }
+    if (pages_changed) rebuild_pages(tables);
+    double busiest = 0;
+    for (std::size_t i = 0; i < state.slot_load.size(); ++i) {
+      plan.sm_load_us[i] = static_cast<float>(state.slot_load[i]);
+      busiest = std::max(busiest, state.slot_load[i]);
+    }
+    plan.predicted_us = static_cast<float>(options.cost_model.step_us(
+        spec, static_cast<float>(busiest), state.merged, state.launches));
+    outcome = ReplanOutcome::kPatched;
+    ++patched_plans;
+  }
+  remember(tables);
+  ++steps_since_full;
+  reason.clear();
+  return true;
+}
+
+IncrementalPlanner::IncrementalPlanner(const AttentionSpec& spec, PlannerOptions options,
+                                       ReplanOptions replan)
+    : impl_(std::make_unique<Impl>()) {
+  spec.validate();
+  CANOPY_CHECK(replan.full_every >= 1, ErrorKind::kInvalidArgument,
+               "ReplanOptions::full_every ({}) must be at least 1", replan.full_every);
+  CANOPY_CHECK(replan.max_growth >= 0, ErrorKind::kInvalidArgument,
+               "ReplanOptions::max_growth ({}) must be >= 0", replan.max_growth);
+  impl_->spec = spec;
+  impl_->options = std::move(options);
+  impl_->replan = replan;
+}
+
+IncrementalPlanner::~IncrementalPlanner() = default;
+IncrementalPlanner::IncrementalPlanner(IncrementalPlanner&&) noexcept = default;
+IncrementalPlanner& IncrementalPlanner::operator=(IncrementalPlanner&&) noexcept = default;
+
+const Plan& IncrementalPlanner::plan(const BlockTables& tables) {
+  Impl& m = *impl_;
+  if (!m.have_plan) return m.full(tables, "no previous plan");
+  std::string why;
+  if (m.try_patch(tables, why)) return m.plan;
+  return m.full(tables, std::move(why));
+}
+
+const Plan& IncrementalPlanner::last_plan() const { return impl_->plan; }
+ReplanOutcome IncrementalPlanner::last_outcome() const { return impl_->outcome; }
+const std::string& IncrementalPlanner::last_reason() const { return impl_->reason; }
+std::int64_t IncrementalPlanner::full_plans() const { return impl_->full_plans; }
+std::int64_t IncrementalPlanner::patched_plans() const { return impl_->patched_plans; }
+
+}  // namespace canopy

@@ -1,0 +1,106 @@
+// Plans pinned bit for bit: a hash of plan_to_json for every suite workload
+// and for random trees, under several option sets. The hashes were produced
+// by the planner before the speed work (commit 58bdac2); the speed work
+// (docs/planner.md, section 4) must not change a single plan. A deliberate
+// change of the planner's decisions updates them:
+//   CANOPY_PRINT_PLAN_HASHES=1 build/canopy_tests --gtest_filter='PlanGolden.*'
+// prints the new table to paste here (JSON floats are printed exactly, so the
+// hashes hold on any IEEE-754 host that does not contract a*b+c).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "canopy/plan.hpp"
+#include "canopy/planner.hpp"
+#include "tests/test_data.hpp"
+#include "workload.hpp"
+
+namespace canopy {
+namespace {
+
+std::uint64_t fnv1a(const std::string& text, std::uint64_t h = 1469598103934665603ull) {
+  for (const unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// The option sets: defaults, no split, no absorb, prefix-blind, no head
+// packs, and finer splitting.
+std::vector<PlannerOptions> option_sets() {
+  std::vector<PlannerOptions> sets(6);
+  sets[1].allow_split = false;
+  sets[2].allow_absorb = false;
+  sets[3].prefix_blind = true;
+  sets[4].head_packs = false;
+  sets[5].min_split_tokens = 64;
+  sets[5].waves = 4;
+  return sets;
+}
+
+// Name -> hash of every pinned plan.
+std::map<std::string, std::uint64_t> plan_hashes() {
+  std::map<std::string, std::uint64_t> out;
+  const std::vector<PlannerOptions> sets = option_sets();
+  std::vector<workload::Workload> workloads = workload::load_suite();
+  for (const char* tree : {"1|4096", "1,4,64|2048,1024,256", "1,4,256|2048,1024,256",
+                           "1,4,1024|2048,1024,256", "1,64|4096,256", "1,2,64|16,256,32"}) {
+    workloads.push_back(workload::workload_from_tree(tree));
+    workloads.back().name = tree;
+  }
+  for (const workload::Workload& w : workloads) {
+    for (std::size_t o = 0; o < sets.size(); ++o) {
+      const std::string key = w.name + "/o" + std::to_string(o);
+      out[key] = fnv1a(plan_to_json(make_plan(w.spec, w.tables, sets[o])));
+    }
+  }
+  // Random forests (inner requests, duplicates, partial pages), one hash per
+  // option set over all of them.
+  const workload::Workload shape = workload::workload_from_tree("1|16");
+  for (std::size_t o = 0; o < sets.size(); ++o) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (int seed = 0; seed < 120; ++seed) {
+      std::mt19937_64 rng(seed);
+      test::RandomTreeOptions ro;
+      ro.max_nodes = 16 + seed % 64;
+      ro.max_pages_per_node = 1 + seed % 40;
+      ro.max_fanout = 1 + seed % 8;
+      const BlockTables tables = test::random_tree_tables(rng, ro);
+      h = fnv1a(plan_to_json(make_plan(shape.spec, tables, sets[o])), h);
+    }
+    out["random-120/o" + std::to_string(o)] = h;
+  }
+  return out;
+}
+
+// clang-format off
+const std::map<std::string, std::uint64_t> kGolden = {
+#include "tests/runtime/plan/plan_golden_hashes.inc"
+};
+// clang-format on
+
+TEST(PlanGolden, PlansAreUnchanged) {
+  const std::map<std::string, std::uint64_t> now = plan_hashes();
+  if (std::getenv("CANOPY_PRINT_PLAN_HASHES") != nullptr) {
+    for (const auto& [name, h] : now) {
+      std::printf("    {\"%s\", 0x%016llxull},\n", name.c_str(),
+                  static_cast<unsigned long long>(h));
+    }
+  }
+  EXPECT_EQ(now.size(), kGolden.size());
+  for (const auto& [name, h] : kGolden) {
+    const auto it = now.find(name);
+    ASSERT_NE(it, now.end()) << name;
+    EXPECT_EQ(it->second, h) << name << ": the plan changed";
+  }
+}
+
+}  // namespace
+}  // namespace canopy
