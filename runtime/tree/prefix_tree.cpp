@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -132,6 +133,11 @@ PrefixTree tree_from_explicit(const ExplicitTree& in, int page_size) {
                    "({} tokens in {} pages)",
                    src.parent, up.num_tokens, up.page_count);
       node.depth = up.depth + 1;
+      // Lengths are int32 everywhere (seq_lens, token offsets): so is every path.
+      const std::int64_t path = std::int64_t{up.prefix_tokens} + up.num_tokens + src.num_tokens;
+      CANOPY_CHECK(path <= std::numeric_limits<std::int32_t>::max(), ErrorKind::kInvalidArgument,
+                   "explicit tree: node {} ends a path of {} tokens, more than 2^31 - 1", v.old,
+                   path);
       node.prefix_tokens = up.prefix_tokens + up.num_tokens;
       tree.child_ids[up.child_begin + v.slot] = id;
     } else {

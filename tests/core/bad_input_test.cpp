@@ -230,6 +230,24 @@ TEST(BadExplicitTree, PagesAndTokens) {
   EXPECT_EQ(expect_error([&] { tree_from_explicit(good_tree(), 0); }, kBad, {"page_size"}), "");
 }
 
+// Found by fuzzing (tests/fuzz): nodes of up to 2^31 - 1 tokens each add up
+// past int32 along a path; prefix_tokens overflowed instead of an error.
+TEST(BadExplicitTree, PathLongerThanInt32) {
+  constexpr int kPageSize = 256;
+  constexpr std::int32_t kTokens = 2147483647 - 255;  // (2^23 - 1) full pages
+  ExplicitTree e;
+  e.num_pages = 2;
+  e.batch_size = 1;
+  e.nodes.resize(2);
+  e.nodes[0] = {-1, std::vector<std::int32_t>(kTokens / kPageSize, 0), kTokens, {}};
+  e.nodes[1] = {0, {1}, 256, {0}};
+  EXPECT_EQ(expect_error([&] { tree_from_explicit(e, kPageSize); }, kBad,
+                         {"node 1", "2147483648", "2^31 - 1"}),
+            "");
+  e.nodes[1].num_tokens = 255;  // exactly 2^31 - 1 tokens: fine
+  EXPECT_NO_THROW(tree_from_explicit(e, kPageSize));
+}
+
 // ---- plans that do not match their input ------------------------------------
 
 TEST(BadInput, ExecutorRejectsCorruptPlans) {
