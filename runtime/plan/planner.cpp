@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -515,6 +516,9 @@ void Planner::emit_items() {
           std::int64_t{task.pieces} * spec_.num_kv_heads * task.request_count * spec_.group_size();
     }
   }
+  // Partial slots are int32 indices (items, query_rows, merge_indices).
+  CANOPY_CHECK(max_rows <= std::numeric_limits<std::int32_t>::max(), ErrorKind::kNotSupported,
+               "the plan needs {} partial states, more than the 2^31 - 1 it can index", max_rows);
   // Written through pointers, then trimmed: pieces that come out empty emit nothing.
   plan_.items.resize(max_items);
   plan_.query_rows.resize(max_rows);
@@ -802,6 +806,11 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
                "the tree was built with page_size {} but the spec says {}", tree.page_size,
                spec.page_size);
   check(tree.batch_size >= 1, ErrorKind::kInvalidArgument, "the batch has no requests");
+  // Query rows (request * num_qo_heads + head) are int32 indices.
+  const std::int64_t rows = std::int64_t{tree.batch_size} * spec.num_qo_heads;
+  CANOPY_CHECK(rows <= std::numeric_limits<std::int32_t>::max(), ErrorKind::kNotSupported,
+               "{} requests x {} qo heads = {} query rows, more than the 2^31 - 1 a plan indexes",
+               tree.batch_size, spec.num_qo_heads, rows);
   if (options.prefix_blind) {
     Planner(spec, without_sharing(tree), options, out).run();
     return;

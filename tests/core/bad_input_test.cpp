@@ -162,6 +162,40 @@ TEST(BadInput, PaddedTables) {
             "");
 }
 
+// Found by fuzzing (tests/fuzz): query rows (request * num_qo_heads + head)
+// are int32; the planner overflowed them (and tried to allocate as many)
+// instead of saying so.
+TEST(BadInput, MoreQueryRowsThanInt32) {
+  AttentionSpec spec;
+  spec.num_qo_heads = spec.num_kv_heads = 1 << 30;
+  EXPECT_EQ(expect_error([&] { make_plan(spec, good_tables()); }, ErrorKind::kNotSupported,
+                         {"3 requests", "1073741824 qo heads", "3221225472 query rows"}),
+            "");
+}
+
+// Partial states are int32 indices too: 2^15 requests x 2^15 qo heads fit
+// (2^30 rows), but each row reading its own leaf and the shared root does not.
+TEST(BadInput, MorePartialStatesThanInt32) {
+  AttentionSpec spec;
+  spec.num_qo_heads = 1 << 15;
+  spec.num_kv_heads = 1;
+  constexpr int kBatch = 1 << 15;
+  BlockTables t;
+  t.num_pages = kBatch + 1;
+  t.indptr.push_back(0);
+  for (int r = 0; r < kBatch; ++r) {
+    t.indices.insert(t.indices.end(), {0, r + 1});
+    t.indptr.push_back(static_cast<std::int32_t>(t.indices.size()));
+    t.seq_lens.push_back(32);
+  }
+  PlannerOptions separate;
+  separate.allow_absorb = false;
+  separate.allow_split = false;
+  EXPECT_EQ(expect_error([&] { make_plan(spec, t, separate); }, ErrorKind::kNotSupported,
+                         {"2147483648 partial states", "2^31 - 1"}),
+            "");
+}
+
 // ---- explicit trees ---------------------------------------------------------
 
 /// root 0 {0,1} 32 tokens (request 0) -> node 1 {2} 10 (request 1), node 2 {3} 16 (request 2)
