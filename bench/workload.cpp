@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -120,6 +121,19 @@ TreeShape TreeShape::scaled(double factor) const {
 
 BlockTables block_tables_from_shape(const TreeShape& shape, int page_size) {
   check_page_size(page_size);
+  // Lengths and the CSR index are int32: check the sizes before building.
+  // Every leaf's table holds ceil(path / page_size) pages.
+  constexpr std::int64_t kInt32Max = std::numeric_limits<std::int32_t>::max();
+  const std::int64_t path = shape.path_tokens();
+  CANOPY_CHECK(path <= kInt32Max, ErrorKind::kInvalidArgument,
+               "tree '{}': paths of {} tokens, more than the 2^31 - 1 a sequence may hold",
+               shape.to_string(), path);
+  const std::int64_t entries = (path + page_size - 1) / page_size * shape.num_requests();
+  CANOPY_CHECK(entries <= kInt32Max, ErrorKind::kInvalidArgument,
+               "tree '{}': {} requests x {} pages of {} tokens = {} page-table entries, more "
+               "than the 2^31 - 1 block tables index",
+               shape.to_string(), shape.num_requests(), (path + page_size - 1) / page_size,
+               page_size, entries);
   // Per node of the current level: its shared full pages and the tokens of
   // its partly filled tail, which each child copies into a fresh page.
   struct LevelNode {
