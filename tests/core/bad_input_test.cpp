@@ -282,6 +282,20 @@ TEST(BadExplicitTree, PathLongerThanInt32) {
   EXPECT_NO_THROW(tree_from_explicit(e, kPageSize));
 }
 
+// Found by fuzzing (tests/fuzz): a batch_size near 2^31 with a few nodes
+// allocated 8 GiB (one slot per request) before reporting the requests that
+// end nowhere.
+TEST(BadExplicitTree, HugeBatchSizeIsRejectedWithoutAllocating) {
+  ExplicitTree e = good_tree();
+  e.batch_size = 2147483647;
+  EXPECT_EQ(expect_error([&] { tree_from_explicit(e, 16); }, kBad,
+                         {"request 3", "2147483647", "ends at no node"}),
+            "");
+  e = good_tree();
+  e.batch_size = 4;  // one more than the nodes list
+  EXPECT_EQ(expect_error([&] { tree_from_explicit(e, 16); }, kBad, {"request 3"}), "");
+}
+
 // ---- plans that do not match their input ------------------------------------
 
 TEST(BadInput, ExecutorRejectsCorruptPlans) {
