@@ -439,7 +439,9 @@ bool Planner::apply_split(double target) {
       const int by_length = task.tokens / std::max(1, opt_.min_split_tokens);
       pieces = std::max(1, std::min(by_cost, by_length));
       if (pieces > 1) {
-        const int piece_tokens = (task.tokens + pieces - 1) / pieces;
+        // In 64 bits: a task of close to 2^31 tokens overflowed (found by fuzzing).
+        const auto piece_tokens =
+            static_cast<int>((std::int64_t{task.tokens} + pieces - 1) / pieces);
         item_cost = tile_cost(task, piece_tokens);
       }
     }
