@@ -247,6 +247,26 @@ TEST(Workloads, BatchJson) {
   EXPECT_EQ(expect_error([] { parse_batch_json(R"({"num_qo_heads": 8})", "partial"); },
                          ErrorKind::kInvalidArgument, {"partial"}),
             "");
+  // Numbers that do not fit are rejected by name, not cast (found by fuzzing:
+  // 1e300 into an int was undefined behaviour, 2^32 + 8 silently became 8).
+  for (const char* bad : {"1e300", "4294967304", "1.5", "true", "\"8\""}) {
+    const std::string text = fmt::format(
+        R"({{"num_qo_heads": 8, "num_kv_heads": {}, "head_dim": 128,
+             "requests": [{{"pages": [0], "seq_len": 5}}]}})",
+        bad);
+    EXPECT_EQ(expect_error([&] { parse_batch_json(text, "wide"); }, ErrorKind::kInvalidArgument,
+                           {"wide", "num_kv_heads"}),
+              "")
+        << bad;
+  }
+  EXPECT_EQ(expect_error(
+                [] {
+                  parse_batch_json(R"({"num_qo_heads": 8, "num_kv_heads": 8, "head_dim": 128,
+                                       "requests": [{"pages": [4294967296], "seq_len": 5}]})",
+                                   "page");
+                },
+                ErrorKind::kInvalidArgument, {"page id", "4294967296"}),
+            "");
   EXPECT_EQ(expect_error([] { load_batch_file("/nonexistent/batch.json"); }, ErrorKind::kIo,
                          {"/nonexistent/batch.json"}),
             "");
