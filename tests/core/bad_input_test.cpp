@@ -94,6 +94,36 @@ TEST(BadInput, BrokenCsr) {
   EXPECT_EQ(expect_error([&] { make_plan(spec, t); }, kBad, {"9"}), "");
 }
 
+// Found by fuzzing (tests/fuzz, ASan): an indptr that jumps past the end of
+// indices and comes back down let validation read request 0's 100 pages from
+// an 8-entry array before it saw request 1's decrease.
+TEST(BadInput, IndptrPastIndicesThenBack) {
+  BlockTables t = good_tables();
+  t.indptr = {0, 100, 6, 8};
+  t.seq_lens[0] = 100 * 16;
+  expect_tables_rejected(t, {"request 0", "indptr[1] = 100", "past the end of indices"});
+}
+
+// Found by fuzzing (tests/fuzz, UBSan): splitting a task of close to 2^31
+// tokens computed its piece length as tokens + pieces - 1 in int32.
+TEST(BadInput, SplittingARequestOfInt32MaxTokens) {
+  constexpr std::int32_t kTokens = 2147483647;
+  AttentionSpec spec;
+  spec.page_size = 256;
+  BlockTables t;
+  t.num_pages = (std::int64_t{kTokens} + 255) / 256;
+  t.indices.resize(static_cast<std::size_t>(t.num_pages));
+  for (std::size_t i = 0; i < t.indices.size(); ++i) t.indices[i] = static_cast<std::int32_t>(i);
+  t.indptr = {0, static_cast<std::int32_t>(t.indices.size())};
+  t.seq_lens = {kTokens};
+  PlannerOptions options;
+  options.min_split_tokens = 1;
+  Plan plan;
+  ASSERT_NO_THROW(make_plan(spec, t, options, plan));
+  EXPECT_GT(plan.items.size(), static_cast<std::size_t>(spec.num_kv_heads)) << "not split";
+  EXPECT_NO_THROW(check_plan_coverage(plan, t));
+}
+
 TEST(BadInput, EmptyBatch) {
   BlockTables t;
   t.indptr = {0};
