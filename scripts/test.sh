@@ -5,3 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 ctest --test-dir build --output-on-failure -j"$(nproc)"
+# ASan + UBSan build of the host tests (docs/reliability.md has its timing).
+bash scripts/test_sanitizers.sh
