@@ -52,7 +52,7 @@ ExplicitTree decode_tree(FuzzReader& r, int page_size, bool& huge) {
     auto& node = t.nodes[static_cast<std::size_t>(i)];
     const int kind = r.int_in(0, 9);
     std::int64_t pages = r.chance(85) ? r.int_in(1, 4) : r.int_in(0, 64);
-    if (kind == 9 && huge_nodes < 2 && page_size >= 128 && r.chance(10)) {
+    if (kind == 9 && huge_nodes < 2 && page_size >= 128 && r.chance(2)) {
       // A run of pages near 2^31 tokens: two of them on one path overflow int32.
       ++huge_nodes;
       huge = true;
