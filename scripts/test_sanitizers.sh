@@ -7,9 +7,9 @@
 #   SAN_FILTER='Plan*' bash scripts/test_sanitizers.sh   # another gtest filter
 #
 # Left out (the plain build runs them): Gpu* (skip without a GPU anyway),
-# *KernelCompile* (NVRTC compiles for ~5 min), and the FuzzReplay
-# FreshRandomInputs (the fuzzers cover those inputs under ASan/UBSan
-# themselves: scripts/fuzz.sh). docs/reliability.md has the timings.
+# *KernelCompile* and *ColdVsWarmTimings* (NVRTC compiles and timings, not our
+# code), and FuzzReplay.FreshRandomInputs (the fuzzers run such inputs under
+# ASan + UBSan themselves: scripts/fuzz.sh). docs/reliability.md has timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,6 +29,7 @@ filter=${SAN_FILTER:-'*'}
 # halt_on_error: the first report fails the test binary; leaks are reported too.
 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=0 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  "$BUILD/canopy_tests" --gtest_filter="$filter:-Gpu*:*KernelCompile*:*FreshRandomInputs*" \
+  "$BUILD/canopy_tests" \
+  --gtest_filter="$filter:-Gpu*:*KernelCompile*:*FreshRandomInputs*:*ColdVsWarmTimings*" \
   --gtest_brief=1 --gtest_color=no
 echo "sanitizer tests: built in ${built} s, ran in $((SECONDS - t0 - built)) s"
