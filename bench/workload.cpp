@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "canopy/error.hpp"
+#include "core/json_number.hpp"
 
 namespace canopy::workload {
 namespace {
@@ -146,6 +148,19 @@ BlockTables decode_step(const BlockTables& tables, int page_size, const std::vec
 
 BlockTables block_tables_from_shape(const TreeShape& shape, int page_size) {
   check_page_size(page_size);
+  // Lengths and the CSR index are int32: check the sizes before building.
+  // Every leaf's table holds ceil(path / page_size) pages.
+  constexpr std::int64_t kInt32Max = std::numeric_limits<std::int32_t>::max();
+  const std::int64_t path = shape.path_tokens();
+  CANOPY_CHECK(path <= kInt32Max, ErrorKind::kInvalidArgument,
+               "tree '{}': paths of {} tokens, more than the 2^31 - 1 a sequence may hold",
+               shape.to_string(), path);
+  const std::int64_t entries = (path + page_size - 1) / page_size * shape.num_requests();
+  CANOPY_CHECK(entries <= kInt32Max, ErrorKind::kInvalidArgument,
+               "tree '{}': {} requests x {} pages of {} tokens = {} page-table entries, more "
+               "than the 2^31 - 1 block tables index",
+               shape.to_string(), shape.num_requests(), (path + page_size - 1) / page_size,
+               page_size, entries);
   // Per node of the current level: its shared full pages and the tokens of
   // its partly filled tail, which each child copies into a fresh page.
   struct LevelNode {
@@ -233,27 +248,32 @@ Workload parse_batch_json(const std::string& text, const std::string& name) {
   Workload w;
   w.name = name;
   try {
-    w.spec.num_qo_heads = json.at("num_qo_heads").get<int>();
-    w.spec.num_kv_heads = json.at("num_kv_heads").get<int>();
-    w.spec.head_dim = json.at("head_dim").get<int>();
+    w.spec.num_qo_heads = json_int<int>(json.at("num_qo_heads"), "num_qo_heads");
+    w.spec.num_kv_heads = json_int<int>(json.at("num_kv_heads"), "num_kv_heads");
+    w.spec.head_dim = json_int<int>(json.at("head_dim"), "head_dim");
     const DType dtype = dtype_from_string(json.value("dtype", std::string("fp16")));
     w.spec.q_dtype = w.spec.kv_dtype = w.spec.o_dtype = dtype;
-    w.spec.page_size = json.value("page_size", 16);
+    w.spec.page_size =
+        json.contains("page_size") ? json_int<int>(json.at("page_size"), "page_size") : 16;
     w.spec.kv_layout = kv_layout_from_string(json.value("kv_layout", std::string("NHD")));
     std::int64_t max_page = -1;
     w.tables.indptr.push_back(0);
     for (const auto& request : json.at("requests")) {
       for (const auto& page : request.at("pages")) {
-        w.tables.indices.push_back(page.get<std::int32_t>());
+        w.tables.indices.push_back(json_int<std::int32_t>(page, "a page id"));
         max_page = std::max<std::int64_t>(max_page, w.tables.indices.back());
       }
       w.tables.indptr.push_back(static_cast<std::int32_t>(w.tables.indices.size()));
-      w.tables.seq_lens.push_back(request.at("seq_len").get<std::int32_t>());
+      w.tables.seq_lens.push_back(json_int<std::int32_t>(request.at("seq_len"), "seq_len"));
     }
-    w.tables.num_pages = json.value("num_pages", max_page + 1);
+    w.tables.num_pages = json.contains("num_pages")
+                             ? json_int<std::int64_t>(json.at("num_pages"), "num_pages")
+                             : max_page + 1;
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorKind::kInvalidArgument,
                 fmt::format("batch '{}': missing or mistyped field: {}", name, e.what()));
+  } catch (const Error& e) {  // a number out of range, an unknown dtype: name the batch
+    throw Error(e.kind(), fmt::format("batch '{}': {}", name, e.what()));
   }
   return w;
 }

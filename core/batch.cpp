@@ -46,6 +46,12 @@ void BlockTables::validate(int page_size, std::int64_t page_limit) const {
     const std::int64_t held = std::int64_t{indptr[r + 1]} - indptr[r];
     CANOPY_CHECK(held >= 0, ErrorKind::kInvalidArgument, "request {}: indptr decreases ({} -> {})",
                  r, indptr[r], indptr[r + 1]);
+    // Within indices too: a later decrease back to indices.size() would let
+    // this request's pages be read past the end (found by fuzzing).
+    CANOPY_CHECK(static_cast<std::size_t>(indptr[r + 1]) <= indices.size(),
+                 ErrorKind::kInvalidArgument,
+                 "request {}: indptr[{}] = {} is past the end of indices ({} entries)", r, r + 1,
+                 indptr[r + 1], indices.size());
     const std::int64_t len = seq_lens[r];
     CANOPY_CHECK(len >= 1, ErrorKind::kInvalidArgument,
                  "request {}: seq_len is {}, must be at least 1", r, len);

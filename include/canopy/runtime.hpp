@@ -49,6 +49,14 @@ class PreparedPlan {
   std::unique_ptr<State> state_;
 };
 
+/// Thread safety: one Runtime may be used from several threads at once.
+/// plan() and prepare() may run concurrently (the cubin cache and the loaded
+/// modules are shared under locks; planning has no shared state), and run()
+/// may launch on different streams from different threads. What is not
+/// shared safely is a PreparedPlan's workspace: its launches write partial
+/// states there, so two runs of one PreparedPlan must not overlap on the GPU
+/// (order them on one stream, or give each stream its own PreparedPlan or
+/// caller workspace). Tests: ConcurrentPlanning, GpuThreads.
 class Runtime {
  public:
   /// Loads libcuda.so.1, picks the device, retains its primary context.

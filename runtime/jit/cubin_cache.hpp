@@ -35,6 +35,14 @@ struct CubinCacheStats {
   int corrupt_entries = 0;  ///< entries found damaged and recompiled
 };
 
+namespace detail {
+/// Test seam (tests/runtime/jit/cubin_cache_processes_test.cpp): when set, the
+/// cache's atomic writer calls it with the final path after half of a file's
+/// bytes are in the temp file, so a test can SIGKILL a process mid-write.
+/// Null in production.
+extern void (*cubin_write_interrupt)(const std::string& path);
+}  // namespace detail
+
 /// Key of one cache entry: SHA-256 over everything that changes the cubin.
 std::string cubin_cache_key(const std::string& source, const std::vector<std::string>& options,
                             const std::string& nvrtc_version, Arch arch,

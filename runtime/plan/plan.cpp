@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "canopy/error.hpp"
+#include "core/json_number.hpp"
 #include "generator/kernel_families.hpp"
 
 namespace canopy {
@@ -147,6 +148,20 @@ std::string plan_to_json(const Plan& plan, int indent) {
   return j.dump(indent);
 }
 
+namespace {
+
+std::vector<std::int32_t> int32_array(const nlohmann::json& doc, const char* field) {
+  const nlohmann::json& a = doc.at(field);
+  check(a.is_array(), ErrorKind::kInvalidArgument,
+        fmt::format("plan JSON: {} is not an array", field));
+  std::vector<std::int32_t> out;
+  out.reserve(a.size());
+  for (const nlohmann::json& v : a) out.push_back(json_int<std::int32_t>(v, field));
+  return out;
+}
+
+}  // namespace
+
 Plan plan_from_json(const std::string& text) {
   using nlohmann::json;
   Plan plan;
@@ -156,56 +171,61 @@ Plan plan_from_json(const std::string& text) {
           "not a canopy-plan/2 document");
     const json& s = j.at("spec");
     AttentionSpec& spec = plan.spec;
-    spec.num_qo_heads = s.at("num_qo_heads");
-    spec.num_kv_heads = s.at("num_kv_heads");
-    spec.head_dim = s.at("head_dim");
+    spec.num_qo_heads = json_int<int>(s.at("num_qo_heads"), "spec.num_qo_heads");
+    spec.num_kv_heads = json_int<int>(s.at("num_kv_heads"), "spec.num_kv_heads");
+    spec.head_dim = json_int<int>(s.at("head_dim"), "spec.head_dim");
     spec.q_dtype = dtype_from_string(s.at("q_dtype"));
     spec.kv_dtype = dtype_from_string(s.at("kv_dtype"));
     spec.o_dtype = dtype_from_string(s.at("o_dtype"));
     spec.kv_layout = kv_layout_from_string(s.at("kv_layout"));
-    spec.page_size = s.at("page_size");
+    spec.page_size = json_int<int>(s.at("page_size"), "spec.page_size");
     spec.sm_scale = s.at("sm_scale");
     spec.logits_soft_cap = s.at("logits_soft_cap");
     spec.with_lse = s.at("with_lse");
-    plan.batch_size = j.at("batch_size");
-    plan.tree_depth = j.at("tree_depth");
-    plan.num_sms = j.at("num_sms");
+    plan.batch_size = json_int<int>(j.at("batch_size"), "batch_size");
+    plan.tree_depth = json_int<int>(j.at("tree_depth"), "tree_depth");
+    plan.num_sms = json_int<int>(j.at("num_sms"), "num_sms");
     plan.predicted_us = j.at("predicted_us");
     for (const json& c : j.at("configs")) {
       plan.configs.push_back(KernelConfig::parse(c.get<std::string>()));
     }
     for (const json& a : j.at("items")) {
       WorkItem it;
-      it.node = a.at(0);
-      it.config = a.at(1);
-      it.row_tile = a.at(2);
-      it.kv_head = a.at(3);
-      it.kv_heads = a.at(4);
-      it.kv_page_offset = a.at(5);
-      it.token_begin = a.at(6);
-      it.token_end = a.at(7);
-      it.path_token_offset = a.at(8);
-      it.row_begin = a.at(9);
-      it.row_count = a.at(10);
-      it.direct = a.at(11).get<int>() != 0;
+      it.node = json_int<decltype(it.node)>(a.at(0), "item.node");
+      it.config = json_int<decltype(it.config)>(a.at(1), "item.config");
+      it.row_tile = json_int<decltype(it.row_tile)>(a.at(2), "item.row_tile");
+      it.kv_head = json_int<decltype(it.kv_head)>(a.at(3), "item.kv_head");
+      it.kv_heads = json_int<decltype(it.kv_heads)>(a.at(4), "item.kv_heads");
+      it.kv_page_offset = json_int<decltype(it.kv_page_offset)>(a.at(5), "item.kv_page_offset");
+      it.token_begin = json_int<decltype(it.token_begin)>(a.at(6), "item.token_begin");
+      it.token_end = json_int<decltype(it.token_end)>(a.at(7), "item.token_end");
+      it.path_token_offset =
+          json_int<decltype(it.path_token_offset)>(a.at(8), "item.path_token_offset");
+      it.row_begin = json_int<decltype(it.row_begin)>(a.at(9), "item.row_begin");
+      it.row_count = json_int<decltype(it.row_count)>(a.at(10), "item.row_count");
+      it.direct = json_int<int>(a.at(11), "item.direct") != 0;
       it.predicted_us = a.at(12);
-      it.sm = a.at(13);
+      it.sm = json_int<std::int32_t>(a.at(13), "item.sm");
       plan.items.push_back(it);
     }
     for (const json& g : j.at("launches")) {
       plan.launches.push_back({kernel_family_from_string(g.at("family").get<std::string>()),
-                               g.at("config"), g.at("begin"), g.at("end")});
+                               json_int<int>(g.at("config"), "launch.config"),
+                               json_int<int>(g.at("begin"), "launch.begin"),
+                               json_int<int>(g.at("end"), "launch.end")});
     }
-    plan.query_rows = j.at("query_rows").get<std::vector<std::int32_t>>();
-    plan.kv_pages = j.at("kv_pages").get<std::vector<std::int32_t>>();
-    plan.merge_rows = j.at("merge_rows").get<std::vector<std::int32_t>>();
-    plan.merge_indptr = j.at("merge_indptr").get<std::vector<std::int32_t>>();
-    plan.merge_indices = j.at("merge_indices").get<std::vector<std::int32_t>>();
-    plan.max_merge_fan_in = j.at("max_merge_fan_in");
-    plan.num_partial_slots = j.at("num_partial_slots");
+    plan.query_rows = int32_array(j, "query_rows");
+    plan.kv_pages = int32_array(j, "kv_pages");
+    plan.merge_rows = int32_array(j, "merge_rows");
+    plan.merge_indptr = int32_array(j, "merge_indptr");
+    plan.merge_indices = int32_array(j, "merge_indices");
+    plan.max_merge_fan_in = json_int<int>(j.at("max_merge_fan_in"), "max_merge_fan_in");
+    plan.num_partial_slots = json_int<int>(j.at("num_partial_slots"), "num_partial_slots");
     plan.sm_load_us = j.at("sm_load_us").get<std::vector<float>>();
   } catch (const json::exception& e) {
     throw Error(ErrorKind::kInvalidArgument, fmt::format("plan JSON: {}", e.what()));
+  } catch (const Error& e) {  // a field out of range, an unknown name: say where
+    throw Error(e.kind(), fmt::format("plan JSON: {}", e.what()));
   }
   plan.validate();
   return plan;

@@ -2,6 +2,8 @@
 // and the choice between one partial kernel and two (docs/planner.md, 2g).
 #include "canopy/planner.hpp"
 
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <vector>
@@ -90,6 +92,11 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
                "the tree was built with page_size {} but the spec says {}", tree.page_size,
                spec.page_size);
   check(tree.batch_size >= 1, ErrorKind::kInvalidArgument, "the batch has no requests");
+  // Query rows (request * num_qo_heads + head) are int32 indices.
+  const std::int64_t rows = std::int64_t{tree.batch_size} * spec.num_qo_heads;
+  CANOPY_CHECK(rows <= std::numeric_limits<std::int32_t>::max(), ErrorKind::kNotSupported,
+               "{} requests x {} qo heads = {} query rows, more than the 2^31 - 1 a plan indexes",
+               tree.batch_size, spec.num_qo_heads, rows);
   if (options.prefix_blind) {
     const PrefixTree blind = without_sharing(tree);
     Planner pass(spec, blind, options, first);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -656,6 +657,9 @@ void Planner::price() {
 // (blocks are issued in order), one item per (task, KV piece, KV head, row
 // tile); a tile's rows are request-major (a request's group heads together).
 void Planner::emit_items(Plan& out) {
+  // Partial slots are int32 indices (items, query_rows, merge_indices).
+  CANOPY_CHECK(max_rows_ <= std::numeric_limits<std::int32_t>::max(), ErrorKind::kNotSupported,
+               "the plan needs {} partial states, more than the 2^31 - 1 it can index", max_rows_);
   // Written through pointers, then trimmed: pieces that come out empty emit nothing.
   out.items.resize(max_items_);
   out.query_rows.resize(max_rows_);

@@ -70,7 +70,8 @@ class TreeBuilder {
   void insert(int request) {
     const std::int32_t begin = t_.indptr[request];
     const std::int32_t len = t_.seq_lens[request];
-    const std::int32_t n = (len + page_size_ - 1) / page_size_;
+    // In 64 bits: len + page_size - 1 overflows int32 for lengths near 2^31.
+    const auto n = static_cast<std::int32_t>((std::int64_t{len} + page_size_ - 1) / page_size_);
     const std::int32_t last_fill = len - (n - 1) * page_size_;
     auto fill = [&](std::int32_t i) { return i == n - 1 ? last_fill : page_size_; };
     // Requests that share a prefix are usually neighbours: the nodes of the

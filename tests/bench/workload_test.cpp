@@ -125,6 +125,25 @@ TEST(BlockTablesFromShape, PageSizeOneSharesEveryToken) {
   }
 }
 
+// Found by fuzzing (tests/fuzz): shapes whose tables break int32 (a path
+// over 2^31 - 1 tokens, or more page-table entries than int32 indexes) were
+// built anyway, running out of memory or overflowing page ids and lengths.
+TEST(BlockTablesFromShape, RejectsTablesBeyondInt32) {
+  const BlockTables longest =
+      block_tables_from_shape(TreeShape::parse("1,1|1073741823,1073741823"), 256);
+  EXPECT_EQ(longest.seq_lens, std::vector<std::int32_t>{2147483646});
+  EXPECT_EQ(longest.indices.size(), 8388608u);
+  EXPECT_EQ(
+      expect_error(
+          [] { block_tables_from_shape(TreeShape::parse("1,2,4|1073741823,1073741823,2"), 16); },
+          ErrorKind::kInvalidArgument, {"2147483648 tokens", "2^31 - 1"}),
+      "");
+  EXPECT_EQ(expect_error([] { block_tables_from_shape(TreeShape::parse("1,1048576|256,2049"), 1); },
+                         ErrorKind::kInvalidArgument,
+                         {"1048576 requests", "2305 pages", "2416967680 page-table entries"}),
+            "");
+}
+
 TEST(Suite, LoadsAllWorkloads) {
   const auto suite = load_suite();
   ASSERT_EQ(suite.size(), 30u);
@@ -227,6 +246,26 @@ TEST(Workloads, BatchJson) {
             "");
   EXPECT_EQ(expect_error([] { parse_batch_json(R"({"num_qo_heads": 8})", "partial"); },
                          ErrorKind::kInvalidArgument, {"partial"}),
+            "");
+  // Numbers that do not fit are rejected by name, not cast (found by fuzzing:
+  // 1e300 into an int was undefined behaviour, 2^32 + 8 silently became 8).
+  for (const char* bad : {"1e300", "4294967304", "1.5", "true", "\"8\""}) {
+    const std::string text = fmt::format(
+        R"({{"num_qo_heads": 8, "num_kv_heads": {}, "head_dim": 128,
+             "requests": [{{"pages": [0], "seq_len": 5}}]}})",
+        bad);
+    EXPECT_EQ(expect_error([&] { parse_batch_json(text, "wide"); }, ErrorKind::kInvalidArgument,
+                           {"wide", "num_kv_heads"}),
+              "")
+        << bad;
+  }
+  EXPECT_EQ(expect_error(
+                [] {
+                  parse_batch_json(R"({"num_qo_heads": 8, "num_kv_heads": 8, "head_dim": 128,
+                                       "requests": [{"pages": [4294967296], "seq_len": 5}]})",
+                                   "page");
+                },
+                ErrorKind::kInvalidArgument, {"page id", "4294967296"}),
             "");
   EXPECT_EQ(expect_error([] { load_batch_file("/nonexistent/batch.json"); }, ErrorKind::kIo,
                          {"/nonexistent/batch.json"}),

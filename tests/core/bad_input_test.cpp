@@ -94,6 +94,36 @@ TEST(BadInput, BrokenCsr) {
   EXPECT_EQ(expect_error([&] { make_plan(spec, t); }, kBad, {"9"}), "");
 }
 
+// Found by fuzzing (tests/fuzz, ASan): an indptr that jumps past the end of
+// indices and comes back down let validation read request 0's 100 pages from
+// an 8-entry array before it saw request 1's decrease.
+TEST(BadInput, IndptrPastIndicesThenBack) {
+  BlockTables t = good_tables();
+  t.indptr = {0, 100, 6, 8};
+  t.seq_lens[0] = 100 * 16;
+  expect_tables_rejected(t, {"request 0", "indptr[1] = 100", "past the end of indices"});
+}
+
+// Found by fuzzing (tests/fuzz, UBSan): splitting a task of close to 2^31
+// tokens computed its piece length as tokens + pieces - 1 in int32.
+TEST(BadInput, SplittingARequestOfInt32MaxTokens) {
+  constexpr std::int32_t kTokens = 2147483647;
+  AttentionSpec spec;
+  spec.page_size = 256;
+  BlockTables t;
+  t.num_pages = (std::int64_t{kTokens} + 255) / 256;
+  t.indices.resize(static_cast<std::size_t>(t.num_pages));
+  for (std::size_t i = 0; i < t.indices.size(); ++i) t.indices[i] = static_cast<std::int32_t>(i);
+  t.indptr = {0, static_cast<std::int32_t>(t.indices.size())};
+  t.seq_lens = {kTokens};
+  PlannerOptions options;
+  options.min_split_tokens = 1;
+  Plan plan;
+  ASSERT_NO_THROW(make_plan(spec, t, options, plan));
+  EXPECT_GT(plan.items.size(), static_cast<std::size_t>(spec.num_kv_heads)) << "not split";
+  EXPECT_NO_THROW(check_plan_coverage(plan, t));
+}
+
 TEST(BadInput, EmptyBatch) {
   BlockTables t;
   t.indptr = {0};
@@ -159,6 +189,40 @@ TEST(BadInput, PaddedTables) {
                   BlockTables::from_padded(padded, 3, {40, 20}, 8, 16);
                 },
                 kBad, {}),
+            "");
+}
+
+// Found by fuzzing (tests/fuzz): query rows (request * num_qo_heads + head)
+// are int32; the planner overflowed them (and tried to allocate as many)
+// instead of saying so.
+TEST(BadInput, MoreQueryRowsThanInt32) {
+  AttentionSpec spec;
+  spec.num_qo_heads = spec.num_kv_heads = 1 << 30;
+  EXPECT_EQ(expect_error([&] { make_plan(spec, good_tables()); }, ErrorKind::kNotSupported,
+                         {"3 requests", "1073741824 qo heads", "3221225472 query rows"}),
+            "");
+}
+
+// Partial states are int32 indices too: 2^15 requests x 2^15 qo heads fit
+// (2^30 rows), but each row reading its own leaf and the shared root does not.
+TEST(BadInput, MorePartialStatesThanInt32) {
+  AttentionSpec spec;
+  spec.num_qo_heads = 1 << 15;
+  spec.num_kv_heads = 1;
+  constexpr int kBatch = 1 << 15;
+  BlockTables t;
+  t.num_pages = kBatch + 1;
+  t.indptr.push_back(0);
+  for (int r = 0; r < kBatch; ++r) {
+    t.indices.insert(t.indices.end(), {0, r + 1});
+    t.indptr.push_back(static_cast<std::int32_t>(t.indices.size()));
+    t.seq_lens.push_back(32);
+  }
+  PlannerOptions separate;
+  separate.allow_absorb = false;
+  separate.allow_split = false;
+  EXPECT_EQ(expect_error([&] { make_plan(spec, t, separate); }, ErrorKind::kNotSupported,
+                         {"2147483648 partial states", "2^31 - 1"}),
             "");
 }
 
@@ -228,6 +292,38 @@ TEST(BadExplicitTree, PagesAndTokens) {
   e.nodes[1].num_tokens = 0;
   EXPECT_EQ(expect_error([&] { tree_from_explicit(e, 16); }, kBad, {"node 1"}), "");
   EXPECT_EQ(expect_error([&] { tree_from_explicit(good_tree(), 0); }, kBad, {"page_size"}), "");
+}
+
+// Found by fuzzing (tests/fuzz): nodes of up to 2^31 - 1 tokens each add up
+// past int32 along a path; prefix_tokens overflowed instead of an error.
+TEST(BadExplicitTree, PathLongerThanInt32) {
+  constexpr int kPageSize = 256;
+  constexpr std::int32_t kTokens = 2147483647 - 255;  // (2^23 - 1) full pages
+  ExplicitTree e;
+  e.num_pages = 2;
+  e.batch_size = 1;
+  e.nodes.resize(2);
+  e.nodes[0] = {-1, std::vector<std::int32_t>(kTokens / kPageSize, 0), kTokens, {}};
+  e.nodes[1] = {0, {1}, 256, {0}};
+  EXPECT_EQ(expect_error([&] { tree_from_explicit(e, kPageSize); }, kBad,
+                         {"node 1", "2147483648", "2^31 - 1"}),
+            "");
+  e.nodes[1].num_tokens = 255;  // exactly 2^31 - 1 tokens: fine
+  EXPECT_NO_THROW(tree_from_explicit(e, kPageSize));
+}
+
+// Found by fuzzing (tests/fuzz): a batch_size near 2^31 with a few nodes
+// allocated 8 GiB (one slot per request) before reporting the requests that
+// end nowhere.
+TEST(BadExplicitTree, HugeBatchSizeIsRejectedWithoutAllocating) {
+  ExplicitTree e = good_tree();
+  e.batch_size = 2147483647;
+  EXPECT_EQ(expect_error([&] { tree_from_explicit(e, 16); }, kBad,
+                         {"request 3", "2147483647", "ends at no node"}),
+            "");
+  e = good_tree();
+  e.batch_size = 4;  // one more than the nodes list
+  EXPECT_EQ(expect_error([&] { tree_from_explicit(e, 16); }, kBad, {"request 3"}), "");
 }
 
 // ---- plans that do not match their input ------------------------------------

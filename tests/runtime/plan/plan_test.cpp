@@ -157,6 +157,19 @@ TEST(Plan, JsonErrors) {
   // A plan whose spec is invalid is rejected by name, not divided by.
   const auto w = workload::workload_from_tree("1,2|32,32");
   Plan bad = make_plan(w.spec, w.tables);
+  // Integers that do not fit their field are rejected, not cast (found by
+  // fuzzing: 1e300 into an int was undefined behaviour, 2^32 + 32 became 32).
+  const std::string good = plan_to_json(bad, -1);
+  const std::string heads = "\"num_qo_heads\":" + std::to_string(bad.spec.num_qo_heads);
+  ASSERT_NE(good.find(heads), std::string::npos);
+  for (const char* value : {"4294967328", "1e300", "-1.5", "18446744073709551615"}) {
+    std::string text = good;
+    text.replace(text.find(heads), heads.size(), std::string("\"num_qo_heads\":") + value);
+    EXPECT_EQ(expect_error([&] { plan_from_json(text); }, ErrorKind::kInvalidArgument,
+                           {"plan JSON", "spec.num_qo_heads", "integer"}),
+              "")
+        << value;
+  }
   bad.spec.page_size = 0;
   EXPECT_EQ(expect_error([&] { plan_from_json(plan_to_json(bad)); }, ErrorKind::kInvalidArgument,
                          {"page_size (0)"}),

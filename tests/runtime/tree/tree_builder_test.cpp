@@ -383,6 +383,29 @@ TEST(TreeBuilder, ExplicitTreeKeepsInnerRequests) {
   EXPECT_EQ(tree.nodes[0].subtree_requests, 3);
 }
 
+// Found by fuzzing (tests/fuzz): ceil(len / page_size) was computed in int32,
+// so a request within page_size of 2^31 tokens came out with a negative page
+// count and vanished from the tree (its rows never written by the plan).
+TEST(TreeBuilder, LengthsNearInt32MaxKeepEveryRequest) {
+  constexpr int kPageSize = 256;
+  const std::int32_t len = 2147483647 - 100;
+  const std::int32_t pages = (len + std::int64_t{kPageSize} - 1) / kPageSize;
+  BlockTables t;
+  t.indptr = {0, 2, 2 + pages};
+  t.indices = {0, 1};
+  for (std::int32_t p = 0; p < pages; ++p) t.indices.push_back(p);  // shares page 0 with request 0
+  t.seq_lens = {300, len};
+  t.num_pages = pages;
+  const PrefixTree tree = discover_prefix_tree(t, kPageSize);
+  ASSERT_EQ(tree.request_node.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    const int node = tree.request_node[static_cast<std::size_t>(r)];
+    ASSERT_GE(node, 0) << "request " << r;
+    const PrefixTree::Node& n = tree.nodes[static_cast<std::size_t>(node)];
+    EXPECT_EQ(n.prefix_tokens + n.num_tokens, t.seq_lens[static_cast<std::size_t>(r)]);
+  }
+}
+
 TEST(TreeBuilder, FromPaddedEqualsCsr) {
   for (std::uint64_t seed = 0; seed < 20; ++seed) {
     std::mt19937_64 rng(seed);

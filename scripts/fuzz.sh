@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# libFuzzer runs of the tests/fuzz targets (docs/reliability.md has the
+# figures and what they found).
+#
+#   scripts/fuzz.sh build                 # clang + ASan + UBSan + libFuzzer into build-fuzz/
+#   scripts/fuzz.sh run TARGET [SECONDS]  # fuzz one target from its corpus (default 600 s)
+#   scripts/fuzz.sh merge TARGET          # minimize the found inputs into tests/fuzz/corpus/TARGET
+#   scripts/fuzz.sh campaign [SECONDS]    # every target in turn: 10^6 executions or SECONDS
+#                                         # (default 1000) each, then a table of the counts
+#
+# Targets: block_tables explicit_tree workload plan_json. A run grows
+# fuzz-out/TARGET/ (a scratch corpus seeded from tests/fuzz/corpus/TARGET),
+# writes crashers to fuzz-out/crashes/TARGET/ and its log to
+# fuzz-out/TARGET.log; the last "#N DONE cov: C ft: F" line gives
+# executions and coverage. Extra libFuzzer flags: FUZZ_FLAGS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD=$ROOT/build-fuzz
+OUT=${FUZZ_OUT:-$ROOT/fuzz-out}
+
+case "${1:-build}" in
+  build)
+    cuda_home="${CUDA_HOME:-/usr/local/cuda}"
+    # _GLIBCXX_SANITIZE_VECTOR: ASan also flags reads past a vector's size
+    # within its capacity. --as-needed as Debian's gcc does: CUDA::nvrtc drags in the libcuda stub,
+    # which the library loads at run time instead.
+    flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -g -O2 -D_GLIBCXX_SANITIZE_VECTOR"
+    CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_CXX_FLAGS="$flags" -DCUDAToolkit_ROOT="$cuda_home" \
+      -DCMAKE_EXE_LINKER_FLAGS="-Wl,--as-needed" \
+      -DCANOPY_FUZZ=ON -DCANOPY_BUILD_TESTS=OFF -DCANOPY_BUILD_BENCH=OFF >/dev/null
+    ninja -C "$BUILD" -j"$(nproc)" canopy_fuzz_block_tables canopy_fuzz_explicit_tree \
+      canopy_fuzz_workload canopy_fuzz_plan_json
+    ;;
+  run)
+    target=${2:?target name}
+    seconds=${3:-600}
+    mkdir -p "$OUT/$target" "$OUT/crashes/$target"
+    # Crashers are found under ASan/UBSan; a leak at exit is not a finding. A
+    # small quarantine: freed 64 MiB tables otherwise pile up past -rss_limit_mb
+    # (one such "oom" is kept in tests/fuzz/regressions/workload).
+    ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:quarantine_size_mb=16 \
+      "$BUILD/tests/fuzz/canopy_fuzz_$target" "$OUT/$target" "$ROOT/tests/fuzz/corpus/$target" \
+      -max_total_time="$seconds" -max_len=4096 -timeout=30 -rss_limit_mb=4096 \
+      -artifact_prefix="$OUT/crashes/$target/" -print_final_stats=1 ${FUZZ_FLAGS:-} \
+      >"$OUT/$target.log" 2>&1 || true
+    grep -E '^#[0-9]+ +DONE|^stat::|ERROR|contract broken' "$OUT/$target.log" | tail -n 12
+    ;;
+  merge)
+    target=${2:?target name}
+    fresh=$(mktemp -d)
+    ASAN_OPTIONS=detect_leaks=0 "$BUILD/tests/fuzz/canopy_fuzz_$target" -merge=1 "$fresh" \
+      "$ROOT/tests/fuzz/corpus/$target" "$OUT/$target" >"$OUT/$target.merge.log" 2>&1
+    rm -rf "$ROOT/tests/fuzz/corpus/$target"
+    mkdir -p "$ROOT/tests/fuzz/corpus/$target"
+    cp "$fresh"/* "$ROOT/tests/fuzz/corpus/$target/"
+    rm -rf "$fresh"
+    echo "$target: $(ls "$ROOT/tests/fuzz/corpus/$target" | wc -l) files," \
+      "$(du -sh "$ROOT/tests/fuzz/corpus/$target" | cut -f1)"
+    ;;
+  campaign)
+    seconds=${2:-1000}
+    for target in block_tables explicit_tree workload plan_json; do
+      FUZZ_FLAGS="-runs=1000000 ${FUZZ_FLAGS:-}" bash "$0" run "$target" "$seconds" >/dev/null
+    done
+    printf '%-14s %10s %8s %7s %6s %s\n' target executions seconds exec/s corpus crashers
+    for target in block_tables explicit_tree workload plan_json; do
+      log=$OUT/$target.log
+      runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+      rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
+      secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1)
+      printf '%-14s %10s %8s %7s %6s %s\n' "$target" "${runs:-?}" "${secs:-?}" "${rate:-?}" \
+        "$(ls "$OUT/$target" | wc -l)" "$(ls "$OUT/crashes/$target" | wc -l)"
+    done
+    ;;
+  *)
+    echo "usage: $0 build | run TARGET [SECONDS] | merge TARGET | campaign [SECONDS]" >&2
+    exit 2
+    ;;
+esac

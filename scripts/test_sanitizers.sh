@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# AddressSanitizer + UndefinedBehaviorSanitizer build of the host tests (CI,
+# from scripts/test.sh). Builds canopy_tests with gcc into build-asan/ and runs
+# every CPU test except the slow ones below; any sanitizer report fails the run.
+#
+#   bash scripts/test_sanitizers.sh          # build and run (CI)
+#   SAN_FILTER='Plan*' bash scripts/test_sanitizers.sh   # another gtest filter
+#
+# Left out (the plain build runs them): Gpu* (skip without a GPU anyway),
+# *KernelCompile* and *ColdVsWarmTimings* (NVRTC compiles and timings, not our
+# code), and FuzzReplay.FreshRandomInputs (the fuzzers run such inputs under
+# ASan + UBSan themselves: scripts/fuzz.sh). docs/reliability.md has timings.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD=$ROOT/build-asan
+cuda_home="${CUDA_HOME:-/usr/local/cuda}"
+# --as-needed as in scripts/fuzz.sh: CUDA::nvrtc drags in the libcuda stub, which
+# the library loads at run time instead.
+flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1 -g1"
+t0=$SECONDS
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="$flags" \
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined -Wl,--as-needed" \
+  -DCUDAToolkit_ROOT="$cuda_home" \
+  -DCANOPY_BUILD_BENCH=OFF >/dev/null
+ninja -C "$BUILD" -j"$(nproc)" canopy_tests
+built=$((SECONDS - t0))
+filter=${SAN_FILTER:-'*'}
+# halt_on_error: the first report fails the test binary; leaks are reported too.
+ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=0 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  "$BUILD/canopy_tests" \
+  --gtest_filter="$filter:-Gpu*:*KernelCompile*:*FreshRandomInputs*:*ColdVsWarmTimings*" \
+  --gtest_brief=1 --gtest_color=no
+echo "sanitizer tests: built in ${built} s, ran in $((SECONDS - t0 - built)) s"
