@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "canopy/planner.hpp"
+#include "canopy/replan.hpp"
 #include "tests/runtime/device/gpu_test_util.hpp"
 #include "workload.hpp"
 
@@ -243,13 +244,14 @@ TEST(DecodeStressHost, PlansCoverEveryStep) {
   spec.head_dim = 128;
   spec.page_size = 16;
   DecodeBatch batch(spec.page_size, 2048, 99);
+  IncrementalPlanner planner(spec);  // patches steps without arrivals or departures
   int planned = 0, max_batch = 0;
   for (int step = 0; step < 2000; ++step) {
     ASSERT_TRUE(batch.step()) << "the page pool ran dry at step " << step;
     if (batch.size() == 0) continue;
     const BlockTables tables = batch.tables(2048);
     max_batch = std::max(max_batch, tables.batch_size());
-    const Plan plan = make_plan(spec, tables);
+    const Plan& plan = planner.plan(tables);
     ++planned;
     if (step % 100 == 99) {
       ASSERT_NO_THROW(check_plan_coverage(plan, tables)) << "step " << step;
@@ -262,7 +264,11 @@ TEST(DecodeStressHost, PlansCoverEveryStep) {
   }
   EXPECT_GT(planned, 1900);
   EXPECT_GE(max_batch, 30);
-  std::printf("[ stress   ] host: 2000 steps, %d planned, up to %d requests\n", planned, max_batch);
+  EXPECT_GT(planner.patched_plans(), 0) << "no step was planned incrementally";
+  std::printf(
+      "[ stress   ] host: 2000 steps, %d planned (%lld patched, %lld full), up to %d requests\n",
+      planned, static_cast<long long>(planner.patched_plans()),
+      static_cast<long long>(planner.full_plans()), max_batch);
 }
 
 TEST(GpuDecodeStress, TenThousandChangingSteps) {
@@ -287,6 +293,9 @@ TEST(GpuDecodeStress, TenThousandChangingSteps) {
   DeviceProblem d = upload(full);
 
   DecodeBatch batch(spec.page_size, kPool, 99);
+  PlannerOptions options;
+  options.cost_model = rt.cost_model();  // what Runtime::plan plans with
+  IncrementalPlanner planner(spec, options);
   int checks = 0, failures = 0, empty_steps = 0;
   double worst = 0;
   std::int64_t rss_start = 0, items = 0;
@@ -301,10 +310,10 @@ TEST(GpuDecodeStress, TenThousandChangingSteps) {
       ++empty_steps;
       continue;
     }
-    // TODO(incremental re-plan): plans are rebuilt in full every step; switch
-    // to the incremental API once it lands (another branch), keeping this check.
+    // Planned incrementally: steps without arrivals or departures patch the
+    // last plan, the others plan from scratch (IncrementalPlanner).
     const BlockTables tables = batch.tables(kPool);
-    PreparedPlan plan = rt.plan(spec, tables);
+    PreparedPlan plan = rt.prepare(planner.plan(tables));
     items += static_cast<std::int64_t>(plan.plan().items.size());
     const bool check = step % 100 == 99;
     HostProblem problem;
@@ -338,11 +347,13 @@ TEST(GpuDecodeStress, TenThousandChangingSteps) {
   const double device_growth_mib = (static_cast<double>(device_end) - device_start) / (1 << 20);
   const double rss_growth_mib = static_cast<double>(rss_end - rss_start) / 1024;
   std::printf(
-      "[ stress   ] %d steps (%d empty), %lld items, %d reference checks, worst rel-L2 %.2e; "
-      "host RSS %.1f -> %.1f MiB (%+.1f), device used %.1f -> %.1f MiB (%+.1f)\n",
-      steps, empty_steps, static_cast<long long>(items), checks, worst, rss_start / 1024.0,
-      rss_end / 1024.0, rss_growth_mib, device_start / 1048576.0, device_end / 1048576.0,
-      device_growth_mib);
+      "[ stress   ] %d steps (%d empty; %lld plans patched, %lld full), %lld items, %d reference "
+      "checks, worst rel-L2 %.2e; host RSS %.1f -> %.1f MiB (%+.1f), device used %.1f -> %.1f "
+      "MiB (%+.1f)\n",
+      steps, empty_steps, static_cast<long long>(planner.patched_plans()),
+      static_cast<long long>(planner.full_plans()), static_cast<long long>(items), checks, worst,
+      rss_start / 1024.0, rss_end / 1024.0, rss_growth_mib, device_start / 1048576.0,
+      device_end / 1048576.0, device_growth_mib);
   EXPECT_EQ(failures, 0);
   EXPECT_EQ(checks, steps / 100);
   // Per-step plans are freed with their PreparedPlan: nothing may pile up.
