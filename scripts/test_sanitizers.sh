@@ -5,6 +5,8 @@
 #
 #   bash scripts/test_sanitizers.sh          # build and run (CI)
 #   SAN_FILTER='Plan*' bash scripts/test_sanitizers.sh   # another gtest filter
+#   SANITIZER=thread bash scripts/test_sanitizers.sh     # ThreadSanitizer build
+#       (build-tsan/) of the threaded tests only; not in CI (5 more minutes)
 #
 # Left out (the plain build runs them): Gpu* (skip without a GPU anyway),
 # *KernelCompile* and *ColdVsWarmTimings* (NVRTC compiles and timings, not our
@@ -17,18 +19,25 @@ BUILD=$ROOT/build-asan
 cuda_home="${CUDA_HOME:-/usr/local/cuda}"
 # --as-needed as in scripts/fuzz.sh: CUDA::nvrtc drags in the libcuda stub, which
 # the library loads at run time instead.
-flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1 -g1"
+sanitize=address,undefined
+default_filter='*'
+if [[ "${SANITIZER:-}" == thread ]]; then
+  sanitize=thread
+  BUILD=$ROOT/build-tsan
+  default_filter='ConcurrentPlanning.*:CubinCacheTest.Concurrent*:CubinCacheProcesses.*'
+fi
+flags="-fsanitize=$sanitize -fno-sanitize-recover=all -fno-omit-frame-pointer -O1 -g1"
 t0=$SECONDS
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="$flags" \
-  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined -Wl,--as-needed" \
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=$sanitize -Wl,--as-needed" \
   -DCUDAToolkit_ROOT="$cuda_home" \
   -DCANOPY_BUILD_BENCH=OFF >/dev/null
 ninja -C "$BUILD" -j"$(nproc)" canopy_tests
 built=$((SECONDS - t0))
-filter=${SAN_FILTER:-'*'}
+filter=${SAN_FILTER:-$default_filter}
 # halt_on_error: the first report fails the test binary; leaks are reported too.
 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=0 \
-  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TSAN_OPTIONS=halt_on_error=1 \
   "$BUILD/canopy_tests" \
   --gtest_filter="$filter:-Gpu*:*KernelCompile*:*FreshRandomInputs*:*ColdVsWarmTimings*" \
   --gtest_brief=1 --gtest_color=no
