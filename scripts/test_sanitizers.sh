@@ -36,9 +36,24 @@ ninja -C "$BUILD" -j"$(nproc)" canopy_tests
 built=$((SECONDS - t0))
 filter=${SAN_FILTER:-$default_filter}
 # halt_on_error: the first report fails the test binary; leaks are reported too.
-ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=0 \
-  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TSAN_OPTIONS=halt_on_error=1 \
-  "$BUILD/canopy_tests" \
-  --gtest_filter="$filter:-Gpu*:*KernelCompile*:*FreshRandomInputs*:*ColdVsWarmTimings*" \
-  --gtest_brief=1 --gtest_color=no
+# One gtest shard per core (the tests are independent), each with its own log.
+export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=0
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TSAN_OPTIONS=halt_on_error=1
+shards=${SAN_SHARDS:-$(nproc)}
+pids=()
+for ((i = 0; i < shards; ++i)); do
+  GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i "$BUILD/canopy_tests" \
+    --gtest_filter="$filter:-Gpu*:*KernelCompile*:*FreshRandomInputs*:*ColdVsWarmTimings*" \
+    --gtest_brief=1 --gtest_color=no >"$BUILD/shard-$i.log" 2>&1 &
+  pids+=($!)
+done
+failed=0
+for ((i = 0; i < shards; ++i)); do
+  if ! wait "${pids[$i]}"; then
+    failed=1
+    echo "sanitizer tests: shard $i of $shards FAILED; its log ($BUILD/shard-$i.log):"
+  fi
+  cat "$BUILD/shard-$i.log"
+done
+((failed == 0)) || exit 1
 echo "sanitizer tests: built in ${built} s, ran in $((SECONDS - t0 - built)) s"
