@@ -2,6 +2,7 @@
 #include "canopy/cost_model.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace canopy {
 
@@ -36,7 +37,7 @@ double CostModel::item_us(const AttentionSpec& spec, const KernelConfig& config,
 double CostModel::item_us(const AttentionSpec& spec, const KernelCoefficients& k, int row_tile,
                           int rows, int tokens, int heads) const {
   const double sms = c_.num_sms;
-  const int tiles = (rows + row_tile - 1) / row_tile;
+  const auto tiles = static_cast<int>((std::int64_t{rows} + row_tile - 1) / row_tile);
   // The first block over a KV range streams it from HBM; its siblings (other
   // row tiles of the same range, issued right after it) mostly hit L2.
   const double bytes =

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <bit>
 #include <cstring>
 #include <string>
@@ -19,7 +20,7 @@ namespace canopy {
 namespace {
 
 std::int32_t pages_for(std::int32_t tokens, int page_size) {
-  return (tokens + page_size - 1) / page_size;
+  return static_cast<std::int32_t>((std::int64_t{tokens} + page_size - 1) / page_size);
 }
 
 // Planner::piece_bound for a task of `tokens` in `pieces`.

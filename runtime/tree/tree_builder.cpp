@@ -83,7 +83,8 @@ class TreeBuilder {
     if (!path_.empty()) {
       const std::int32_t prev_begin = t_.indptr[request - 1];
       const std::int32_t prev_len = t_.seq_lens[request - 1];
-      const std::int32_t prev_n = (prev_len + page_size_ - 1) / page_size_;
+      const auto prev_n =
+          static_cast<std::int32_t>((std::int64_t{prev_len} + page_size_ - 1) / page_size_);
       const std::int32_t overlap = std::min(n, prev_n);
       std::int32_t same =
           common_prefix(t_.indices.data() + prev_begin, t_.indices.data() + begin, overlap);
