@@ -801,43 +801,64 @@ void Planner::build_merge_schedule(Plan& out) {
     }
   }
   // Request by request, every array front to back. Row q = h * group + g of
-  // a request reads slot part_slot[k] + h * rows_k + g of partial k: the
-  // request's (q, k) values are a pattern over (g, k) plus h times a step.
-  std::int32_t* row_out = out.merge_rows.data();
-  std::int32_t* indptr = out.merge_indptr.data();
-  std::int32_t* dst = out.merge_indices.data();
-  *indptr = 0;
+  // a request reads slot part_slot[k] + h * rows_k + g of partial k: an
+  // offset that depends only on the request's shape (its partials' rows per
+  // KV head), plus part_slot[k]. Neighbouring requests usually share a shape
+  // (sibling leaves), so the offsets are rebuilt only when it changes.
+  std::int32_t* __restrict row_out = out.merge_rows.data();
+  std::int32_t* __restrict indptr = out.merge_indptr.data();
+  std::int32_t* __restrict dst = out.merge_indices.data();
+  *indptr++ = 0;
   std::int32_t at = 0;
-  std::vector<std::int32_t>& pattern = s_.pattern;
-  std::vector<std::int32_t>& step = s_.step;
+  std::vector<std::int32_t>& offsets = s_.pattern;  // [q * f + k] for the current shape
+  std::vector<std::int32_t>& shape = s_.step;       // the current shape's rows per partial
+  shape.clear();
+  // Row q's indptr is at + (q + 1) * f: ends[q] = (q + 1) * f for the current f.
+  std::vector<std::int32_t>& ends = s_.ends;
+  ends.resize(heads);
+  std::vector<std::int32_t>& rep = s_.rep;  // part_slot tiled over 4 rows (4 * f values)
+  rep.resize(std::size_t{4} * max_fan_in);
+  const std::int32_t* const part_slot = s_.part_slot.data();
+  const std::int32_t* const part_rows = s_.part_rows.data();
   std::int32_t part = 0;
   for (int r = 0; r < batch; ++r) {
     const std::int32_t f = fan_in[r];
     if (f == 0) continue;
-    for (int q = 0; q < heads; ++q) {
-      *row_out++ = r * heads + q;
-      *++indptr = at += f;
-    }
-    const int width = group * f;
-    pattern.resize(width);
-    step.resize(width);
-    for (int g = 0; g < group; ++g) {
-      for (int k = 0; k < f; ++k) {
-        pattern[g * f + k] = s_.part_slot[part + k] + g;
-        step[g * f + k] = s_.part_rows[part + k];
-      }
-    }
+    const std::int32_t* const ps = part_slot + part;
+    const std::int32_t* const pr = part_rows + part;
     part += f;
-    // Head h's values are head h-1's plus the step (adds: SSE2 has no
-    // 32-bit vector multiply).
-    std::int32_t* __restrict cur = pattern.data();
-    const std::int32_t* __restrict stp = step.data();
-    for (int h = 0; h < kv_heads; ++h, dst += width) {
-      std::int32_t* __restrict d = dst;
-      for (int i = 0; i < width; ++i) {
-        d[i] = cur[i];
-        cur[i] += stp[i];
+    if (static_cast<std::int32_t>(shape.size()) != f || !std::equal(pr, pr + f, shape.begin())) {
+      shape.assign(pr, pr + f);
+      offsets.resize(static_cast<std::size_t>(heads) * f);
+      std::int32_t* o = offsets.data();
+      for (int h = 0; h < kv_heads; ++h) {
+        for (int g = 0; g < group; ++g) {
+          for (int k = 0; k < f; ++k) *o++ = h * pr[k] + g;
+        }
       }
+      for (int q = 0; q < heads; ++q) ends[q] = (q + 1) * f;
+    }
+    const std::int32_t row0 = r * heads;
+    for (int q = 0; q < heads; ++q) row_out[q] = row0 + q;
+    row_out += heads;
+    const std::int32_t* __restrict en = ends.data();
+    for (int q = 0; q < heads; ++q) indptr[q] = at + en[q];
+    indptr += heads;
+    at += heads * f;
+    // Four rows at a time: 4 * f values, a whole number of vectors.
+    const int width = 4 * f;
+    std::int32_t* __restrict rp = rep.data();
+    for (int c = 0; c < 4; ++c, rp += f) {
+      for (int k = 0; k < f; ++k) rp[k] = ps[k];
+    }
+    rp = rep.data();
+    const std::int32_t* __restrict off = offsets.data();
+    int q = 0;
+    for (; q + 4 <= heads; q += 4, off += width, dst += width) {
+      for (int i = 0; i < width; ++i) dst[i] = off[i] + rp[i];
+    }
+    for (; q < heads; ++q, off += f, dst += f) {
+      for (int k = 0; k < f; ++k) dst[k] = off[k] + ps[k];
     }
   }
 }

@@ -173,6 +173,8 @@ struct PlannerScratch {
   std::vector<std::int32_t> part_rows;  // per (request, partial): its task's rows per KV head
   std::vector<std::int32_t> pattern;    // build_merge_schedule: one request's row pattern
   std::vector<std::int32_t> step;
+  std::vector<std::int32_t> ends;  // build_merge_schedule: a request's indptr steps
+  std::vector<std::int32_t> rep;
   std::vector<std::int32_t> fan_in;  // per request: pieces read, then partials merged
   SmSchedule loads;
   CostMemo memo;
