@@ -778,24 +778,33 @@ void Planner::build_merge_schedule(Plan& out) {
   out.merge_indptr.resize(entries + 1);
   out.merge_indices.resize(total);
   // Each request's partials in path order (task order, then piece): the
-  // slot of its row 0 and the task's rows per KV head.
-  std::vector<std::int32_t>& next = s_.next;  // per request: its next partial
+  // slot of its row 0 (stored four times over, as the merge reads it: for
+  // f partials, part_slot[4 * first + c * f + k] is partial k's for c < 4)
+  // and the task's rows per KV head.
+  std::vector<std::int32_t>& next = s_.next;    // per request: its next partial
+  std::vector<std::int32_t>& first = s_.first;  // per request: its first partial
   next.resize(batch);
+  first.resize(batch);
   std::int32_t parts = 0;
   for (int r = 0; r < batch; ++r) {
-    next[r] = parts;
+    first[r] = next[r] = parts;
     parts += fan_in[r];
   }
-  s_.part_slot.resize(parts);
+  s_.part_slot.resize(std::size_t{4} * parts);
   s_.part_rows.resize(parts);
+  std::int32_t* const part_slot = s_.part_slot.data();
   for (const Task& task : s_.tasks) {
     if (task.direct) continue;
     const int rows = task.request_count * group;
     const std::int32_t piece_stride = kv_heads * rows;
     for (int j = 0; j < task.request_count; ++j) {
-      std::int32_t& at = next[s_.task_requests[task.request_begin + j]];
+      const std::int32_t r = s_.task_requests[task.request_begin + j];
+      std::int32_t& at = next[r];
+      const std::int32_t f = fan_in[r];
       for (int p = 0; p < task.piece_count; ++p, ++at) {
-        s_.part_slot[at] = task.first_slot + j * group + p * piece_stride;
+        const std::int32_t slot = task.first_slot + j * group + p * piece_stride;
+        std::int32_t* tiled = part_slot + 3 * first[r] + at;
+        for (int c = 0; c < 4; ++c, tiled += f) *tiled = slot;
         s_.part_rows[at] = rows;
       }
     }
@@ -816,15 +825,12 @@ void Planner::build_merge_schedule(Plan& out) {
   // Row q's indptr is at + (q + 1) * f: ends[q] = (q + 1) * f for the current f.
   std::vector<std::int32_t>& ends = s_.ends;
   ends.resize(heads);
-  std::vector<std::int32_t>& rep = s_.rep;  // part_slot tiled over 4 rows (4 * f values)
-  rep.resize(std::size_t{4} * max_fan_in);
-  const std::int32_t* const part_slot = s_.part_slot.data();
   const std::int32_t* const part_rows = s_.part_rows.data();
   std::int32_t part = 0;
   for (int r = 0; r < batch; ++r) {
     const std::int32_t f = fan_in[r];
     if (f == 0) continue;
-    const std::int32_t* const ps = part_slot + part;
+    const std::int32_t* const ps = part_slot + 4 * part;  // tiled over 4 rows
     const std::int32_t* const pr = part_rows + part;
     part += f;
     if (static_cast<std::int32_t>(shape.size()) != f || !std::equal(pr, pr + f, shape.begin())) {
@@ -847,11 +853,7 @@ void Planner::build_merge_schedule(Plan& out) {
     at += heads * f;
     // Four rows at a time: 4 * f values, a whole number of vectors.
     const int width = 4 * f;
-    std::int32_t* __restrict rp = rep.data();
-    for (int c = 0; c < 4; ++c, rp += f) {
-      for (int k = 0; k < f; ++k) rp[k] = ps[k];
-    }
-    rp = rep.data();
+    const std::int32_t* __restrict rp = ps;
     const std::int32_t* __restrict off = offsets.data();
     int q = 0;
     for (; q + 4 <= heads; q += 4, off += width, dst += width) {

@@ -169,12 +169,12 @@ struct PlannerScratch {
   std::vector<std::int32_t> run_of;     // per task: its placement run
   std::vector<char> used_configs;       // per config: some task runs it
   std::vector<std::int32_t> next;       // per request: where its next partial goes
-  std::vector<std::int32_t> part_slot;  // per (request, partial): the slot of its row 0
+  std::vector<std::int32_t> first;      // per request: its first partial
+  std::vector<std::int32_t> part_slot;  // per (request, partial): the slot of its row 0, x4
   std::vector<std::int32_t> part_rows;  // per (request, partial): its task's rows per KV head
   std::vector<std::int32_t> pattern;    // build_merge_schedule: one request's row pattern
   std::vector<std::int32_t> step;
-  std::vector<std::int32_t> ends;  // build_merge_schedule: a request's indptr steps
-  std::vector<std::int32_t> rep;
+  std::vector<std::int32_t> ends;    // build_merge_schedule: a request's indptr steps
   std::vector<std::int32_t> fan_in;  // per request: pieces read, then partials merged
   SmSchedule loads;
   CostMemo memo;
