@@ -123,7 +123,8 @@ Planner::Planner(const AttentionSpec& spec, const PrefixTree& tree, const Planne
       variants_(setup_.variants),
       unpacked_(setup_.unpacked),
       slot_scale_(setup_.slot_scale),
-      slots_(setup_.slots) {
+      slots_(setup_.slots),
+      group_(spec.group_size()) {
   s_.memo.new_pass();
 }
 
@@ -283,7 +284,7 @@ void Planner::add_task(int node_id, std::int32_t inh_begin, std::int32_t inh_pag
   // numbered in tree order (tables built per branch); otherwise sort them.
   const auto first = s_.task_requests.begin() + task.request_begin;
   if (!std::is_sorted(first, s_.task_requests.end())) std::sort(first, s_.task_requests.end());
-  task.variant = best_variant(task.request_count * spec_.group_size(), tokens).first;
+  task.variant = best_variant(task.request_count * group_, tokens).first;
   s_.tasks.push_back(task);
 }
 
@@ -327,7 +328,7 @@ int Planner::class_of(const Task& task, int tiles) {
 // the items on SMs, and the fastest wins (ties: fewer splits). Candidates are
 // applied and priced per task class; the winner is written to the tasks.
 void Planner::make_classes() {
-  const int group = spec_.group_size();
+  const int group = group_;
   double total = 0;
   max_whole_cost_ = 0;
   any_split_ = false;
@@ -466,7 +467,7 @@ void Planner::collect_runs() {
 // A lower bound of makespan(): no slot is lighter than the average of all
 // items' costs nor than the longest item.
 double Planner::makespan_bound() const {
-  const int group = spec_.group_size();
+  const int group = group_;
   double work = 0;
   double longest = 0;
   std::int64_t slots = 0;
@@ -483,7 +484,7 @@ double Planner::makespan_bound() const {
 // longest first (ties: task order), plus the merge of all partial slots. Runs
 // are consecutive tasks of equal item cost, gathered from the class runs.
 double Planner::makespan() {
-  const int group = spec_.group_size();
+  const int group = group_;
   std::vector<TaskRun>& runs = s_.runs;
   runs.clear();
   for (const ClassRun& cr : s_.class_runs) {
@@ -553,8 +554,7 @@ void Planner::place() {
       const std::int64_t count = task_items(task);
       s_.run_of[t] = s_.loads.place(task.item_cost, count);
       max_items_ += count;
-      max_rows_ +=
-          std::int64_t{task.pieces} * spec_.num_kv_heads * task.request_count * spec_.group_size();
+      max_rows_ += std::int64_t{task.pieces} * spec_.num_kv_heads * task.request_count * group_;
       task.piece_count = 1;  // one piece holds all tokens (at least one)
       if (task.pieces > 1) {
         task.piece_count = 0;
@@ -688,7 +688,7 @@ void Planner::emit_items(Plan& out) {
 // schedule relies on.
 void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem* items_begin,
                         const std::int32_t* rows_begin, Cursor& out) {
-  const int group = spec_.group_size();
+  const int group = group_;
   const int heads_qo = spec_.num_qo_heads;
   const int rows = task.request_count * group;
   const Variant& variant = variants_[task.variant];
@@ -712,6 +712,10 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
   }
   int slot_pos = 0;  // item k of the task runs on slot sm_order[k % slots]
   const std::int32_t* const slot_sm = setup_.slot_sm.data();
+  // Local cursors: stores through `out` would be reloaded after every item.
+  WorkItem* item_out = out.item;
+  std::int32_t* row_out = out.row;
+  const int tiles = task.tiles;
   for (int p = 0; p < task.pieces; ++p) {
     proto.token_begin = task.pieces == 1 ? 0 : piece_bound(task, p);
     proto.token_end = task.pieces == 1 ? task.tokens : piece_bound(task, p + 1);
@@ -720,14 +724,16 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
     // consecutive slot runs; its variant has a single row tile).
     for (int h0 = 0; h0 < spec_.num_kv_heads; h0 += variant.heads) {
       const int heads = std::min(variant.heads, spec_.num_kv_heads - h0);
-      const auto row_base = static_cast<std::int32_t>(out.row - rows_begin);
+      const auto row_base = static_cast<std::int32_t>(row_out - rows_begin);
       proto.kv_head = h0;
       proto.kv_heads = heads;
-      // Row tile i holds rows rows * i / tiles .. rows * (i + 1) / tiles.
+      // Row tile i holds rows rows * i / tiles .. rows * (i + 1) / tiles (one
+      // tile, the usual case: all rows, without a division).
       int row_lo = 0;
-      for (int i = 0; i < task.tiles; ++i) {
-        const int row_hi = static_cast<int>(static_cast<std::int64_t>(rows) * (i + 1) / task.tiles);
-        WorkItem& item = *out.item++;
+      for (int i = 0; i < tiles; ++i) {
+        const int row_hi =
+            tiles == 1 ? rows : static_cast<int>(static_cast<std::int64_t>(rows) * (i + 1) / tiles);
+        WorkItem& item = *item_out++;
         item = proto;
         item.row_begin = row_base + row_lo;
         item.row_count = row_hi - row_lo;
@@ -735,12 +741,14 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
         if (++slot_pos == slots_) slot_pos = 0;
         row_lo = row_hi;
       }
-      for (int h = h0; h < h0 + heads; ++h, out.row += rows) {
+      for (int h = h0; h < h0 + heads; ++h, row_out += rows) {
         const std::int32_t shift = h * group;
-        for (int i = 0; i < rows; ++i) out.row[i] = pattern[i] + shift;
+        for (int i = 0; i < rows; ++i) row_out[i] = pattern[i] + shift;
       }
     }
   }
+  out.item = item_out;
+  out.row = row_out;
 }
 
 // Each merged row combines its partial slots ordered by KV position along its
@@ -754,7 +762,7 @@ void Planner::build_merge_schedule(Plan& out) {
   const int batch = tree_.batch_size;
   const int heads = spec_.num_qo_heads;
   const int kv_heads = spec_.num_kv_heads;
-  const int group = spec_.group_size();
+  const int group = group_;
   // Every row of request r merges fan_in[r] slots (0: written directly).
   std::vector<std::int32_t>& fan_in = s_.fan_in;
   fan_in.assign(batch, 0);
@@ -928,7 +936,7 @@ void Planner::export_state(const Plan& out, ReplanState& state) const {
   state.item_slot.resize(out.items.size());
   state.slot_load.resize(slots_);
   for (int i = 0; i < slots_; ++i) state.slot_load[i] = s_.loads.load(i);
-  const int group = spec_.group_size();
+  const int group = group_;
   for (int t = 0; t < static_cast<int>(s_.tasks.size()); ++t) {
     const Task& task = s_.tasks[t];
     const Variant& v = variants_[task.variant];
