@@ -41,8 +41,9 @@ class SmSchedule {
   // Places the run; item k of it runs on sm_order(run)[k % SMs].
   std::int32_t place(double cost, std::int64_t count) {
     const auto run = static_cast<std::int32_t>(snapshots_.size());
-    const std::int64_t rounds = count / sms_;
-    const int rest = static_cast<int>(count % sms_);
+    // Most runs are shorter than a round: no division for them.
+    const std::int64_t rounds = count < sms_ ? 0 : count / sms_;
+    const int rest = static_cast<int>(count - rounds * sms_);
     if (rounds > 0 || (grown_end_ > grown_begin_ && cost != grown_cost_)) flush();
     if (rounds > 0) {
       if (record_) snapshots_.insert(snapshots_.end(), kept_.begin(), kept_.end());

@@ -124,7 +124,8 @@ Planner::Planner(const AttentionSpec& spec, const PrefixTree& tree, const Planne
       variants_(setup_.variants),
       unpacked_(setup_.unpacked),
       slot_scale_(setup_.slot_scale),
-      slots_(setup_.slots) {
+      slots_(setup_.slots),
+      group_(spec.group_size()) {
   s_.memo.new_pass();
 }
 
@@ -284,7 +285,7 @@ void Planner::add_task(int node_id, std::int32_t inh_begin, std::int32_t inh_pag
   // numbered in tree order (tables built per branch); otherwise sort them.
   const auto first = s_.task_requests.begin() + task.request_begin;
   if (!std::is_sorted(first, s_.task_requests.end())) std::sort(first, s_.task_requests.end());
-  task.variant = best_variant(task.request_count * spec_.group_size(), tokens).first;
+  task.variant = best_variant(task.request_count * group_, tokens).first;
   s_.tasks.push_back(task);
 }
 
@@ -328,7 +329,7 @@ int Planner::class_of(const Task& task, int tiles) {
 // the items on SMs, and the fastest wins (ties: fewer splits). Candidates are
 // applied and priced per task class; the winner is written to the tasks.
 void Planner::make_classes() {
-  const int group = spec_.group_size();
+  const int group = group_;
   double total = 0;
   max_whole_cost_ = 0;
   any_split_ = false;
@@ -468,7 +469,7 @@ void Planner::collect_runs() {
 // A lower bound of makespan(): no slot is lighter than the average of all
 // items' costs nor than the longest item.
 double Planner::makespan_bound() const {
-  const int group = spec_.group_size();
+  const int group = group_;
   double work = 0;
   double longest = 0;
   std::int64_t slots = 0;
@@ -485,7 +486,7 @@ double Planner::makespan_bound() const {
 // longest first (ties: task order), plus the merge of all partial slots. Runs
 // are consecutive tasks of equal item cost, gathered from the class runs.
 double Planner::makespan() {
-  const int group = spec_.group_size();
+  const int group = group_;
   std::vector<TaskRun>& runs = s_.runs;
   runs.clear();
   for (const ClassRun& cr : s_.class_runs) {
@@ -555,8 +556,7 @@ void Planner::place() {
       const std::int64_t count = task_items(task);
       s_.run_of[t] = s_.loads.place(task.item_cost, count);
       max_items_ += count;
-      max_rows_ +=
-          std::int64_t{task.pieces} * spec_.num_kv_heads * task.request_count * spec_.group_size();
+      max_rows_ += std::int64_t{task.pieces} * spec_.num_kv_heads * task.request_count * group_;
       task.piece_count = 1;  // one piece holds all tokens (at least one)
       if (task.pieces > 1) {
         task.piece_count = 0;
@@ -693,7 +693,7 @@ void Planner::emit_items(Plan& out) {
 // schedule relies on.
 void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem* items_begin,
                         const std::int32_t* rows_begin, Cursor& out) {
-  const int group = spec_.group_size();
+  const int group = group_;
   const int heads_qo = spec_.num_qo_heads;
   const int rows = task.request_count * group;
   const Variant& variant = variants_[task.variant];
@@ -717,6 +717,10 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
   }
   int slot_pos = 0;  // item k of the task runs on slot sm_order[k % slots]
   const std::int32_t* const slot_sm = setup_.slot_sm.data();
+  // Local cursors: stores through `out` would be reloaded after every item.
+  WorkItem* item_out = out.item;
+  std::int32_t* row_out = out.row;
+  const int tiles = task.tiles;
   for (int p = 0; p < task.pieces; ++p) {
     proto.token_begin = task.pieces == 1 ? 0 : piece_bound(task, p);
     proto.token_end = task.pieces == 1 ? task.tokens : piece_bound(task, p + 1);
@@ -725,14 +729,16 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
     // consecutive slot runs; its variant has a single row tile).
     for (int h0 = 0; h0 < spec_.num_kv_heads; h0 += variant.heads) {
       const int heads = std::min(variant.heads, spec_.num_kv_heads - h0);
-      const auto row_base = static_cast<std::int32_t>(out.row - rows_begin);
+      const auto row_base = static_cast<std::int32_t>(row_out - rows_begin);
       proto.kv_head = h0;
       proto.kv_heads = heads;
-      // Row tile i holds rows rows * i / tiles .. rows * (i + 1) / tiles.
+      // Row tile i holds rows rows * i / tiles .. rows * (i + 1) / tiles (one
+      // tile, the usual case: all rows, without a division).
       int row_lo = 0;
-      for (int i = 0; i < task.tiles; ++i) {
-        const int row_hi = static_cast<int>(static_cast<std::int64_t>(rows) * (i + 1) / task.tiles);
-        WorkItem& item = *out.item++;
+      for (int i = 0; i < tiles; ++i) {
+        const int row_hi =
+            tiles == 1 ? rows : static_cast<int>(static_cast<std::int64_t>(rows) * (i + 1) / tiles);
+        WorkItem& item = *item_out++;
         item = proto;
         item.row_begin = row_base + row_lo;
         item.row_count = row_hi - row_lo;
@@ -740,12 +746,14 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
         if (++slot_pos == slots_) slot_pos = 0;
         row_lo = row_hi;
       }
-      for (int h = h0; h < h0 + heads; ++h, out.row += rows) {
+      for (int h = h0; h < h0 + heads; ++h, row_out += rows) {
         const std::int32_t shift = h * group;
-        for (int i = 0; i < rows; ++i) out.row[i] = pattern[i] + shift;
+        for (int i = 0; i < rows; ++i) row_out[i] = pattern[i] + shift;
       }
     }
   }
+  out.item = item_out;
+  out.row = row_out;
 }
 
 // Each merged row combines its partial slots ordered by KV position along its
@@ -759,7 +767,7 @@ void Planner::build_merge_schedule(Plan& out) {
   const int batch = tree_.batch_size;
   const int heads = spec_.num_qo_heads;
   const int kv_heads = spec_.num_kv_heads;
-  const int group = spec_.group_size();
+  const int group = group_;
   // Every row of request r merges fan_in[r] slots (0: written directly).
   std::vector<std::int32_t>& fan_in = s_.fan_in;
   fan_in.assign(batch, 0);
@@ -783,66 +791,89 @@ void Planner::build_merge_schedule(Plan& out) {
   out.merge_indptr.resize(entries + 1);
   out.merge_indices.resize(total);
   // Each request's partials in path order (task order, then piece): the
-  // slot of its row 0 and the task's rows per KV head.
-  std::vector<std::int32_t>& next = s_.next;  // per request: its next partial
+  // slot of its row 0 (stored four times over, as the merge reads it: for
+  // f partials, part_slot[4 * first + c * f + k] is partial k's for c < 4)
+  // and the task's rows per KV head.
+  std::vector<std::int32_t>& next = s_.next;    // per request: its next partial
+  std::vector<std::int32_t>& first = s_.first;  // per request: its first partial
   next.resize(batch);
+  first.resize(batch);
   std::int32_t parts = 0;
   for (int r = 0; r < batch; ++r) {
-    next[r] = parts;
+    first[r] = next[r] = parts;
     parts += fan_in[r];
   }
-  s_.part_slot.resize(parts);
+  s_.part_slot.resize(std::size_t{4} * parts);
   s_.part_rows.resize(parts);
+  std::int32_t* const part_slot = s_.part_slot.data();
   for (const Task& task : s_.tasks) {
     if (task.direct) continue;
     const int rows = task.request_count * group;
     const std::int32_t piece_stride = kv_heads * rows;
     for (int j = 0; j < task.request_count; ++j) {
-      std::int32_t& at = next[s_.task_requests[task.request_begin + j]];
+      const std::int32_t r = s_.task_requests[task.request_begin + j];
+      std::int32_t& at = next[r];
+      const std::int32_t f = fan_in[r];
       for (int p = 0; p < task.piece_count; ++p, ++at) {
-        s_.part_slot[at] = task.first_slot + j * group + p * piece_stride;
+        const std::int32_t slot = task.first_slot + j * group + p * piece_stride;
+        std::int32_t* tiled = part_slot + 3 * first[r] + at;
+        for (int c = 0; c < 4; ++c, tiled += f) *tiled = slot;
         s_.part_rows[at] = rows;
       }
     }
   }
   // Request by request, every array front to back. Row q = h * group + g of
-  // a request reads slot part_slot[k] + h * rows_k + g of partial k: the
-  // request's (q, k) values are a pattern over (g, k) plus h times a step.
-  std::int32_t* row_out = out.merge_rows.data();
-  std::int32_t* indptr = out.merge_indptr.data();
-  std::int32_t* dst = out.merge_indices.data();
-  *indptr = 0;
+  // a request reads slot part_slot[k] + h * rows_k + g of partial k: an
+  // offset that depends only on the request's shape (its partials' rows per
+  // KV head), plus part_slot[k]. Neighbouring requests usually share a shape
+  // (sibling leaves), so the offsets are rebuilt only when it changes.
+  std::int32_t* __restrict row_out = out.merge_rows.data();
+  std::int32_t* __restrict indptr = out.merge_indptr.data();
+  std::int32_t* __restrict dst = out.merge_indices.data();
+  *indptr++ = 0;
   std::int32_t at = 0;
-  std::vector<std::int32_t>& pattern = s_.pattern;
-  std::vector<std::int32_t>& step = s_.step;
+  std::vector<std::int32_t>& offsets = s_.pattern;  // [q * f + k] for the current shape
+  std::vector<std::int32_t>& shape = s_.step;       // the current shape's rows per partial
+  shape.clear();
+  // Row q's indptr is at + (q + 1) * f: ends[q] = (q + 1) * f for the current f.
+  std::vector<std::int32_t>& ends = s_.ends;
+  ends.resize(heads);
+  const std::int32_t* const part_rows = s_.part_rows.data();
   std::int32_t part = 0;
   for (int r = 0; r < batch; ++r) {
     const std::int32_t f = fan_in[r];
     if (f == 0) continue;
-    for (int q = 0; q < heads; ++q) {
-      *row_out++ = r * heads + q;
-      *++indptr = at += f;
-    }
-    const int width = group * f;
-    pattern.resize(width);
-    step.resize(width);
-    for (int g = 0; g < group; ++g) {
-      for (int k = 0; k < f; ++k) {
-        pattern[g * f + k] = s_.part_slot[part + k] + g;
-        step[g * f + k] = s_.part_rows[part + k];
-      }
-    }
+    const std::int32_t* const ps = part_slot + 4 * part;  // tiled over 4 rows
+    const std::int32_t* const pr = part_rows + part;
     part += f;
-    // Head h's values are head h-1's plus the step (adds: SSE2 has no
-    // 32-bit vector multiply).
-    std::int32_t* __restrict cur = pattern.data();
-    const std::int32_t* __restrict stp = step.data();
-    for (int h = 0; h < kv_heads; ++h, dst += width) {
-      std::int32_t* __restrict d = dst;
-      for (int i = 0; i < width; ++i) {
-        d[i] = cur[i];
-        cur[i] += stp[i];
+    if (static_cast<std::int32_t>(shape.size()) != f || !std::equal(pr, pr + f, shape.begin())) {
+      shape.assign(pr, pr + f);
+      offsets.resize(static_cast<std::size_t>(heads) * f);
+      std::int32_t* o = offsets.data();
+      for (int h = 0; h < kv_heads; ++h) {
+        for (int g = 0; g < group; ++g) {
+          for (int k = 0; k < f; ++k) *o++ = h * pr[k] + g;
+        }
       }
+      for (int q = 0; q < heads; ++q) ends[q] = (q + 1) * f;
+    }
+    const std::int32_t row0 = r * heads;
+    for (int q = 0; q < heads; ++q) row_out[q] = row0 + q;
+    row_out += heads;
+    const std::int32_t* __restrict en = ends.data();
+    for (int q = 0; q < heads; ++q) indptr[q] = at + en[q];
+    indptr += heads;
+    at += heads * f;
+    // Four rows at a time: 4 * f values, a whole number of vectors.
+    const int width = 4 * f;
+    const std::int32_t* __restrict rp = ps;
+    const std::int32_t* __restrict off = offsets.data();
+    int q = 0;
+    for (; q + 4 <= heads; q += 4, off += width, dst += width) {
+      for (int i = 0; i < width; ++i) dst[i] = off[i] + rp[i];
+    }
+    for (; q < heads; ++q, off += f, dst += f) {
+      for (int k = 0; k < f; ++k) dst[k] = off[k] + ps[k];
     }
   }
 }
@@ -910,7 +941,7 @@ void Planner::export_state(const Plan& out, ReplanState& state) const {
   state.item_slot.resize(out.items.size());
   state.slot_load.resize(slots_);
   for (int i = 0; i < slots_; ++i) state.slot_load[i] = s_.loads.load(i);
-  const int group = spec_.group_size();
+  const int group = group_;
   for (int t = 0; t < static_cast<int>(s_.tasks.size()); ++t) {
     const Task& task = s_.tasks[t];
     const Variant& v = variants_[task.variant];

@@ -169,10 +169,12 @@ struct PlannerScratch {
   std::vector<std::int32_t> run_of;     // per task: its placement run
   std::vector<char> used_configs;       // per config: some task runs it
   std::vector<std::int32_t> next;       // per request: where its next partial goes
-  std::vector<std::int32_t> part_slot;  // per (request, partial): the slot of its row 0
+  std::vector<std::int32_t> first;      // per request: its first partial
+  std::vector<std::int32_t> part_slot;  // per (request, partial): the slot of its row 0, x4
   std::vector<std::int32_t> part_rows;  // per (request, partial): its task's rows per KV head
   std::vector<std::int32_t> pattern;    // build_merge_schedule: one request's row pattern
   std::vector<std::int32_t> step;
+  std::vector<std::int32_t> ends;    // build_merge_schedule: a request's indptr steps
   std::vector<std::int32_t> fan_in;  // per request: pieces read, then partials merged
   SmSchedule loads;
   CostMemo memo;
@@ -254,10 +256,10 @@ class Planner {
  private:
   double item_us(int variant, int rows, int tokens);
   double tile_cost(const Task& task, int variant, int tokens) {
-    return item_us(variant, task.request_count * spec_.group_size(), tokens) / task.tiles;
+    return item_us(variant, task.request_count * group_, tokens) / task.tiles;
   }
   double tile_cost(const TaskClass& c, int variant, int tokens) {
-    return item_us(variant, c.request_count * spec_.group_size(), tokens) / c.tiles;
+    return item_us(variant, c.request_count * group_, tokens) / c.tiles;
   }
   int head_groups(int variant) const {
     const int heads = variants_[variant].heads;
@@ -277,7 +279,7 @@ class Planner {
   std::pair<int, double> best_variant(int rows, int tokens);
   std::pair<int, double> best_variant_memo(int rows, int tokens);
   double cost(int requests, int tokens) {
-    return requests == 0 ? 0.0 : best_variant(requests * spec_.group_size(), tokens).second;
+    return requests == 0 ? 0.0 : best_variant(requests * group_, tokens).second;
   }
   double partial_us(int requests) const;
 
@@ -318,6 +320,7 @@ class Planner {
   const std::vector<int>& unpacked_;  // per variant: the same kernel and row tile, one head
   double slot_scale_ = 1;             // block slots per SM
   int slots_ = 1;                     // block slots of the GPU
+  int group_ = 1;                     // query heads per KV head (kept: a division)
   double max_whole_cost_ = 0;
   double unsplit_work_ = 0;  // summed item costs of the unsplit tasks, slot-us
   bool any_split_ = false;   // some task is in pieces or unpacked now
