@@ -71,24 +71,8 @@ SITE=$ROOT/build/python-device  # pip --target: the device's environment stays u
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export LD_LIBRARY_PATH="$cuda_home/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CANOPY_CACHE_DIR=${CANOPY_CACHE_DIR:-$ROOT/build/kernel-cache-python}
-declare -A STATUS TIMES
-ORDER=()
+source scripts/device_steps.sh  # step
 
-step() {  # step NAME TIMEOUT LOG CMD...
-  local name=$1 limit=$2 log=$3
-  shift 3
-  ORDER+=("$name")
-  local t0=$SECONDS
-  timeout --signal=TERM --kill-after=10 "$limit" "$@" >"$log" 2>&1
-  local rc=$?
-  TIMES[$name]=$((SECONDS - t0))
-  case $rc in
-    0) STATUS[$name]=ok ;;
-    124 | 137) STATUS[$name]="TIMEOUT(${limit}s)" ;;
-    *) STATUS[$name]="FAIL(rc=$rc)" ;;
-  esac
-  echo "== $name: ${STATUS[$name]} in ${TIMES[$name]} s (log: $log)"
-}
 
 echo "== environment" | tee "$OUT/python_env.txt"
 {

@@ -52,27 +52,10 @@ fi
 
 OUT=${OUT:-$ROOT/device-out}
 mkdir -p "$OUT"
-export CANOPY_SUITE=$ROOT/bench/workloads/suite.json
-export CANOPY_CACHE_DIR=$BUILD/kernel-cache
-export LD_LIBRARY_PATH=$BUILD/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export PATH=/usr/local/cuda/bin:$PATH
+source scripts/device_steps.sh  # use_device_build, step
+use_device_build "$BUILD"
 TESTS=$BUILD/canopy_tests
-declare -A STATUS TIMES
 
-step() {  # step NAME TIMEOUT LOG CMD...
-  local name=$1 limit=$2 log=$3
-  shift 3
-  local t0=$SECONDS
-  timeout --signal=TERM --kill-after=10 "$limit" "$@" >"$log" 2>&1
-  local rc=$?
-  TIMES[$name]=$((SECONDS - t0))
-  case $rc in
-    0) STATUS[$name]=ok ;;
-    124 | 137) STATUS[$name]="TIMEOUT(${limit}s)" ;;
-    *) STATUS[$name]="FAIL(rc=$rc)" ;;
-  esac
-  echo "== $name: ${STATUS[$name]} in ${TIMES[$name]} s (log: $log)"
-}
 
 echo "== device"
 nvidia-smi -L 2>&1 | tee "$OUT/device.txt"
