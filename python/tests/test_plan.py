@@ -148,7 +148,8 @@ def test_padded_errors(kwargs, words):
 @pytest.mark.parametrize(
     "indptr, indices, lens, words",
     [
-        ([0, 3, 2], [0, 1], [4, 4], "request 1: indptr decreases (3 -> 2)"),
+        ([0, 1, 0, 2], [0, 1], [4, 4, 4], "request 1: indptr decreases (1 -> 0)"),
+        ([0, 3, 2], [0, 1], [4, 4], "request 0: indptr[1] = 3 is past the end of indices"),
         ([1, 3, 6], [0, 1, 2, 3, 4, 5], [4, 4], "indptr[0] must be 0, got 1"),
         ([0, 3, 5], [0, 1, 2, 3, 4, 5], [4, 4], "indptr[2] = 5 but indices has 6 entries"),
         ([0, 3], [0, 1, 2], [4, 4], "indptr has 2 entries, expected batch + 1 = 3"),
