@@ -14,7 +14,7 @@
 # whole GPU test suite (Gpu*), with the suite's workloads scaled down
 # (CANOPY_GPU_REF_BUDGET / CANOPY_GPU_KV_BUDGET) and the stress cut to
 # SAN_STRESS_STEPS steps so that the four fit the time; (3) a summary table.
-# About 8 minutes with the defaults. Logs go to $OUT.
+# About 4 minutes on the H200 (racecheck 2.5 of them). Logs go to $OUT.
 #
 # Environment: OUT (default ./device-out/reliability), SANITIZERS (default
 # "memcheck racecheck synccheck initcheck"), SANITIZER_TIMEOUT (s per tool,
@@ -49,11 +49,23 @@ step reliability 240 "$OUT/reliability.log" "$TESTS" \
 # 2. Every GPU test under each sanitizer, scaled down.
 read -r -a TOOLS <<<"${SANITIZERS-memcheck racecheck synccheck initcheck}"
 for tool in "${TOOLS[@]}"; do
+  extra=() skip=GpuPrewarm.* limit=${SANITIZER_TIMEOUT:-90}
+  # Two tests provoke driver errors on purpose (an impossible cuMemAlloc, a
+  # host pointer given as device memory); the library checks every driver
+  # result itself, so memcheck reports memory errors only.
+  [[ $tool == memcheck ]] && extra=(--report-api-errors no)
+  # racecheck checks shared memory inside each kernel: the determinism and
+  # thread tests only rerun kernels the suite tests already cover (under
+  # racecheck the 220 runs of GpuDeterminism alone take 80 s).
+  if [[ $tool == racecheck ]]; then
+    skip=$skip:GpuDeterminism.*:GpuThreads.*
+    limit=${RACECHECK_TIMEOUT:-420}
+  fi
   CANOPY_GPU_REF_BUDGET=${SAN_REF_BUDGET:-2e6} CANOPY_GPU_KV_BUDGET=${SAN_KV_BUDGET:-3e7} \
     CANOPY_STRESS_STEPS=${SAN_STRESS_STEPS:-300} \
-    step "$tool" "${SANITIZER_TIMEOUT:-90}" "$OUT/$tool.log" \
-    compute-sanitizer --tool "$tool" --error-exitcode 86 --print-limit 20 \
-    "$TESTS" --gtest_filter="${SAN_TESTS:-Gpu*}:-GpuPrewarm.*" --gtest_color=no
+    step "$tool" "$limit" "$OUT/$tool.log" \
+    compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 86 --print-limit 20 \
+    "$TESTS" --gtest_filter="${SAN_TESTS:-Gpu*}:-$skip" --gtest_color=no
 done
 
 # 3. Summary (last).
