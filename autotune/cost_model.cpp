@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/ceil_div.hpp"
+
 namespace canopy {
 
 std::map<std::string, KernelCoefficients> default_kernel_coefficients() {
@@ -37,7 +39,7 @@ double CostModel::item_us(const AttentionSpec& spec, const KernelConfig& config,
 double CostModel::item_us(const AttentionSpec& spec, const KernelCoefficients& k, int row_tile,
                           int rows, int tokens, int heads) const {
   const double sms = c_.num_sms;
-  const auto tiles = static_cast<int>((std::int64_t{rows} + row_tile - 1) / row_tile);
+  const auto tiles = static_cast<int>(ceil_div(rows, row_tile));
   // The first block over a KV range streams it from HBM; its siblings (other
   // row tiles of the same range, issued right after it) mostly hit L2.
   const double bytes =

@@ -7,6 +7,7 @@
 
 #include "canopy/error.hpp"
 #include "canopy/spec.hpp"
+#include "core/ceil_div.hpp"
 
 namespace canopy {
 
@@ -55,7 +56,7 @@ void BlockTables::validate(int page_size, std::int64_t page_limit) const {
     const std::int64_t len = seq_lens[r];
     CANOPY_CHECK(len >= 1, ErrorKind::kInvalidArgument,
                  "request {}: seq_len is {}, must be at least 1", r, len);
-    const std::int64_t needed = (len + page_size - 1) / page_size;
+    const std::int64_t needed = ceil_div(len, page_size);
     CANOPY_CHECK(needed <= held, ErrorKind::kInvalidArgument,
                  "request {}: seq_len {} needs {} pages of {} tokens but its table holds {}", r,
                  len, needed, page_size, held);
@@ -82,7 +83,7 @@ BlockTables BlockTables::from_padded(const std::vector<std::int32_t>& table, int
   t.seq_lens = seq_lens;
   t.indptr.push_back(0);
   for (std::size_t r = 0; r < seq_lens.size(); ++r) {
-    const std::int64_t needed = (std::int64_t{seq_lens[r]} + page_size - 1) / page_size;
+    const std::int64_t needed = ceil_div(seq_lens[r], page_size);
     CANOPY_CHECK(needed <= max_pages, ErrorKind::kInvalidArgument,
                  "request {}: seq_len {} needs {} pages of {} tokens but its table holds {}", r,
                  seq_lens[r], needed, page_size, max_pages);

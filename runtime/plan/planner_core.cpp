@@ -14,6 +14,7 @@
 
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
+#include "core/ceil_div.hpp"
 #include "generator/kernel_families.hpp"
 #include "generator/kernel_source.hpp"
 
@@ -343,7 +344,7 @@ void Planner::make_classes() {
     Task& task = tasks[t];
     const int row_tile = variants_[task.variant].row_tile;
     const int rows = task.request_count * group;
-    task.tiles = static_cast<int>((std::int64_t{rows} + row_tile - 1) / row_tile);
+    task.tiles = static_cast<int>(ceil_div(rows, row_tile));
     task.pieces = 1;
     const int cls = class_of(task, task.tiles);
     ++s_.classes[cls].count;
@@ -437,8 +438,7 @@ bool Planner::apply_split(double target) {
       const int by_length = c.tokens / std::max(1, opt_.min_split_tokens);
       pieces = std::max(1, std::min(by_cost, by_length));
       if (pieces > 1) {
-        // In 64 bits: a task of close to 2^31 tokens overflowed (found by fuzzing).
-        const auto piece_tokens = static_cast<int>((std::int64_t{c.tokens} + pieces - 1) / pieces);
+        const auto piece_tokens = static_cast<int>(ceil_div(c.tokens, pieces));
         item_cost = tile_cost(c, variant, piece_tokens);
       }
     }
@@ -616,7 +616,7 @@ int Planner::task_configs() const {
 double Planner::cheapest_item(const TaskClass& c) {
   if (!opt_.allow_split) return c.whole_cost;
   const int most_pieces = std::max(1, c.tokens / std::max(1, opt_.min_split_tokens));
-  const auto tokens = static_cast<int>((std::int64_t{c.tokens} + most_pieces - 1) / most_pieces);
+  const auto tokens = static_cast<int>(ceil_div(c.tokens, most_pieces));
   double cheapest = tile_cost(c, c.base_variant, tokens);
   if (variants_[c.base_variant].heads > 1) {
     cheapest = std::min(cheapest, tile_cost(c, unpacked_[c.base_variant], tokens));

@@ -5,14 +5,15 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <bit>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "canopy/error.hpp"
+#include "core/ceil_div.hpp"
 #include "runtime/plan/planner_core.hpp"
 #include "runtime/tree/tree_builder.hpp"
 
@@ -20,7 +21,7 @@ namespace canopy {
 namespace {
 
 std::int32_t pages_for(std::int32_t tokens, int page_size) {
-  return static_cast<std::int32_t>((std::int64_t{tokens} + page_size - 1) / page_size);
+  return static_cast<std::int32_t>(ceil_div(tokens, page_size));
 }
 
 // Planner::piece_bound for a task of `tokens` in `pieces`.

@@ -18,6 +18,7 @@
 #include "canopy/error.hpp"
 #include "canopy/spec.hpp"
 #include "canopy/tree.hpp"
+#include "core/ceil_div.hpp"
 
 namespace canopy {
 namespace {
@@ -76,8 +77,7 @@ class TreeBuilder {
   void insert(int request) {
     const std::int32_t begin = t_.indptr[request];
     const std::int32_t len = t_.seq_lens[request];
-    // In 64 bits: len + page_size - 1 overflows int32 for lengths near 2^31.
-    const auto n = static_cast<std::int32_t>((std::int64_t{len} + page_size_ - 1) / page_size_);
+    const auto n = static_cast<std::int32_t>(ceil_div(len, page_size_));
     const std::int32_t last_fill = len - (n - 1) * page_size_;
     auto fill = [&](std::int32_t i) { return i == n - 1 ? last_fill : page_size_; };
     // Requests that share a prefix are usually neighbours: the nodes of the
@@ -89,8 +89,7 @@ class TreeBuilder {
     if (!path_.empty()) {
       const std::int32_t prev_begin = t_.indptr[request - 1];
       const std::int32_t prev_len = t_.seq_lens[request - 1];
-      const auto prev_n =
-          static_cast<std::int32_t>((std::int64_t{prev_len} + page_size_ - 1) / page_size_);
+      const auto prev_n = static_cast<std::int32_t>(ceil_div(prev_len, page_size_));
       const std::int32_t overlap = std::min(n, prev_n);
       std::int32_t same =
           common_prefix(t_.indices.data() + prev_begin, t_.indices.data() + begin, overlap);
