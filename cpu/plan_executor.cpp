@@ -54,7 +54,7 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
   const double cap = spec.logits_soft_cap;
   const double neg_inf = -std::numeric_limits<double>::infinity();
 
-  const std::size_t slots = plan.query_rows.size();
+  const auto slots = static_cast<std::size_t>(plan.num_partial_slots);
   std::vector<double> part_o(slots * static_cast<std::size_t>(d), 0.0);
   std::vector<double> part_lse(slots, neg_inf);
 
@@ -90,7 +90,8 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
       std::fill(lse_base, lse_base + rows, neg_inf);
       return;
     }
-    const std::int32_t* row_ids = plan.query_rows.data() + slot0;
+    std::int32_t row_ids[kRowBlock];
+    for (int i = 0; i < rows; ++i) row_ids[i] = plan.query_row(it, task.head, task.row0 + i);
     std::vector<double> scores(static_cast<std::size_t>(rows) * tokens);
     for (int t = 0; t < tokens; ++t) {
       const int st = it.token_begin + t;
@@ -137,36 +138,43 @@ void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, doub
   for (const WorkItem& it : plan.items) {
     if (!it.direct) continue;
     for (std::int32_t s = it.row_begin; s < it.row_begin + it.slot_count(); ++s) {
-      const std::int64_t row = plan.query_rows[static_cast<std::size_t>(s)];
+      const std::int32_t h = (s - it.row_begin) / it.row_count;
+      const std::int64_t row = plan.query_row(it, h, s - it.row_begin - h * it.row_count);
       std::copy_n(part_o.data() + static_cast<std::size_t>(s) * d, d, out + row * d);
       if (lse != nullptr) lse[row] = part_lse[static_cast<std::size_t>(s)];
     }
   }
-  // Merge: every listed output row combines its partial slots in the plan's order.
-  for (std::size_t entry = 0; entry < plan.merge_rows.size(); ++entry) {
-    const std::int64_t row = plan.merge_rows[entry];
-    const std::int32_t b = plan.merge_indptr[entry];
-    const std::int32_t e = plan.merge_indptr[entry + 1];
-    double m = neg_inf;
-    for (std::int32_t j = b; j < e; ++j)
-      m = std::max(m, part_lse[static_cast<std::size_t>(plan.merge_indices[j])]);
-    double* o = out + row * d;
-    std::fill(o, o + d, 0.0);
-    if (m == neg_inf) {  // nothing attended (cannot happen for a covering plan)
-      if (lse != nullptr) lse[row] = neg_inf;
-      continue;
+  // Merge: every qo head of a merged request combines its partial slots in
+  // the plan's order.
+  const int hq = spec.num_qo_heads;
+  for (std::size_t m_i = 0; m_i < plan.merge_requests.size(); ++m_i) {
+    const std::int32_t b = plan.merge_indptr[m_i];
+    const std::int32_t e = plan.merge_indptr[m_i + 1];
+    for (int h = 0; h < hq; ++h) {
+      const std::int64_t row = std::int64_t{plan.merge_requests[m_i]} * hq + h;
+      auto slot = [&](std::int32_t j) {
+        return static_cast<std::size_t>(plan.merge_slot(plan.merge_parts[j], h));
+      };
+      double m = neg_inf;
+      for (std::int32_t j = b; j < e; ++j) m = std::max(m, part_lse[slot(j)]);
+      double* o = out + row * d;
+      std::fill(o, o + d, 0.0);
+      if (m == neg_inf) {  // nothing attended (cannot happen for a covering plan)
+        if (lse != nullptr) lse[row] = neg_inf;
+        continue;
+      }
+      double sum = 0;
+      for (std::int32_t j = b; j < e; ++j) {
+        const std::size_t s = slot(j);
+        const double w = std::exp(part_lse[s] - m);
+        sum += w;
+        const double* po = part_o.data() + s * d;
+        for (int i = 0; i < d; ++i) o[i] += w * po[i];
+      }
+      const double inv = 1.0 / sum;
+      for (int i = 0; i < d; ++i) o[i] *= inv;
+      if (lse != nullptr) lse[row] = m + std::log(sum);
     }
-    double sum = 0;
-    for (std::int32_t j = b; j < e; ++j) {
-      const auto s = static_cast<std::size_t>(plan.merge_indices[j]);
-      const double w = std::exp(part_lse[s] - m);
-      sum += w;
-      const double* po = part_o.data() + s * d;
-      for (int i = 0; i < d; ++i) o[i] += w * po[i];
-    }
-    const double inv = 1.0 / sum;
-    for (int i = 0; i < d; ++i) o[i] *= inv;
-    if (lse != nullptr) lse[row] = m + std::log(sum);
   }
 }
 

@@ -7,6 +7,14 @@
 #   scripts/fuzz.sh merge TARGET          # minimize the found inputs into tests/fuzz/corpus/TARGET
 #   scripts/fuzz.sh campaign [SECONDS]    # every target in turn: 10^6 executions or SECONDS
 #                                         # (default 1000) each, then a table of the counts
+#   scripts/fuzz.sh pack                  # the four binaries, stripped, into fuzz-carry/
+#                                         # (for a machine with more cores: ~20 MB)
+#   scripts/fuzz.sh parallel SECONDS [JOBS]
+#                                         # all four targets at once for SECONDS, each in
+#                                         # libFuzzer's fork mode with JOBS processes
+#                                         # (default: cores / 4); reads fuzz-carry/ if
+#                                         # there, else build-fuzz/; new corpus units,
+#                                         # crashers and logs under $FUZZ_OUT, a table last
 #
 # Targets: block_tables explicit_tree workload plan_json. A run grows
 # fuzz-out/TARGET/ (a scratch corpus seeded from tests/fuzz/corpus/TARGET),
@@ -26,6 +34,7 @@ case "${1:-build}" in
     # within its capacity. --as-needed as Debian's gcc does: CUDA::nvrtc drags in the libcuda stub,
     # which the library loads at run time instead.
     flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -g -O2 -D_GLIBCXX_SANITIZE_VECTOR"
+    flags+=" -fsanitize-coverage-ignorelist=$ROOT/tests/fuzz/coverage_ignorelist.txt"
     CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CXX_FLAGS="$flags" -DCUDAToolkit_ROOT="$cuda_home" \
       -DCMAKE_EXE_LINKER_FLAGS="-Wl,--as-needed" \
@@ -74,8 +83,50 @@ case "${1:-build}" in
         "$(ls "$OUT/$target" | wc -l)" "$(ls "$OUT/crashes/$target" | wc -l)"
     done
     ;;
+  pack)
+    rm -rf "$ROOT/fuzz-carry"
+    mkdir -p "$ROOT/fuzz-carry"
+    for target in block_tables explicit_tree workload plan_json; do
+      strip --strip-debug -o "$ROOT/fuzz-carry/canopy_fuzz_$target" \
+        "$BUILD/tests/fuzz/canopy_fuzz_$target"
+    done
+    du -sh "$ROOT/fuzz-carry"
+    ;;
+  parallel)
+    seconds=${2:?seconds}
+    jobs=${3:-$(($(nproc) / 4))}
+    bin=$ROOT/fuzz-carry
+    [[ -d $bin ]] || bin=$BUILD/tests/fuzz
+    pids=()
+    for target in block_tables explicit_tree workload plan_json; do
+      mkdir -p "$OUT/$target" "$OUT/crashes/$target"
+      # Fork mode: JOBS child processes, each fuzzing ~a minute on the shared
+      # corpus, which the parent merges; crashes are saved and fuzzing goes on.
+      ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:quarantine_size_mb=16 \
+        timeout $((seconds + 120)) "$bin/canopy_fuzz_$target" "$OUT/$target" \
+        "$ROOT/tests/fuzz/corpus/$target" -fork="$jobs" -ignore_crashes=1 -ignore_ooms=1 \
+        -ignore_timeouts=1 -max_total_time="$seconds" -max_len=4096 -timeout=30 \
+        -rss_limit_mb=4096 -artifact_prefix="$OUT/crashes/$target/" ${FUZZ_FLAGS:-} \
+        >"$OUT/$target.log" 2>&1 &
+      pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || true; done
+    # Fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s: R
+    # oom/timeout/crash: O/T/X time: Ss job: J ...", EXECS summed over its jobs.
+    printf '%-14s %10s %8s %7s %6s %s\n' target executions seconds exec/s corpus crashers/ooms/timeouts
+    for target in block_tables explicit_tree workload plan_json; do
+      line=$(grep -E '^#[0-9]+: cov:' "$OUT/$target.log" | tail -n 1)
+      runs=$(sed -nE 's/^#([0-9]+):.*/\1/p' <<<"$line")
+      secs=$(sed -nE 's/.* time: ([0-9]+)s.*/\1/p' <<<"$line")
+      rate=$(sed -nE 's/.*exec\/s: ([0-9]+).*/\1/p' <<<"$line")
+      bad=$(sed -nE 's/.*oom\/timeout\/crash: ([0-9]+\/[0-9]+\/[0-9]+).*/\1/p' <<<"$line")
+      printf '%-14s %10s %8s %7s %6s %s\n' "$target" "${runs:-?}" "${secs:-?}" "${rate:-?}" \
+        "$(ls "$OUT/$target" | wc -l)" "${bad:-?}"
+    done
+    ;;
   *)
-    echo "usage: $0 build | run TARGET [SECONDS] | merge TARGET | campaign [SECONDS]" >&2
+    echo "usage: $0 build | run TARGET [SECONDS] | merge TARGET | campaign [SECONDS] |" \
+      "pack | parallel SECONDS [JOBS]" >&2
     exit 2
     ;;
 esac

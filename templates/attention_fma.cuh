@@ -63,8 +63,8 @@ __device__ __forceinline__ void load_q_tile(const canopy_abi::PartialParams& p,
     const int c = u % kChunks;
     Chunk16 chunk = {0u, 0u, 0u, 0u};
     if (r < item.row_count) {
-      // query row id = request * num_qo_heads + qo_head, and q is [rows, D].
-      const long long row = p.query_rows[item.row_begin + r];
+      // q is [batch * num_qo_heads, D].
+      const long long row = query_row(p, item, 0, r);
       chunk = q[row * kChunks + c];
     }
     dst[u] = chunk;

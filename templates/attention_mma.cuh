@@ -94,8 +94,8 @@ __device__ __forceinline__ void stage_q(const canopy_abi::PartialParams& p,
     const int k = kHeadPack ? r % 16 : r;
     Chunk16 chunk = {0u, 0u, 0u, 0u};
     if (head < heads && k < item.row_count) {
-      // query row id = request * num_qo_heads + qo_head, and q is [rows, D].
-      const long long row = p.query_rows[item.row_begin + head * item.row_count + k];
+      // q is [batch * num_qo_heads, D].
+      const long long row = query_row(p, item, head, k);
       chunk = convert_chunk<S::kQDtype, S::kKvDtype>(q[row * kChunks + c]);
     }
     *reinterpret_cast<Chunk16*>(q_s + swizzled_offset<kChunks>(r, c)) = chunk;

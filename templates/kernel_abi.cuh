@@ -17,25 +17,35 @@ enum : int {
   kItemHeadMask = 0xff << 8,
 };
 
-/// One WorkItem on the device: 8 int32, see canopy::WorkItem for meanings.
+/// One WorkItem on the device: 10 int32, see canopy::WorkItem for meanings.
 struct DeviceWorkItem {
   int kv_page_offset;  // into kv_pages
   int token_begin;     // segment-relative, inclusive
   int token_end;       // segment-relative, exclusive
   int kv_head;
-  int row_begin;  // into query_rows; also the first partial slot
-  int row_count;  // <= row_tile
-  int row_tile;   // rows the block is shaped for this item (a multiple of 16 for mma)
-  int flags;      // kItem* bits
+  int row_begin;      // the first partial slot
+  int row_count;      // <= row_tile
+  int row_tile;       // rows the block is shaped for this item (a multiple of 16 for mma)
+  int flags;          // kItem* bits
+  int request_begin;  // into row_requests: the request of row 0
+  int row_offset;     // row 0's head within the GQA group
 };
-static_assert(sizeof(DeviceWorkItem) == 32, "DeviceWorkItem must stay 8 int32");
+static_assert(sizeof(DeviceWorkItem) == 40, "DeviceWorkItem must stay 10 int32");
+
+/// One partial state of a merged request (canopy::MergePart): qo head q's
+/// slot is slot + (q / group) * head_stride + q % group.
+struct DeviceMergePart {
+  int slot;
+  int head_stride;
+};
+static_assert(sizeof(DeviceMergePart) == 8, "DeviceMergePart must stay 2 int32");
 
 /// Partial attention over items[item_begin + blockIdx.x]; one thread block per item.
 ///   q          [batch, num_qo_heads, head_dim]             q dtype
 ///   k/v_cache  paged, layout and dtype from the KernelSpec
 ///   partial_o  [num_partial_slots, head_dim] float32 (normalised: o / l)
 ///   partial_lse[num_partial_slots] float32, natural log: m + log(l)
-///   query_rows[slot] = request * num_qo_heads + qo_head
+///   row_requests the items' requests (item_query_row)
 ///   out, lse   the final output (o dtype out_dtype) and lse (null: none),
 ///              written only by kItemDirectOutput items
 struct PartialParams {
@@ -45,13 +55,14 @@ struct PartialParams {
   float* partial_o;
   float* partial_lse;
   const DeviceWorkItem* items;
-  const int* query_rows;
+  const int* row_requests;
   const int* kv_pages;
   void* out;
   float* lse;
   int item_begin;
   int num_qo_heads;
   int num_kv_heads;
+  int group;  // num_qo_heads / num_kv_heads
   int page_size;
   int page_shift;  // log2(page_size) when it is a power of two, else -1
   int out_dtype;   // canopy_dev::DTypeCode of out
@@ -59,21 +70,24 @@ struct PartialParams {
   float soft_cap;  // used only when the spec has soft_cap
 };
 
-/// Merge: entry i combines partial slots merge_indices[merge_indptr[i] ..
-/// merge_indptr[i + 1]) in order into output row merge_rows[i]
-/// (= request * num_qo_heads + qo_head); rows written directly by their only
-/// item are not listed.
+/// Merge: entry e is request r = merge_requests[e / num_qo_heads], qo head
+/// q = e % num_qo_heads; it combines the partial states
+/// merge_parts[merge_indptr[e / num_qo_heads] .. + 1), each at its slot for q,
+/// in order into output row r * num_qo_heads + q; requests written directly by
+/// their only item are not listed.
 ///   out [batch * num_qo_heads, head_dim] o dtype; lse [batch * num_qo_heads] float32 (only
 ///   with_lse)
 struct MergeParams {
   const float* partial_o;
   const float* partial_lse;
-  const int* merge_rows;
+  const int* merge_requests;
   const int* merge_indptr;
-  const int* merge_indices;
+  const DeviceMergePart* merge_parts;
   void* out;
   float* lse;
-  int num_rows;  // entries of merge_rows
+  int num_rows;  // merge entries: merge_requests times num_qo_heads
+  int num_qo_heads;
+  int group;
 };
 
 }  // namespace canopy_abi

@@ -57,10 +57,15 @@ __device__ __forceinline__ void merge_states(const canopy_abi::MergeParams& p) {
   const int entry = blockIdx.x * (S::kThreads / 32) + threadIdx.x / 32;
   if (entry >= p.num_rows) return;
 
-  const int row = p.merge_rows[entry];  // output row = request * num_qo_heads + qo_head
-  const int begin = p.merge_indptr[entry];
-  const int count = p.merge_indptr[entry + 1] - begin;
-  const int* slots = p.merge_indices + begin;
+  // Entry = (merged request, qo head q); each part holds q's slot at an offset.
+  const int merged = entry / p.num_qo_heads;
+  const int q = entry - merged * p.num_qo_heads;
+  const int row = p.merge_requests[merged] * p.num_qo_heads + q;  // output row
+  const int begin = p.merge_indptr[merged];
+  const int count = p.merge_indptr[merged + 1] - begin;
+  const canopy_abi::DeviceMergePart* parts = p.merge_parts + begin;
+  const int head_offset = q / p.group;  // times each part's head stride
+  const int in_group = q - head_offset * p.group;
 
   float acc[kPerLane];
 #pragma unroll
@@ -70,7 +75,11 @@ __device__ __forceinline__ void merge_states(const canopy_abi::MergeParams& p) {
   // 32 partials at a time: lane i holds partial i's slot, lse and weight.
   for (int base = 0; base < count; base += 32) {
     const int mine = base + lane;
-    const int slot = mine < count ? slots[mine] : 0;
+    int slot = 0;
+    if (mine < count) {
+      const canopy_abi::DeviceMergePart part = parts[mine];
+      slot = part.slot + head_offset * part.head_stride + in_group;
+    }
     const float lse = mine < count ? p.partial_lse[slot] : neg_inf();
     const float m_new = fmaxf(m, warp_max(lse));
     if (m_new == neg_inf()) continue;  // all empty so far: nothing to weigh

@@ -52,6 +52,18 @@ __device__ __forceinline__ void store_as(void* base, long long index, int dtype,
   }
 }
 
+/// Output row (request * num_qo_heads + qo_head) of row i of the item's KV head
+/// kv_head + head: a task's rows are its requests times the GQA group,
+/// request-major (canopy::WorkItem).
+__device__ __forceinline__ long long query_row(const canopy_abi::PartialParams& p,
+                                               const canopy_abi::DeviceWorkItem& item, int head,
+                                               int i) {
+  const int f = item.row_offset + i;
+  const int request = p.row_requests[item.request_begin + f / p.group];
+  return static_cast<long long>(request) * p.num_qo_heads + (item.kv_head + head) * p.group +
+         f % p.group;
+}
+
 /// Where row r of an item writes columns [col, col + n): a partial slot, or
 /// for a direct item its output row.
 struct RowDestination {
@@ -63,8 +75,10 @@ __device__ __forceinline__ RowDestination row_destination(const canopy_abi::Part
                                                           const canopy_abi::DeviceWorkItem& item,
                                                           int r) {
   const bool direct = (item.flags & canopy_abi::kItemDirectOutput) != 0;
-  return {direct, direct ? static_cast<long long>(p.query_rows[item.row_begin + r])
-                         : static_cast<long long>(item.row_begin + r)};
+  if (!direct) return {false, static_cast<long long>(item.row_begin + r)};
+  // r counts slots: a head pack's KV head h owns rows h * row_count ..
+  const int head = r / item.row_count;
+  return {true, query_row(p, item, head, r - head * item.row_count)};
 }
 
 /// Writes normalised values o[0..n) of a row at column `col`.

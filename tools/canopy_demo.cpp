@@ -167,7 +167,7 @@ void print_plan_summary(const canopy::Plan& plan, const canopy::PrefixTree& tree
       "plan         {} work items, {} launches ({}); {} partial states, {} merged rows, max "
       "fan-in {}; predicted {:.2f} us on {} SMs\n",
       plan.items.size(), plan.launches.size(), launches, plan.num_partial_slots,
-      plan.merge_rows.size(), plan.max_merge_fan_in, plan.predicted_us, plan.num_sms);
+      plan.merge_entries(), plan.max_merge_fan_in, plan.predicted_us, plan.num_sms);
 }
 
 std::vector<canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, canopy::Arch arch) {
@@ -175,7 +175,7 @@ std::vector<canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, canopy::A
   for (const canopy::KernelConfig& c : plan.configs) {
     specs.push_back(canopy::partial_kernel_spec(plan.spec, c, arch));
   }
-  if (!plan.merge_rows.empty()) {
+  if (!plan.merge_requests.empty()) {
     specs.push_back(canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch));
   }
   return specs;

@@ -493,9 +493,11 @@ struct MergeSummary {
 
 MergeSummary merge_summary(const canopy::Plan& plan) {
   MergeSummary m;
+  // Every qo head of a merged request merges the request's parts.
+  const int heads = plan.spec.num_qo_heads;
   for (std::size_t r = 0; r + 1 < plan.merge_indptr.size(); ++r) {
-    ++m.rows;
-    ++m.fan_in[plan.merge_indptr[r + 1] - plan.merge_indptr[r]];
+    m.rows += heads;
+    m.fan_in[plan.merge_indptr[r + 1] - plan.merge_indptr[r]] += heads;
   }
   return m;
 }
@@ -557,7 +559,7 @@ int run_plan(const std::vector<std::string>& argv) {
   for (const canopy::KernelConfig& config : plan.configs) {
     kernels.push_back(canopy::partial_kernel_spec(plan.spec, config, arch).to_string());
   }
-  if (!plan.merge_rows.empty()) {
+  if (!plan.merge_requests.empty()) {
     kernels.push_back(
         canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch).to_string());
   }

@@ -138,7 +138,7 @@ std::map<std::string, canopy::KernelSpec> plan_kernels(const canopy::Plan& plan,
     const canopy::KernelSpec k = canopy::partial_kernel_spec(plan.spec, config, arch);
     specs.emplace(k.to_string(), k);
   }
-  if (!plan.merge_rows.empty()) {
+  if (!plan.merge_requests.empty()) {
     const canopy::KernelSpec m = canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch);
     specs.emplace(m.to_string(), m);
   }
@@ -272,7 +272,7 @@ json plan_summary(const PlanHandle& h) {
               {"launch_steps", p.launches.size()},
               {"items", p.items.size()},
               {"direct_items", direct},
-              {"merge_rows", p.merge_rows.size()},
+              {"merge_rows", p.merge_entries()},
               {"configs", configs},
               {"launch_configs", launch_configs},
               {"kernels", kernels},

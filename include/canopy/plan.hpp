@@ -11,6 +11,11 @@
 
 namespace canopy {
 
+/// Format limits of one work item: KV heads of a head pack (8 bits of the
+/// device record's flags) and rows per KV head (row tiles are at most 256).
+inline constexpr int kMaxItemKvHeads = 255;
+inline constexpr int kMaxItemRows = 1024;
+
 /// One thread block's job: attention of `row_count` query rows (all in one GQA
 /// group, so they share KV head `kv_head`; a head pack does the same for
 /// `kv_heads` consecutive KV heads, one warp each) over tokens [token_begin, token_end)
@@ -20,6 +25,13 @@ namespace canopy {
 /// sits at position path_token_offset + t of every request in its rows.
 /// The item writes one partial state (output row, log-sum-exp) per query row
 /// into partial slots row_begin .. row_begin + row_count - 1.
+///
+/// Rows are stored compactly (Plan::query_row): a task's rows are its requests
+/// times the GQA group, request-major, so an item names its first request in
+/// Plan::row_requests and the group head its first row starts at. Row i of KV
+/// head kv_head + h is request row_requests[request_begin + (row_offset + i) /
+/// group], qo head (kv_head + h) * group + (row_offset + i) % group, where
+/// group = num_qo_heads / num_kv_heads.
 struct WorkItem {
   std::int32_t node = 0;      ///< deepest tree node of the segment
   std::int32_t config = 0;    ///< index into Plan::configs: the kernel that runs it
@@ -30,8 +42,10 @@ struct WorkItem {
   std::int32_t token_begin = 0;        ///< segment-relative, inclusive
   std::int32_t token_end = 0;          ///< segment-relative, exclusive
   std::int32_t path_token_offset = 0;  ///< segment token 0's position in its requests
-  std::int32_t row_begin = 0;          ///< into Plan::query_rows; also the first partial slot
+  std::int32_t row_begin = 0;          ///< the first partial slot
   std::int32_t row_count = 0;          ///< rows per KV head
+  std::int32_t request_begin = 0;      ///< into Plan::row_requests: row 0's request
+  std::int32_t row_offset = 0;         ///< row 0's head within the group, 0 .. group - 1
   /// Partial slots row_begin .. row_begin + slot_count() - 1: KV head
   /// kv_head + i owns the i-th run of row_count slots.
   std::int32_t slot_count() const { return kv_heads * row_count; }
@@ -45,9 +59,17 @@ struct WorkItem {
   std::int32_t sm = 0;     ///< SM the balancer assigned (for inspection)
 };
 
+/// One partial state of a merged request: qo head q's is partial slot
+/// slot + (q / group) * head_stride + q % group.
+struct MergePart {
+  std::int32_t slot = 0;         ///< the slot of qo head 0
+  std::int32_t head_stride = 0;  ///< slots between one KV head's rows and the next's
+  bool operator==(const MergePart&) const = default;
+};
+
 /// One kernel launch of a step. Partial launches run items [begin, end) with
 /// kernel Plan::configs[config]; the merge launch (config -1) combines merge
-/// entries [begin, end) (see Plan::merge_rows). Launches run in order on one
+/// entries [begin, end) (see Plan::merge_requests). Launches run in order on one
 /// stream; the merge, when present, is last.
 struct LaunchStep {
   KernelFamily family = KernelFamily::kMmaAttention;
@@ -62,11 +84,11 @@ struct LaunchStep {
 /// arithmetic so the runtime, the tools and the tests agree.
 struct PlanLayout {
   std::int64_t items = 0;  ///< canopy_abi::DeviceWorkItem[items]
-  std::int64_t query_rows = 0;
+  std::int64_t row_requests = 0;
   std::int64_t kv_pages = 0;
-  std::int64_t merge_rows = 0;
+  std::int64_t merge_requests = 0;
   std::int64_t merge_indptr = 0;
-  std::int64_t merge_indices = 0;
+  std::int64_t merge_parts = 0;  ///< canopy_abi::DeviceMergePart[merge_parts]
   std::int64_t metadata_bytes = 0;
   std::int64_t partial_o = 0;    ///< float32 [num_partial_slots][head_dim], in the workspace
   std::int64_t partial_lse = 0;  ///< float32 [num_partial_slots], in the workspace
@@ -77,24 +99,46 @@ struct PlanLayout {
 struct Plan {
   AttentionSpec spec;
   int batch_size = 0;
-  int tree_depth = 0;                    ///< max nodes on a root-to-leaf path
-  std::vector<KernelConfig> configs;     ///< the partial kernels the step launches
-  std::vector<WorkItem> items;           ///< grouped by config; longest first within a group
-  std::vector<LaunchStep> launches;      ///< the launch schedule, in order
-  std::vector<std::int32_t> query_rows;  ///< row id = request * num_qo_heads + qo_head
-  std::vector<std::int32_t> kv_pages;    ///< concatenated segment page lists
-  /// Merge schedule, CSR over merge entries: entry i writes output row
-  /// merge_rows[i] (request * num_qo_heads + qo_head) from partial slots
-  /// merge_indices[merge_indptr[i] .. merge_indptr[i+1]) in that order (fixed
-  /// order: deterministic results). Rows of direct items are not listed.
-  std::vector<std::int32_t> merge_rows;
+  int tree_depth = 0;                      ///< max nodes on a root-to-leaf path
+  std::vector<KernelConfig> configs;       ///< the partial kernels the step launches
+  std::vector<WorkItem> items;             ///< grouped by config; longest first within a group
+  std::vector<LaunchStep> launches;        ///< the launch schedule, in order
+  std::vector<std::int32_t> row_requests;  ///< the items' requests (see WorkItem)
+  std::vector<std::int32_t> kv_pages;      ///< concatenated segment page lists
+  /// Merge schedule, CSR over merged requests: every qo head q of request
+  /// merge_requests[i] combines, in that order (fixed: deterministic results),
+  /// the partial states merge_parts[merge_indptr[i] .. merge_indptr[i+1]),
+  /// each at its slot for q (MergePart). Merge entry e is request
+  /// merge_requests[e / num_qo_heads], qo head e % num_qo_heads. Requests of
+  /// direct items are not listed.
+  std::vector<std::int32_t> merge_requests;
   std::vector<std::int32_t> merge_indptr;
-  std::vector<std::int32_t> merge_indices;
+  std::vector<MergePart> merge_parts;
   int max_merge_fan_in = 0;
-  std::int64_t num_partial_slots = 0;  ///< == query_rows.size()
+  std::int64_t num_partial_slots = 0;  ///< slots written by the items
   std::vector<float> sm_load_us;  ///< predicted busy time per block slot (SMs x resident blocks)
   float predicted_us = 0;         ///< max over SMs plus launch and merge costs
   int num_sms = 0;
+
+  /// Query heads per KV head (0 for a spec without KV heads).
+  int group() const { return spec.num_kv_heads > 0 ? spec.num_qo_heads / spec.num_kv_heads : 0; }
+  /// Output row (request * num_qo_heads + qo head) of row i of KV head
+  /// it.kv_head + head; the indices must be valid (check_plan_indices).
+  std::int32_t query_row(const WorkItem& it, int head, int i) const {
+    const int g = group();
+    const int f = it.row_offset + i;
+    return row_requests[static_cast<std::size_t>(it.request_begin + f / g)] * spec.num_qo_heads +
+           (it.kv_head + head) * g + f % g;
+  }
+  /// Merge entries: one per (merged request, qo head).
+  std::int64_t merge_entries() const {
+    return static_cast<std::int64_t>(merge_requests.size()) * spec.num_qo_heads;
+  }
+  /// Partial slot of qo head q in a merge part.
+  std::int32_t merge_slot(const MergePart& part, int q) const {
+    const int g = group();
+    return part.slot + (q / g) * part.head_stride + q % g;
+  }
 
   /// Device metadata and workspace layout (partial outputs, float32
   /// [slots, head_dim], and their log-sum-exps, float32 [slots]), 256-byte aligned.

@@ -158,7 +158,7 @@ std::vector<std::string> kernel_specs(const PyPlan& p) {
   for (const KernelConfig& c : plan.configs) {
     names.push_back(partial_kernel_spec(plan.spec, c, p.arch).to_string());
   }
-  if (!plan.merge_rows.empty()) {
+  if (!plan.merge_requests.empty()) {
     names.push_back(merge_kernel_spec(plan.spec, plan.max_merge_fan_in, p.arch).to_string());
   }
   return names;

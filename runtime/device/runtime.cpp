@@ -213,7 +213,7 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
     s->partial.push_back(ModuleRegistry::instance().get(
         dev, partial_kernel_spec(plan.spec, config, arch), *impl_->cache));
   }
-  if (!plan.merge_rows.empty()) {
+  if (!plan.merge_requests.empty()) {
     s->merge = ModuleRegistry::instance().get(
         dev, merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch), *impl_->cache);
   }
@@ -234,16 +234,20 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
     const int flags =
         (w.direct ? canopy_abi::kItemDirectOutput : 0) | (w.kv_heads << canopy_abi::kItemHeadShift);
     items[i] = canopy_abi::DeviceWorkItem{w.kv_page_offset, w.token_begin, w.token_end, w.kv_head,
-                                          w.row_begin,      w.row_count,   w.row_tile,  flags};
+                                          w.row_begin,      w.row_count,   w.row_tile,  flags,
+                                          w.request_begin,  w.row_offset};
   }
   auto copy = [&](std::int64_t offset, const std::vector<std::int32_t>& v) {
     if (!v.empty()) std::memcpy(host.data() + offset, v.data(), v.size() * sizeof(v[0]));
   };
-  copy(L.query_rows, plan.query_rows);
+  copy(L.row_requests, plan.row_requests);
   copy(L.kv_pages, plan.kv_pages);
-  copy(L.merge_rows, plan.merge_rows);
+  copy(L.merge_requests, plan.merge_requests);
   copy(L.merge_indptr, plan.merge_indptr);
-  copy(L.merge_indices, plan.merge_indices);
+  auto* parts = reinterpret_cast<canopy_abi::DeviceMergePart*>(host.data() + L.merge_parts);
+  for (std::size_t i = 0; i < plan.merge_parts.size(); ++i) {
+    parts[i] = {plan.merge_parts[i].slot, plan.merge_parts[i].head_stride};
+  }
   s->metadata = DeviceBuffer(dev.context, host.size(), "plan metadata");
   s->metadata.upload(host.data(), host.size());
 
@@ -329,13 +333,14 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
       p.partial_o = partial_o;
       p.partial_lse = partial_lse;
       p.items = reinterpret_cast<const canopy_abi::DeviceWorkItem*>(s->metadata_at(L.items));
-      p.query_rows = reinterpret_cast<const int*>(s->metadata_at(L.query_rows));
+      p.row_requests = reinterpret_cast<const int*>(s->metadata_at(L.row_requests));
       p.kv_pages = reinterpret_cast<const int*>(s->metadata_at(L.kv_pages));
       p.out = reinterpret_cast<void*>(t.out);
       p.lse = reinterpret_cast<float*>(t.lse);
       p.item_begin = step.begin;
       p.num_qo_heads = spec.num_qo_heads;
       p.num_kv_heads = spec.num_kv_heads;
+      p.group = spec.num_qo_heads / spec.num_kv_heads;
       p.page_size = spec.page_size;
       p.page_shift = s->page_shift;
       p.out_dtype = generator::dtype_code(spec.o_dtype);
@@ -346,12 +351,15 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
     } else {
       m.partial_o = partial_o;
       m.partial_lse = partial_lse;
-      m.merge_rows = reinterpret_cast<const int*>(s->metadata_at(L.merge_rows));
+      m.merge_requests = reinterpret_cast<const int*>(s->metadata_at(L.merge_requests));
       m.merge_indptr = reinterpret_cast<const int*>(s->metadata_at(L.merge_indptr));
-      m.merge_indices = reinterpret_cast<const int*>(s->metadata_at(L.merge_indices));
+      m.merge_parts =
+          reinterpret_cast<const canopy_abi::DeviceMergePart*>(s->metadata_at(L.merge_parts));
       m.out = reinterpret_cast<void*>(t.out);
       m.lse = reinterpret_cast<float*>(t.lse);
       m.num_rows = grid_items;
+      m.num_qo_heads = spec.num_qo_heads;
+      m.group = spec.num_qo_heads / spec.num_kv_heads;
       args[0] = &m;
       grid = static_cast<unsigned>((grid_items + k.rows_per_block - 1) / k.rows_per_block);
     }

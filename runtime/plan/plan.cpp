@@ -28,12 +28,12 @@ PlanLayout Plan::layout() const {
     at = align_up(at + std::max<std::int64_t>(bytes, 1));
     return offset;
   };
-  l.items = section(static_cast<std::int64_t>(items.size()) * 32);  // canopy_abi::DeviceWorkItem
-  l.query_rows = section(static_cast<std::int64_t>(query_rows.size()) * 4);
+  l.items = section(static_cast<std::int64_t>(items.size()) * 40);  // canopy_abi::DeviceWorkItem
+  l.row_requests = section(static_cast<std::int64_t>(row_requests.size()) * 4);
   l.kv_pages = section(static_cast<std::int64_t>(kv_pages.size()) * 4);
-  l.merge_rows = section(static_cast<std::int64_t>(merge_rows.size()) * 4);
+  l.merge_requests = section(static_cast<std::int64_t>(merge_requests.size()) * 4);
   l.merge_indptr = section(static_cast<std::int64_t>(merge_indptr.size()) * 4);
-  l.merge_indices = section(static_cast<std::int64_t>(merge_indices.size()) * 4);
+  l.merge_parts = section(static_cast<std::int64_t>(merge_parts.size()) * 8);  // DeviceMergePart
   l.metadata_bytes = at;
   l.partial_o = 0;
   l.partial_lse = align_up(num_partial_slots * spec.head_dim * 4);
@@ -47,13 +47,13 @@ std::string plan_to_text(const Plan& plan) {
       "  {} work items, {} launches, {} partial states, {} merged rows, max merge fan-in {}\n"
       "  workspace {:.2f} MiB, predicted {:.2f} us on {} SMs\n",
       plan.batch_size, plan.spec.to_string(), plan.tree_depth, plan.items.size(),
-      plan.launches.size(), plan.num_partial_slots, plan.merge_rows.size(), plan.max_merge_fan_in,
+      plan.launches.size(), plan.num_partial_slots, plan.merge_entries(), plan.max_merge_fan_in,
       plan.workspace_bytes() / 1048576.0, plan.predicted_us, plan.num_sms);
   out += "  launches:\n";
   for (const LaunchStep& g : plan.launches) {
     if (g.family == KernelFamily::kMergeStates) {
       out += fmt::format("    {:<22} {:>6} rows, {} partial states\n", "merge", g.end - g.begin,
-                         plan.merge_indices.size());
+                         plan.merge_parts.size() * plan.spec.num_qo_heads);
       continue;
     }
     std::map<int, int> per_node;
@@ -102,7 +102,7 @@ std::string plan_to_json(const Plan& plan, int indent) {
   using nlohmann::json;
   json j;
   const AttentionSpec& s = plan.spec;
-  j["format"] = "canopy-plan/2";
+  j["format"] = "canopy-plan/3";
   j["spec"] = {{"num_qo_heads", s.num_qo_heads},
                {"num_kv_heads", s.num_kv_heads},
                {"head_dim", s.head_dim},
@@ -124,12 +124,13 @@ std::string plan_to_json(const Plan& plan, int indent) {
   for (const WorkItem& it : plan.items) {
     j["items"].push_back({it.node, it.config, it.row_tile, it.kv_head, it.kv_heads,
                           it.kv_page_offset, it.token_begin, it.token_end, it.path_token_offset,
-                          it.row_begin, it.row_count, it.direct ? 1 : 0, it.predicted_us, it.sm});
+                          it.row_begin, it.row_count, it.direct ? 1 : 0, it.predicted_us, it.sm,
+                          it.request_begin, it.row_offset});
   }
   j["item_fields"] = {
       "node",         "config",    "row_tile",          "kv_head",   "kv_heads",  "kv_page_offset",
       "token_begin",  "token_end", "path_token_offset", "row_begin", "row_count", "direct",
-      "predicted_us", "sm"};
+      "predicted_us", "sm",        "request_begin",     "row_offset"};
   j["launches"] = json::array();
   for (const LaunchStep& g : plan.launches) {
     j["launches"].push_back({{"family", to_string(g.family)},
@@ -137,11 +138,12 @@ std::string plan_to_json(const Plan& plan, int indent) {
                              {"begin", g.begin},
                              {"end", g.end}});
   }
-  j["query_rows"] = plan.query_rows;
+  j["row_requests"] = plan.row_requests;
   j["kv_pages"] = plan.kv_pages;
-  j["merge_rows"] = plan.merge_rows;
+  j["merge_requests"] = plan.merge_requests;
   j["merge_indptr"] = plan.merge_indptr;
-  j["merge_indices"] = plan.merge_indices;
+  j["merge_parts"] = json::array();  // [slot, head_stride] pairs
+  for (const MergePart& m : plan.merge_parts) j["merge_parts"].push_back({m.slot, m.head_stride});
   j["max_merge_fan_in"] = plan.max_merge_fan_in;
   j["num_partial_slots"] = plan.num_partial_slots;
   j["sm_load_us"] = plan.sm_load_us;
@@ -167,8 +169,8 @@ Plan plan_from_json(const std::string& text) {
   Plan plan;
   try {
     const json j = json::parse(text);
-    check(j.value("format", "") == "canopy-plan/2", ErrorKind::kInvalidArgument,
-          "not a canopy-plan/2 document");
+    check(j.value("format", "") == "canopy-plan/3", ErrorKind::kInvalidArgument,
+          "not a canopy-plan/3 document");
     const json& s = j.at("spec");
     AttentionSpec& spec = plan.spec;
     spec.num_qo_heads = json_int<int>(s.at("num_qo_heads"), "spec.num_qo_heads");
@@ -206,6 +208,8 @@ Plan plan_from_json(const std::string& text) {
       it.direct = json_int<int>(a.at(11), "item.direct") != 0;
       it.predicted_us = a.at(12);
       it.sm = json_int<std::int32_t>(a.at(13), "item.sm");
+      it.request_begin = json_int<std::int32_t>(a.at(14), "item.request_begin");
+      it.row_offset = json_int<std::int32_t>(a.at(15), "item.row_offset");
       plan.items.push_back(it);
     }
     for (const json& g : j.at("launches")) {
@@ -214,13 +218,20 @@ Plan plan_from_json(const std::string& text) {
                                json_int<int>(g.at("begin"), "launch.begin"),
                                json_int<int>(g.at("end"), "launch.end")});
     }
-    plan.query_rows = int32_array(j, "query_rows");
+    plan.row_requests = int32_array(j, "row_requests");
     plan.kv_pages = int32_array(j, "kv_pages");
-    plan.merge_rows = int32_array(j, "merge_rows");
+    plan.merge_requests = int32_array(j, "merge_requests");
     plan.merge_indptr = int32_array(j, "merge_indptr");
-    plan.merge_indices = int32_array(j, "merge_indices");
+    const json& parts = j.at("merge_parts");
+    check(parts.is_array(), ErrorKind::kInvalidArgument, "plan JSON: merge_parts is not an array");
+    for (const json& m : parts) {
+      check(m.is_array() && m.size() == 2, ErrorKind::kInvalidArgument,
+            "plan JSON: a merge part is not a [slot, head_stride] pair");
+      plan.merge_parts.push_back({json_int<std::int32_t>(m[0], "merge_parts.slot"),
+                                  json_int<std::int32_t>(m[1], "merge_parts.head_stride")});
+    }
     plan.max_merge_fan_in = json_int<int>(j.at("max_merge_fan_in"), "max_merge_fan_in");
-    plan.num_partial_slots = json_int<int>(j.at("num_partial_slots"), "num_partial_slots");
+    plan.num_partial_slots = json_int<std::int64_t>(j.at("num_partial_slots"), "num_partial_slots");
     plan.sm_load_us = j.at("sm_load_us").get<std::vector<float>>();
   } catch (const json::exception& e) {
     throw Error(ErrorKind::kInvalidArgument, fmt::format("plan JSON: {}", e.what()));

@@ -5,25 +5,58 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "canopy/error.hpp"
+#include "core/ceil_div.hpp"
 #include "generator/kernel_families.hpp"
 
 namespace canopy {
 
 std::vector<std::int32_t> check_plan_indices(const Plan& plan) {
   const AttentionSpec& spec = plan.spec;
-  const std::int64_t rows = static_cast<std::int64_t>(plan.batch_size) * spec.num_qo_heads;
-  const std::int64_t slots = static_cast<std::int64_t>(plan.query_rows.size());
   CANOPY_CHECK(plan.batch_size >= 0, ErrorKind::kInvalidArgument, "plan: batch_size is {}",
                plan.batch_size);
-  CANOPY_CHECK(plan.num_partial_slots == slots, ErrorKind::kInvalidArgument,
-               "plan: num_partial_slots is {} but query_rows has {} entries",
-               plan.num_partial_slots, slots);
-  for (std::int64_t s = 0; s < slots; ++s) {
-    const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
-    CANOPY_CHECK(row >= 0 && row < rows, ErrorKind::kInvalidArgument,
-                 "plan: query_rows[{}] is {}, out of range [0, {})", s, row, rows);
+  // Row ids are request * num_qo_heads + qo_head: the heads must make a group.
+  CANOPY_CHECK(spec.num_kv_heads >= 1 && spec.num_qo_heads >= spec.num_kv_heads &&
+                   spec.num_qo_heads % spec.num_kv_heads == 0,
+               ErrorKind::kInvalidArgument, "plan: {} qo heads do not group over {} KV heads",
+               spec.num_qo_heads, spec.num_kv_heads);
+  const int group = plan.group();
+  CANOPY_CHECK(
+      std::int64_t{plan.batch_size} * spec.num_qo_heads <= std::numeric_limits<std::int32_t>::max(),
+      ErrorKind::kInvalidArgument, "plan: {} requests x {} qo heads overflow a row id",
+      plan.batch_size, spec.num_qo_heads);
+  // Every slot is some item's (the planner allocates them item by item), so
+  // the items bound the slot count before anything is sized by it: at most
+  // kMaxItemKvHeads x kMaxItemRows per item.
+  std::int64_t written = 0;
+  for (std::size_t i = 0; i < plan.items.size(); ++i) {
+    const WorkItem& it = plan.items[i];
+    // Its rows' requests: row_requests[request_begin ..] for row_offset + row_count rows
+    // (which also bounds row_count by the document's size).
+    CANOPY_CHECK(it.kv_heads >= 1 && it.kv_heads <= kMaxItemKvHeads && it.row_count >= 0 &&
+                     it.row_count <= kMaxItemRows,
+                 ErrorKind::kInvalidArgument,
+                 "plan: item {}: {} KV heads of {} rows, the format allows 1..{} of 0..{}", i,
+                 it.kv_heads, it.row_count, kMaxItemKvHeads, kMaxItemRows);
+    CANOPY_CHECK(
+        it.row_offset >= 0 && it.row_offset < group && it.request_begin >= 0 &&
+            it.request_begin + ceil_div(std::int64_t{it.row_offset} + it.row_count, group) <=
+                static_cast<std::int64_t>(plan.row_requests.size()),
+        ErrorKind::kInvalidArgument,
+        "plan: item {}: {} rows from head {} of request entry {} run past row_requests "
+        "({} entries, group {})",
+        i, it.row_count, it.row_offset, it.request_begin, plan.row_requests.size(), group);
+    written += std::int64_t{it.kv_heads} * it.row_count;
+  }
+  const std::int64_t slots = plan.num_partial_slots;
+  CANOPY_CHECK(slots >= 0 && slots <= written, ErrorKind::kInvalidArgument,
+               "plan: num_partial_slots is {}, but the items write {} slots", slots, written);
+  for (std::size_t j = 0; j < plan.row_requests.size(); ++j) {
+    const std::int32_t r = plan.row_requests[j];
+    CANOPY_CHECK(r >= 0 && r < plan.batch_size, ErrorKind::kInvalidArgument,
+                 "plan: row_requests[{}] is {}, out of range [0, {})", j, r, plan.batch_size);
   }
   const std::int64_t ps = spec.page_size;
   std::vector<std::int32_t> writer(static_cast<std::size_t>(slots), -1);
@@ -57,26 +90,35 @@ std::vector<std::int32_t> check_plan_indices(const Plan& plan) {
       w = static_cast<std::int32_t>(i);
     }
   }
-  // The merge: a CSR index over merge entries, one output row each.
-  const std::size_t entries = plan.merge_rows.size();
-  CANOPY_CHECK(plan.merge_indptr.size() == entries + 1, ErrorKind::kInvalidArgument,
-               "plan: merge_indptr has {} entries, expected merge_rows + 1 = {}",
-               plan.merge_indptr.size(), entries + 1);
+  // The merge: a CSR index over merged requests into their partial states.
+  const std::size_t merged = plan.merge_requests.size();
+  CANOPY_CHECK(plan.merge_indptr.size() == merged + 1, ErrorKind::kInvalidArgument,
+               "plan: merge_indptr has {} entries, expected merge_requests + 1 = {}",
+               plan.merge_indptr.size(), merged + 1);
   CANOPY_CHECK(plan.merge_indptr[0] == 0 &&
-                   static_cast<std::size_t>(plan.merge_indptr.back()) == plan.merge_indices.size(),
+                   static_cast<std::size_t>(plan.merge_indptr.back()) == plan.merge_parts.size(),
                ErrorKind::kInvalidArgument,
-               "plan: merge_indptr runs from {} to {}, expected 0 to merge_indices' {} entries",
-               plan.merge_indptr[0], plan.merge_indptr.back(), plan.merge_indices.size());
-  for (std::size_t e = 0; e < entries; ++e) {
+               "plan: merge_indptr runs from {} to {}, expected 0 to merge_parts' {} entries",
+               plan.merge_indptr[0], plan.merge_indptr.back(), plan.merge_parts.size());
+  for (std::size_t e = 0; e < merged; ++e) {
     CANOPY_CHECK(plan.merge_indptr[e] <= plan.merge_indptr[e + 1], ErrorKind::kInvalidArgument,
                  "plan: merge_indptr decreases at entry {}", e);
-    CANOPY_CHECK(plan.merge_rows[e] >= 0 && plan.merge_rows[e] < rows, ErrorKind::kInvalidArgument,
-                 "plan: merge_rows[{}] is {}, out of range [0, {})", e, plan.merge_rows[e], rows);
+    CANOPY_CHECK(plan.merge_requests[e] >= 0 && plan.merge_requests[e] < plan.batch_size,
+                 ErrorKind::kInvalidArgument,
+                 "plan: merge_requests[{}] is {}, out of range [0, {})", e, plan.merge_requests[e],
+                 plan.batch_size);
   }
-  for (std::size_t j = 0; j < plan.merge_indices.size(); ++j) {
-    const std::int32_t s = plan.merge_indices[j];
-    CANOPY_CHECK(s >= 0 && s < slots, ErrorKind::kInvalidArgument,
-                 "plan: merge_indices[{}] is {}, out of range [0, {})", j, s, slots);
+  // A part's slots for qo heads 0 .. num_qo_heads - 1 run from slot to
+  // slot + (kv heads - 1) * head_stride + group - 1.
+  const std::int64_t kv_span = spec.num_kv_heads - 1;
+  for (std::size_t j = 0; j < plan.merge_parts.size(); ++j) {
+    const MergePart& m = plan.merge_parts[j];
+    CANOPY_CHECK(
+        m.slot >= 0 && m.head_stride >= 0 && m.slot + kv_span * m.head_stride + group - 1 < slots,
+        ErrorKind::kInvalidArgument,
+        "plan: merge_parts[{}] (slot {}, head stride {}) reaches past the {} partial "
+        "slots",
+        j, m.slot, m.head_stride, slots);
   }
   return writer;
 }
@@ -120,15 +162,16 @@ void Plan::validate() const {
     CANOPY_CHECK(it.token_end > it.token_begin, ErrorKind::kInvalidArgument,
                  "plan: item {} reads no tokens ([{}, {}))", i, it.token_begin, it.token_end);
     if (it.direct) {
-      for (std::int32_t s = it.row_begin; s < it.row_begin + it.slot_count(); ++s) {
-        write_row(query_rows[static_cast<std::size_t>(s)]);
+      for (int h = 0; h < it.kv_heads; ++h) {
+        for (int k = 0; k < it.row_count; ++k) write_row(query_row(it, h, k));
       }
     }
   }
-  for (std::size_t e = 0; e < merge_rows.size(); ++e) {
-    write_row(merge_rows[e]);
+  for (std::size_t e = 0; e < merge_requests.size(); ++e) {
+    const std::int32_t row0 = merge_requests[e] * spec.num_qo_heads;
+    for (int q = 0; q < spec.num_qo_heads; ++q) write_row(row0 + q);
     CANOPY_CHECK(merge_indptr[e + 1] > merge_indptr[e], ErrorKind::kInvalidArgument,
-                 "plan: merge entry {} (row {}) has no partial states", e, merge_rows[e]);
+                 "plan: merged request {} ({}) has no partial states", e, merge_requests[e]);
   }
   for (std::int64_t row = 0; row < rows; ++row) {
     CANOPY_CHECK(writers[static_cast<std::size_t>(row)] != 0, ErrorKind::kInvalidArgument,
@@ -141,11 +184,10 @@ void Plan::validate() const {
   for (const LaunchStep& g : launches) {
     CANOPY_CHECK(!merged, ErrorKind::kInvalidArgument, "plan: the merge must be the last launch");
     if (g.family == KernelFamily::kMergeStates) {
-      CANOPY_CHECK(
-          g.config == -1 && g.begin == 0 && g.end == static_cast<std::int32_t>(merge_rows.size()),
-          ErrorKind::kInvalidArgument,
-          "plan: the merge launch must cover merge entries [0, {}), got [{}, {})",
-          merge_rows.size(), g.begin, g.end);
+      CANOPY_CHECK(g.config == -1 && g.begin == 0 && g.end == merge_entries(),
+                   ErrorKind::kInvalidArgument,
+                   "plan: the merge launch must cover merge entries [0, {}), got [{}, {})",
+                   merge_entries(), g.begin, g.end);
       merged = true;
       continue;
     }
@@ -165,7 +207,7 @@ void Plan::validate() const {
   }
   CANOPY_CHECK(expected == static_cast<std::int32_t>(items.size()), ErrorKind::kInvalidArgument,
                "plan: items outside launches");
-  CANOPY_CHECK(merged == !merge_rows.empty(), ErrorKind::kInvalidArgument,
+  CANOPY_CHECK(merged == !merge_requests.empty(), ErrorKind::kInvalidArgument,
                "plan: a merge launch iff there are merge entries");
 }
 

@@ -10,12 +10,14 @@
 namespace canopy {
 
 /// Throws Error(kInvalidArgument) naming the entry and its value unless every
-/// index of `plan` is in range: num_partial_slots == query_rows.size(), query
-/// rows in [0, batch * num_qo_heads), each item's kv heads, slots (inside the
-/// partial slots) and tokens (begin <= end; a non-empty range inside
-/// kv_pages), merge_indptr a non-decreasing CSR index of merge_indices over
-/// the merge entries, merge rows and slots in range, and no partial slot
-/// written by two items. Empty items
+/// index of `plan` is in range: heads that group, row ids that fit int32,
+/// num_partial_slots no more than the items write, row_requests in
+/// [0, batch), each item's kv heads, rows (its requests inside row_requests,
+/// row_offset inside the group), slots (inside the partial slots) and tokens
+/// (begin <= end; a non-empty range inside kv_pages), merge_indptr a
+/// non-decreasing CSR index of merge_parts over merge_requests, merged
+/// requests in range, every part's slots (all qo heads) inside the partial
+/// slots, and no partial slot written by two items. Empty items
 /// (token_begin == token_end) pass. Returns the item writing each slot (-1:
 /// none). Page ids themselves are not checked: that needs the KV cache size.
 std::vector<std::int32_t> check_plan_indices(const Plan& plan);

@@ -2,9 +2,9 @@
 // block tables ask for. Tables and plan indices are checked first
 // (BlockTables::validate, check_plan_indices). Every (request, qo head) row must have its KV tokens
 // [0, seq_len) tiled by work-item rows without gaps or overlaps; every item row
-// must read the request's own page and slot for each token, with the kv head
-// of the qo head's group; and every partial slot must be merged exactly once,
-// into its own output row.
+// must read the request's own page and slot for each token (the KV head of
+// its qo head's group holds by construction: Plan::query_row); and every
+// partial slot must be merged exactly once, into its own output row.
 //
 // Cost: O(slots log slots) for the tiling (intervals, not token bitmaps) plus
 // one page comparison per (item, distinct request, page).
@@ -44,7 +44,6 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
   spec.validate();
   const int batch = tables.batch_size();
   const int hq = spec.num_qo_heads;
-  const int group = spec.group_size();
   const std::int64_t ps = spec.page_size;
 
   if (plan.batch_size != batch)
@@ -55,7 +54,17 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
   const std::vector<std::int32_t> slot_item = check_plan_indices(plan);
 
   const std::int64_t rows = static_cast<std::int64_t>(batch) * hq;
-  const std::int64_t slots = static_cast<std::int64_t>(plan.query_rows.size());
+  const std::int64_t slots = plan.num_partial_slots;
+  // The output row of every written slot (-1: none), from the compact rows.
+  std::vector<std::int32_t> slot_row(static_cast<std::size_t>(slots), -1);
+  for (const WorkItem& it : plan.items) {
+    for (int h = 0; h < it.kv_heads; ++h) {
+      for (int k = 0; k < it.row_count; ++k) {
+        slot_row[static_cast<std::size_t>(it.row_begin + h * it.row_count + k)] =
+            plan.query_row(it, h, k);
+      }
+    }
+  }
 
   // Pass 1: per item, kv heads and pages; count one interval per item row.
   std::vector<std::int32_t> row_count(static_cast<std::size_t>(rows) + 1, 0);
@@ -66,11 +75,9 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
       fail(item_name(i) + ": path_token_offset " + std::to_string(it.path_token_offset));
 
     for (std::int32_t s = it.row_begin; s < it.row_begin + it.slot_count(); ++s) {
-      const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
+      // Its qo head is in the group of the slot's KV head by construction (query_row).
+      const std::int32_t row = slot_row[static_cast<std::size_t>(s)];
       const int r = row / hq, h = row % hq;
-      if (h / group != it.slot_head(s))
-        fail(where(r, h) + ": " + item_name(i) + " uses kv head " +
-             std::to_string(it.slot_head(s)) + ", expected " + std::to_string(h / group));
       if (it.token_end > it.token_begin) ++row_count[static_cast<std::size_t>(row)];
       if (it.token_end == it.token_begin ||
           seen[static_cast<std::size_t>(r)] == static_cast<int>(i))
@@ -112,7 +119,7 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
     const WorkItem& it = plan.items[i];
     if (it.token_end == it.token_begin) continue;
     for (std::int32_t s = it.row_begin; s < it.row_begin + it.slot_count(); ++s) {
-      const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
+      const std::int32_t row = slot_row[static_cast<std::size_t>(s)];
       intervals[static_cast<std::size_t>(fill[static_cast<std::size_t>(row)]++)] = {
           it.path_token_offset + it.token_begin, it.path_token_offset + it.token_end,
           static_cast<std::int32_t>(i)};
@@ -145,18 +152,18 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
 
   // Pass 3: every output row is written once: by its only item when that item
   // is direct, else by one merge entry that merges each of its slots once.
-  const std::size_t entries = plan.merge_rows.size();
-  if (plan.merge_indptr.size() != entries + 1 || plan.merge_indptr[0] != 0 ||
-      static_cast<std::size_t>(plan.merge_indptr.back()) != plan.merge_indices.size())
-    fail("merge_indptr is not a CSR index over " + std::to_string(entries) +
-         " merge entries of merge_indices (" + std::to_string(plan.merge_indices.size()) + ")");
+  const std::size_t merged_requests = plan.merge_requests.size();
+  if (plan.merge_indptr.size() != merged_requests + 1 || plan.merge_indptr[0] != 0 ||
+      static_cast<std::size_t>(plan.merge_indptr.back()) != plan.merge_parts.size())
+    fail("merge_indptr is not a CSR index over " + std::to_string(merged_requests) +
+         " merged requests of merge_parts (" + std::to_string(plan.merge_parts.size()) + ")");
   std::vector<std::uint8_t> written(static_cast<std::size_t>(rows), 0);
   std::vector<std::uint8_t> merged(static_cast<std::size_t>(slots), 0);
   for (std::size_t i = 0; i < plan.items.size(); ++i) {
     const WorkItem& it = plan.items[i];
     if (!it.direct) continue;
     for (std::int32_t s = it.row_begin; s < it.row_begin + it.slot_count(); ++s) {
-      const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
+      const std::int32_t row = slot_row[static_cast<std::size_t>(s)];
       const int r = row / hq, h = row % hq;
       if (start[static_cast<std::size_t>(row) + 1] - start[static_cast<std::size_t>(row)] != 1)
         fail(where(r, h) + ": " + item_name(i) +
@@ -165,24 +172,27 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
       merged[static_cast<std::size_t>(s)] = 1;
     }
   }
-  for (std::size_t entry = 0; entry < entries; ++entry) {
-    const std::int32_t row = plan.merge_rows[entry];
-    if (row < 0 || row >= rows) fail("merge row " + std::to_string(row) + " out of range");
-    const int r = row / hq, h = row % hq;
-    if (written[static_cast<std::size_t>(row)]++) fail(where(r, h) + ": written twice");
-    const std::int32_t b = plan.merge_indptr[entry];
-    const std::int32_t e = plan.merge_indptr[entry + 1];
-    if (e < b) fail(where(r, h) + ": merge_indptr decreases");
-    if (e == b) fail(where(r, h) + ": no partial states to merge");
-    for (std::int32_t j = b; j < e; ++j) {
-      const std::int32_t s = plan.merge_indices[static_cast<std::size_t>(j)];
-      if (plan.query_rows[static_cast<std::size_t>(s)] != row)
-        fail(where(r, h) + ": merges partial slot " + std::to_string(s) + " which belongs to row " +
-             std::to_string(plan.query_rows[static_cast<std::size_t>(s)]));
-      if (slot_item[static_cast<std::size_t>(s)] < 0)
-        fail(where(r, h) + ": merges partial slot " + std::to_string(s) + " which no item writes");
-      if (merged[static_cast<std::size_t>(s)]++)
-        fail(where(r, h) + ": merges partial slot " + std::to_string(s) + " twice");
+  for (std::size_t m = 0; m < merged_requests; ++m) {
+    const std::int32_t r = plan.merge_requests[m];
+    if (r < 0 || r >= batch) fail("merged request " + std::to_string(r) + " out of range");
+    const std::int32_t b = plan.merge_indptr[m];
+    const std::int32_t e = plan.merge_indptr[m + 1];
+    for (int h = 0; h < hq; ++h) {
+      const std::int32_t row = r * hq + h;
+      if (written[static_cast<std::size_t>(row)]++) fail(where(r, h) + ": written twice");
+      if (e < b) fail(where(r, h) + ": merge_indptr decreases");
+      if (e == b) fail(where(r, h) + ": no partial states to merge");
+      for (std::int32_t j = b; j < e; ++j) {
+        const std::int32_t s = plan.merge_slot(plan.merge_parts[static_cast<std::size_t>(j)], h);
+        if (slot_item[static_cast<std::size_t>(s)] < 0)
+          fail(where(r, h) + ": merges partial slot " + std::to_string(s) +
+               " which no item writes");
+        if (slot_row[static_cast<std::size_t>(s)] != row)
+          fail(where(r, h) + ": merges partial slot " + std::to_string(s) +
+               " which belongs to row " + std::to_string(slot_row[static_cast<std::size_t>(s)]));
+        if (merged[static_cast<std::size_t>(s)]++)
+          fail(where(r, h) + ": merges partial slot " + std::to_string(s) + " twice");
+      }
     }
   }
   for (std::int64_t row = 0; row < rows; ++row) {
@@ -192,7 +202,7 @@ void check_plan_coverage(const Plan& plan, const BlockTables& tables) {
   }
   for (std::int64_t s = 0; s < slots; ++s) {
     if (!merged[static_cast<std::size_t>(s)] && slot_item[static_cast<std::size_t>(s)] >= 0) {
-      const std::int32_t row = plan.query_rows[static_cast<std::size_t>(s)];
+      const std::int32_t row = slot_row[static_cast<std::size_t>(s)];
       const auto& it = plan.items[static_cast<std::size_t>(slot_item[static_cast<std::size_t>(s)])];
       if (it.token_end > it.token_begin)
         fail(where(row / hq, row % hq) + ": partial slot " + std::to_string(s) + " of " +

@@ -657,16 +657,16 @@ void Planner::price() {
 // Emits the items: one launch per config, items longest first within it
 // (blocks are issued in order), one item per (task, KV piece, KV head, row
 // tile); a tile's rows are request-major (a request's group heads together).
+// Rows are not written out: a task's readers, already in task_requests, are
+// the plan's row_requests, and each item points into them (WorkItem).
 void Planner::emit_items(Plan& out) {
-  // Partial slots are int32 indices (items, query_rows, merge_indices).
+  // Partial slots are int32 indices (items, merge parts).
   CANOPY_CHECK(max_rows_ <= std::numeric_limits<std::int32_t>::max(), ErrorKind::kNotSupported,
                "the plan needs {} partial states, more than the 2^31 - 1 it can index", max_rows_);
   // Written through pointers, then trimmed: pieces that come out empty emit nothing.
   out.items.resize(max_items_);
-  out.query_rows.resize(max_rows_);
   WorkItem* const items = out.items.data();
-  std::int32_t* const rows = out.query_rows.data();
-  Cursor cursor{items, rows};
+  Cursor cursor{items, 0};
   // Launch order: by config, then longest first (ties: task order).
   std::sort(s_.runs.begin(), s_.runs.end(), [](const TaskRun& a, const TaskRun& b) {
     if (a.config != b.config) return a.config < b.config;
@@ -678,12 +678,13 @@ void Planner::emit_items(Plan& out) {
       out.launches.push_back({configs_[run.config].family, run.config, item_index(), item_index()});
     }
     for (int t = run.begin; t < run.end; ++t) {
-      emit_task(s_.tasks[t], s_.loads.sm_order(s_.run_of[t]), items, rows, cursor);
+      emit_task(s_.tasks[t], s_.loads.sm_order(s_.run_of[t]), items, cursor);
     }
     out.launches.back().end = item_index();
   }
   out.items.resize(cursor.item - items);
-  out.query_rows.resize(cursor.row - rows);
+  out.num_partial_slots = cursor.slot;
+  out.row_requests.assign(s_.task_requests.begin(), s_.task_requests.end());
   s_.loads.per_sm(out.sm_load_us);
 }
 
@@ -692,13 +693,11 @@ void Planner::emit_items(Plan& out) {
 // slots from first_slot + (piece * KV heads + head) * rows, which the merge
 // schedule relies on.
 void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem* items_begin,
-                        const std::int32_t* rows_begin, Cursor& out) {
+                        Cursor& out) {
   const int group = group_;
-  const int heads_qo = spec_.num_qo_heads;
   const int rows = task.request_count * group;
   const Variant& variant = variants_[task.variant];
-  const std::int32_t* readers = s_.task_requests.data() + task.request_begin;
-  task.first_slot = static_cast<std::int32_t>(out.row - rows_begin);
+  task.first_slot = static_cast<std::int32_t>(out.slot);
   task.first_item = static_cast<std::int32_t>(out.item - items_begin);
   WorkItem proto;
   proto.node = task.node;
@@ -708,18 +707,12 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
   proto.kv_page_offset = task.page_offset;
   proto.path_token_offset = task.path_offset;
   proto.predicted_us = static_cast<float>(task.item_cost);
-  // Row j * group + g under KV head h is output row
-  // reader_j * qo heads + h * group + g: a pattern over (j, g) plus h * group.
-  s_.pattern.resize(rows);
-  std::int32_t* const pattern = s_.pattern.data();
-  for (int j = 0; j < task.request_count; ++j) {
-    for (int g = 0; g < group; ++g) pattern[j * group + g] = readers[j] * heads_qo + g;
-  }
+  proto.request_begin = task.request_begin;
   int slot_pos = 0;  // item k of the task runs on slot sm_order[k % slots]
   const std::int32_t* const slot_sm = setup_.slot_sm.data();
   // Local cursors: stores through `out` would be reloaded after every item.
   WorkItem* item_out = out.item;
-  std::int32_t* row_out = out.row;
+  std::int64_t slot = out.slot;
   const int tiles = task.tiles;
   for (int p = 0; p < task.pieces; ++p) {
     proto.token_begin = task.pieces == 1 ? 0 : piece_bound(task, p);
@@ -729,46 +722,51 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
     // consecutive slot runs; its variant has a single row tile).
     for (int h0 = 0; h0 < spec_.num_kv_heads; h0 += variant.heads) {
       const int heads = std::min(variant.heads, spec_.num_kv_heads - h0);
-      const auto row_base = static_cast<std::int32_t>(row_out - rows_begin);
       proto.kv_head = h0;
       proto.kv_heads = heads;
-      // Row tile i holds rows rows * i / tiles .. rows * (i + 1) / tiles (one
-      // tile, the usual case: all rows, without a division).
-      int row_lo = 0;
-      for (int i = 0; i < tiles; ++i) {
-        const int row_hi =
-            tiles == 1 ? rows : static_cast<int>(static_cast<std::int64_t>(rows) * (i + 1) / tiles);
+      if (tiles == 1) {  // the usual case: all rows, without a division
         WorkItem& item = *item_out++;
         item = proto;
-        item.row_begin = row_base + row_lo;
-        item.row_count = row_hi - row_lo;
+        item.row_begin = static_cast<std::int32_t>(slot);
+        item.row_count = rows;
         item.sm = slot_sm[sm_order[slot_pos]];
         if (++slot_pos == slots_) slot_pos = 0;
-        row_lo = row_hi;
+      } else {
+        // Row tile i holds rows rows * i / tiles .. rows * (i + 1) / tiles.
+        int row_lo = 0;
+        for (int i = 0; i < tiles; ++i) {
+          const auto row_hi = static_cast<int>(static_cast<std::int64_t>(rows) * (i + 1) / tiles);
+          WorkItem& item = *item_out++;
+          item = proto;
+          item.row_begin = static_cast<std::int32_t>(slot + row_lo);
+          item.row_count = row_hi - row_lo;
+          item.request_begin = task.request_begin + row_lo / group;
+          item.row_offset = row_lo % group;
+          item.sm = slot_sm[sm_order[slot_pos]];
+          if (++slot_pos == slots_) slot_pos = 0;
+          row_lo = row_hi;
+        }
       }
-      for (int h = h0; h < h0 + heads; ++h, row_out += rows) {
-        const std::int32_t shift = h * group;
-        for (int i = 0; i < rows; ++i) row_out[i] = pattern[i] + shift;
-      }
+      slot += std::int64_t{heads} * rows;
     }
   }
   out.item = item_out;
-  out.row = row_out;
+  out.slot = slot;
 }
 
 // Each merged row combines its partial slots ordered by KV position along its
 // path: a fixed order, so results are bit-reproducible. A request's tasks
 // partition its path and decide() creates them top-down, so in task order
 // they are already ordered by position, and so are each task's pieces. All
-// rows of a request merge the same (task, piece) list, each at its own slot.
-// Requests of direct tasks are not merged. Written request by request, so
-// every array is filled front to back.
+// rows of a request merge the same (task, piece) list, each at its own slot:
+// one MergePart per (request, partial) holds them all (qo head h * group + g
+// of request j of a task reads slot first_slot + (piece * KV heads + h) *
+// rows + j * group + g). Requests of direct tasks are not merged.
 void Planner::build_merge_schedule(Plan& out) {
   const int batch = tree_.batch_size;
-  const int heads = spec_.num_qo_heads;
   const int kv_heads = spec_.num_kv_heads;
   const int group = group_;
-  // Every row of request r merges fan_in[r] slots (0: written directly).
+  // Request r merges fan_in[r] partials (0: written directly).
   std::vector<std::int32_t>& fan_in = s_.fan_in;
   fan_in.assign(batch, 0);
   for (const Task& task : s_.tasks) {
@@ -777,103 +775,39 @@ void Planner::build_merge_schedule(Plan& out) {
       fan_in[s_.task_requests[task.request_begin + j]] += task.piece_count;
     }
   }
-  std::int64_t entries = 0;
-  std::int64_t total = 0;
+  std::int32_t merged = 0;
+  std::int32_t parts = 0;
   int max_fan_in = 0;
+  std::vector<std::int32_t>& next = s_.next;  // per request: where its next part goes
+  next.resize(batch);
   for (int r = 0; r < batch; ++r) {
-    if (fan_in[r] == 0) continue;
-    entries += heads;
-    total += std::int64_t{heads} * fan_in[r];
+    next[r] = parts;
+    parts += fan_in[r];
+    merged += fan_in[r] != 0;
     max_fan_in = std::max(max_fan_in, fan_in[r]);
   }
   out.max_merge_fan_in = max_fan_in;
-  out.merge_rows.resize(entries);
-  out.merge_indptr.resize(entries + 1);
-  out.merge_indices.resize(total);
-  // Each request's partials in path order (task order, then piece): the
-  // slot of its row 0 (stored four times over, as the merge reads it: for
-  // f partials, part_slot[4 * first + c * f + k] is partial k's for c < 4)
-  // and the task's rows per KV head.
-  std::vector<std::int32_t>& next = s_.next;    // per request: its next partial
-  std::vector<std::int32_t>& first = s_.first;  // per request: its first partial
-  next.resize(batch);
-  first.resize(batch);
-  std::int32_t parts = 0;
+  out.merge_requests.resize(merged);
+  out.merge_indptr.resize(merged + std::size_t{1});
+  out.merge_parts.resize(parts);
+  std::int32_t* __restrict requests = out.merge_requests.data();
+  std::int32_t* __restrict indptr = out.merge_indptr.data();
+  *indptr++ = 0;
   for (int r = 0; r < batch; ++r) {
-    first[r] = next[r] = parts;
-    parts += fan_in[r];
+    if (fan_in[r] == 0) continue;
+    *requests++ = r;
+    *indptr++ = next[r] + fan_in[r];
   }
-  s_.part_slot.resize(std::size_t{4} * parts);
-  s_.part_rows.resize(parts);
-  std::int32_t* const part_slot = s_.part_slot.data();
+  MergePart* const part = out.merge_parts.data();
   for (const Task& task : s_.tasks) {
     if (task.direct) continue;
-    const int rows = task.request_count * group;
+    const std::int32_t rows = task.request_count * group;
     const std::int32_t piece_stride = kv_heads * rows;
+    const std::int32_t* readers = s_.task_requests.data() + task.request_begin;
     for (int j = 0; j < task.request_count; ++j) {
-      const std::int32_t r = s_.task_requests[task.request_begin + j];
-      std::int32_t& at = next[r];
-      const std::int32_t f = fan_in[r];
-      for (int p = 0; p < task.piece_count; ++p, ++at) {
-        const std::int32_t slot = task.first_slot + j * group + p * piece_stride;
-        std::int32_t* tiled = part_slot + 3 * first[r] + at;
-        for (int c = 0; c < 4; ++c, tiled += f) *tiled = slot;
-        s_.part_rows[at] = rows;
-      }
-    }
-  }
-  // Request by request, every array front to back. Row q = h * group + g of
-  // a request reads slot part_slot[k] + h * rows_k + g of partial k: an
-  // offset that depends only on the request's shape (its partials' rows per
-  // KV head), plus part_slot[k]. Neighbouring requests usually share a shape
-  // (sibling leaves), so the offsets are rebuilt only when it changes.
-  std::int32_t* __restrict row_out = out.merge_rows.data();
-  std::int32_t* __restrict indptr = out.merge_indptr.data();
-  std::int32_t* __restrict dst = out.merge_indices.data();
-  *indptr++ = 0;
-  std::int32_t at = 0;
-  std::vector<std::int32_t>& offsets = s_.pattern;  // [q * f + k] for the current shape
-  std::vector<std::int32_t>& shape = s_.step;       // the current shape's rows per partial
-  shape.clear();
-  // Row q's indptr is at + (q + 1) * f: ends[q] = (q + 1) * f for the current f.
-  std::vector<std::int32_t>& ends = s_.ends;
-  ends.resize(heads);
-  const std::int32_t* const part_rows = s_.part_rows.data();
-  std::int32_t part = 0;
-  for (int r = 0; r < batch; ++r) {
-    const std::int32_t f = fan_in[r];
-    if (f == 0) continue;
-    const std::int32_t* const ps = part_slot + 4 * part;  // tiled over 4 rows
-    const std::int32_t* const pr = part_rows + part;
-    part += f;
-    if (static_cast<std::int32_t>(shape.size()) != f || !std::equal(pr, pr + f, shape.begin())) {
-      shape.assign(pr, pr + f);
-      offsets.resize(static_cast<std::size_t>(heads) * f);
-      std::int32_t* o = offsets.data();
-      for (int h = 0; h < kv_heads; ++h) {
-        for (int g = 0; g < group; ++g) {
-          for (int k = 0; k < f; ++k) *o++ = h * pr[k] + g;
-        }
-      }
-      for (int q = 0; q < heads; ++q) ends[q] = (q + 1) * f;
-    }
-    const std::int32_t row0 = r * heads;
-    for (int q = 0; q < heads; ++q) row_out[q] = row0 + q;
-    row_out += heads;
-    const std::int32_t* __restrict en = ends.data();
-    for (int q = 0; q < heads; ++q) indptr[q] = at + en[q];
-    indptr += heads;
-    at += heads * f;
-    // Four rows at a time: 4 * f values, a whole number of vectors.
-    const int width = 4 * f;
-    const std::int32_t* __restrict rp = ps;
-    const std::int32_t* __restrict off = offsets.data();
-    int q = 0;
-    for (; q + 4 <= heads; q += 4, off += width, dst += width) {
-      for (int i = 0; i < width; ++i) dst[i] = off[i] + rp[i];
-    }
-    for (; q < heads; ++q, off += f, dst += f) {
-      for (int k = 0; k < f; ++k) dst[k] = off[k] + ps[k];
+      std::int32_t& at = next[readers[j]];
+      const std::int32_t slot = task.first_slot + j * group;
+      for (int p = 0; p < task.piece_count; ++p) part[at++] = {slot + p * piece_stride, rows};
     }
   }
 }
@@ -891,15 +825,15 @@ void Planner::keep_launched_configs(Plan& out) {
     g.config = remap[g.config];
   }
   for (WorkItem& item : out.items) item.config = remap[item.config];
-  if (!out.merge_rows.empty()) {
+  if (!out.merge_requests.empty()) {
     out.launches.push_back(
-        {KernelFamily::kMergeStates, -1, 0, static_cast<std::int32_t>(out.merge_rows.size())});
+        {KernelFamily::kMergeStates, -1, 0, static_cast<std::int32_t>(out.merge_entries())});
   }
 }
 
 void Planner::emit(Plan& out) {
   // A reused Plan keeps its memory: vectors filled by appending are cleared;
-  // items, query_rows and the merge arrays are resized and then overwritten
+  // items and the merge arrays are resized and then overwritten
   // entry by entry, so they are not cleared (that would zero-fill them again).
   out.launches.clear();
   out.configs.clear();
@@ -917,7 +851,6 @@ void Planner::emit(Plan& out) {
   emit_items(out);
   build_merge_schedule(out);
   keep_launched_configs(out);
-  out.num_partial_slots = static_cast<std::int64_t>(out.query_rows.size());
   out.predicted_us = predicted_us_;
 }
 

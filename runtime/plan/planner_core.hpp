@@ -166,15 +166,9 @@ struct PlannerScratch {
   std::vector<int> class_table;  // open addressing: class ids by (variant, readers, tokens)
   std::vector<double> targets;
   std::vector<TaskRun> runs;
-  std::vector<std::int32_t> run_of;     // per task: its placement run
-  std::vector<char> used_configs;       // per config: some task runs it
-  std::vector<std::int32_t> next;       // per request: where its next partial goes
-  std::vector<std::int32_t> first;      // per request: its first partial
-  std::vector<std::int32_t> part_slot;  // per (request, partial): the slot of its row 0, x4
-  std::vector<std::int32_t> part_rows;  // per (request, partial): its task's rows per KV head
-  std::vector<std::int32_t> pattern;    // build_merge_schedule: one request's row pattern
-  std::vector<std::int32_t> step;
-  std::vector<std::int32_t> ends;    // build_merge_schedule: a request's indptr steps
+  std::vector<std::int32_t> run_of;  // per task: its placement run
+  std::vector<char> used_configs;    // per config: some task runs it
+  std::vector<std::int32_t> next;    // per request: where its next merge part goes
   std::vector<std::int32_t> fan_in;  // per request: pieces read, then partials merged
   SmSchedule loads;
   CostMemo memo;
@@ -297,13 +291,13 @@ class Planner {
   void collect_runs();
   void mark_direct_tasks();
   void place();
-  struct Cursor {  // where emit_task writes the next item and the next query row
+  struct Cursor {  // where emit_task writes the next item, and its next partial slot
     WorkItem* item;
-    std::int32_t* row;
+    std::int64_t slot;
   };
   void emit_items(Plan& out);
   void emit_task(Task& task, const std::int32_t* sm_order, const WorkItem* items_begin,
-                 const std::int32_t* rows_begin, Cursor& out);
+                 Cursor& out);
   void build_merge_schedule(Plan& out);
   void keep_launched_configs(Plan& out);
 

@@ -335,7 +335,7 @@ TEST(BadInput, ExecutorRejectsCorruptPlans) {
   PlannerOptions separate;  // the shared pages as a task of their own: the plan merges
   separate.allow_absorb = false;
   const Plan good = make_plan(spec, t, separate);
-  ASSERT_FALSE(good.merge_indices.empty());
+  ASSERT_FALSE(good.merge_parts.empty());
   std::vector<double> out(static_cast<std::size_t>(p.out_elems()));
   EXPECT_NO_THROW(execute_plan_cpu(good, p.tensors(), out.data(), nullptr));
 
@@ -345,12 +345,12 @@ TEST(BadInput, ExecutorRejectsCorruptPlans) {
       expect_error([&] { execute_plan_cpu(bad, p.tensors(), out.data(), nullptr); }, kBad, {"99"}),
       "");
   bad = good;
-  bad.query_rows[0] = 1000;
+  bad.row_requests[0] = 1000;
   EXPECT_EQ(expect_error([&] { execute_plan_cpu(bad, p.tensors(), out.data(), nullptr); }, kBad,
                          {"1000"}),
             "");
   bad = good;
-  bad.merge_indices.back() = 5000;
+  bad.merge_parts.back().slot = 5000;
   EXPECT_EQ(expect_error([&] { execute_plan_cpu(bad, p.tensors(), out.data(), nullptr); }, kBad,
                          {"5000"}),
             "");

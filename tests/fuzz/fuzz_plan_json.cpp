@@ -23,7 +23,7 @@ using nlohmann::json;
 
 json random_value(FuzzReader& r, const json& current) {
   static constexpr const char* kStrings[] = {"x",     "fp16", "nhd",           "mma_q64_kv64_w4_s3",
-                                             "merge", "mma",  "canopy-plan/2", ""};
+                                             "merge", "mma",  "canopy-plan/3", ""};
   switch (r.int_in(0, 13)) {
     case 0:
     case 1:
@@ -94,7 +94,7 @@ void mutate(FuzzReader& r, json& node, int depth) {
 void execute_untrusted(const Plan& plan) {
   const AttentionSpec& spec = plan.spec;
   const std::int64_t rows = std::int64_t{plan.batch_size} * spec.num_qo_heads;
-  if (rows > 4096 || plan.query_rows.size() > 65536 || plan.kv_pages.size() > 65536) return;
+  if (rows > 4096 || plan.num_partial_slots > 65536 || plan.kv_pages.size() > 65536) return;
   BlockTables fake;  // only num_pages and the batch size matter to make_problem
   fake.num_pages = 6;
   fake.seq_lens.assign(static_cast<std::size_t>(plan.batch_size), 1);

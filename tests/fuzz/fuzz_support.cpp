@@ -356,7 +356,7 @@ void check_accepted_plan(const Plan& plan, const BlockTables& tables, const std:
   } catch (const Error& e) {
     fail(fmt::format("{}: an accepted plan fails check_plan_coverage: {}", what, e.what()));
   }
-  if (plan.items.size() <= 256 && plan.query_rows.size() <= 4096 && plan.kv_pages.size() <= 4096) {
+  if (plan.items.size() <= 256 && plan.num_partial_slots <= 4096 && plan.kv_pages.size() <= 4096) {
     const std::string json = plan_to_json(plan, -1);
     std::string again;
     try {

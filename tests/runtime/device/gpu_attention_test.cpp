@@ -286,7 +286,7 @@ TEST(GpuPrewarm, CompileKernels) {
       const KernelSpec k = partial_kernel_spec(c.spec, config, arch);
       specs.emplace(k.to_string(), k);
     }
-    if (!plan.merge_rows.empty()) {
+    if (!plan.merge_requests.empty()) {
       const KernelSpec m = merge_kernel_spec(c.spec, plan.max_merge_fan_in, arch);
       specs.emplace(m.to_string(), m);
     }

@@ -41,7 +41,8 @@ void expect_same_plan(const Plan& a, const Plan& b) {
                 x.kv_page_offset == y.kv_page_offset && x.token_begin == y.token_begin &&
                 x.token_end == y.token_end && x.path_token_offset == y.path_token_offset &&
                 x.row_begin == y.row_begin && x.row_count == y.row_count && x.direct == y.direct &&
-                x.sm == y.sm && x.predicted_us == y.predicted_us)
+                x.sm == y.sm && x.predicted_us == y.predicted_us &&
+                x.request_begin == y.request_begin && x.row_offset == y.row_offset)
         << "item " << i;
   }
   ASSERT_EQ(a.launches.size(), b.launches.size());
@@ -49,11 +50,11 @@ void expect_same_plan(const Plan& a, const Plan& b) {
     EXPECT_EQ(a.launches[i].config, b.launches[i].config);
     EXPECT_EQ(a.launches[i], b.launches[i]);
   }
-  EXPECT_EQ(a.query_rows, b.query_rows);
+  EXPECT_EQ(a.row_requests, b.row_requests);
   EXPECT_EQ(a.kv_pages, b.kv_pages);
-  EXPECT_EQ(a.merge_rows, b.merge_rows);
+  EXPECT_EQ(a.merge_requests, b.merge_requests);
   EXPECT_EQ(a.merge_indptr, b.merge_indptr);
-  EXPECT_EQ(a.merge_indices, b.merge_indices);
+  EXPECT_EQ(a.merge_parts, b.merge_parts);
   EXPECT_EQ(a.max_merge_fan_in, b.max_merge_fan_in);
   EXPECT_EQ(a.num_partial_slots, b.num_partial_slots);
   EXPECT_EQ(a.sm_load_us, b.sm_load_us);
@@ -105,11 +106,13 @@ TEST(Plan, PlannerOutputIsValidAndCovering) {
     EXPECT_NO_THROW(plan.validate());
     EXPECT_NO_THROW(check_plan_coverage(plan, in.tables));
     EXPECT_EQ(plan.batch_size, in.tables.batch_size());
-    EXPECT_EQ(plan.num_partial_slots, static_cast<std::int64_t>(plan.query_rows.size()));
+    std::int64_t slots = 0;
+    for (const WorkItem& it : plan.items) slots += it.slot_count();
+    EXPECT_EQ(plan.num_partial_slots, slots);
     EXPECT_GT(plan.workspace_bytes(), 0);
     const PlanLayout layout = plan.layout();
     EXPECT_EQ(layout.partial_lse % 256, 0);
-    EXPECT_EQ(layout.merge_indices % 256, 0);
+    EXPECT_EQ(layout.merge_parts % 256, 0);
     EXPECT_GE(layout.workspace_bytes, plan.num_partial_slots * (plan.spec.head_dim + 1) * 4);
     EXPECT_FALSE(plan_to_text(plan).empty());
   }
@@ -181,7 +184,7 @@ TEST(Plan, ValidateRejectsInconsistentPlans) {
   const Plan good = make_plan(w.spec, w.tables);
   ASSERT_NO_THROW(good.validate());
   Plan bad = good;
-  bad.merge_indices[0] = static_cast<std::int32_t>(good.num_partial_slots + 5);
+  bad.merge_parts[0].slot = static_cast<std::int32_t>(good.num_partial_slots + 5);
   EXPECT_THROW(bad.validate(), Error);
   bad = good;
   bad.items[0].config = static_cast<std::int32_t>(good.configs.size());
@@ -193,8 +196,28 @@ TEST(Plan, ValidateRejectsInconsistentPlans) {
   bad.merge_indptr.pop_back();
   EXPECT_THROW(bad.validate(), Error);
   bad = good;
-  bad.items[0].row_begin = static_cast<std::int32_t>(good.query_rows.size());
+  bad.items[0].row_begin = static_cast<std::int32_t>(good.num_partial_slots);
   EXPECT_THROW(bad.validate(), Error);
+  // Compact rows: a request entry past row_requests, a head outside the group,
+  // a request id outside the batch.
+  bad = good;
+  bad.items[0].request_begin = static_cast<std::int32_t>(good.row_requests.size());
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"item 0", "run past row_requests"}),
+            "");
+  bad = good;
+  bad.items[0].row_offset = good.group();
+  EXPECT_THROW(bad.validate(), Error);
+  bad = good;
+  bad.row_requests[0] = good.batch_size;
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"row_requests[0]", "out of range"}),
+            "");
+  bad = good;
+  bad.merge_parts[0].head_stride = static_cast<std::int32_t>(good.num_partial_slots);
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"merge_parts[0]", "past the"}),
+            "");
   bad = good;
   bad.items.push_back(good.items[0]);  // its partial slots would be written twice
   EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument, {"also written"}),
@@ -246,10 +269,10 @@ TEST(Plan, JsonRoundTripKeepsPacksDirectItemsAndTheSchedule) {
   ASSERT_EQ(f.two_configs.launches.back().family, KernelFamily::kMergeStates);
   ASSERT_TRUE(std::any_of(f.packed.items.begin(), f.packed.items.end(),
                           [](const WorkItem& it) { return it.kv_heads > 1; }));
-  ASSERT_FALSE(f.packed.merge_rows.empty());
+  ASSERT_FALSE(f.packed.merge_requests.empty());
   ASSERT_TRUE(std::all_of(f.direct.items.begin(), f.direct.items.end(),
                           [](const WorkItem& it) { return it.direct; }));
-  ASSERT_TRUE(f.direct.merge_rows.empty());
+  ASSERT_TRUE(f.direct.merge_requests.empty());
   for (const Plan* plan : {&f.two_configs, &f.packed, &f.direct}) {
     const std::string json = plan_to_json(*plan);
     const Plan back = plan_from_json(json);
@@ -260,11 +283,11 @@ TEST(Plan, JsonRoundTripKeepsPacksDirectItemsAndTheSchedule) {
   // The schedule is explicit in the document: one object per launch, the
   // merge (config -1) last, covering every merge entry.
   const nlohmann::json j = nlohmann::json::parse(plan_to_json(f.two_configs));
-  EXPECT_EQ(j.at("format"), "canopy-plan/2");
+  EXPECT_EQ(j.at("format"), "canopy-plan/3");
   const nlohmann::json& merge = j.at("launches").back();
   EXPECT_EQ(merge.at("family"), "merge");
   EXPECT_EQ(merge.at("config"), -1);
-  EXPECT_EQ(merge.at("end"), f.two_configs.merge_rows.size());
+  EXPECT_EQ(merge.at("end"), f.two_configs.merge_entries());
   EXPECT_EQ(j.at("item_fields").size(), j.at("items").at(0).size());
   EXPECT_EQ(j.at("configs").at(1), "mma_q128_kv32_w4_s3");
 }
@@ -307,8 +330,7 @@ TEST(Plan, ValidateRejectsARowTileTheKernelDoesNotRun) {
   bad = f.two_configs;
   for (WorkItem& it : bad.items) {
     if (bad.configs[it.config] == KernelConfig::parse("mma_q128_kv32_w4_s3")) {
-      it.row_tile = 16;
-      it.row_count = std::min(it.row_count, 16);
+      it.row_tile = 16;  // checked before its row count
       break;
     }
   }
@@ -327,13 +349,14 @@ TEST(Plan, ValidateRejectsAnOutputRowWrittenTwice) {
       "");
   // A direct row listed in the merge too.
   bad = f.direct;
-  bad.merge_rows = {bad.query_rows[0]};
+  const std::int32_t row = bad.query_row(bad.items[0], 0, 0);
+  bad.merge_requests = {row / bad.spec.num_qo_heads};
   bad.merge_indptr = {0, 1};
-  bad.merge_indices = {0};
-  bad.launches.push_back({KernelFamily::kMergeStates, -1, 0, 1});
+  bad.merge_parts = {{0, 0}};
+  bad.launches.push_back(
+      {KernelFamily::kMergeStates, -1, 0, static_cast<std::int32_t>(bad.merge_entries())});
   EXPECT_EQ(
-      expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
-                   {"output row " + std::to_string(bad.query_rows[0]), "more than one writer"}),
+      expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument, {"more than one writer"}),
       "");
   // And a row nobody writes.
   bad = f.direct;
@@ -410,11 +433,8 @@ TEST_F(Coverage, DroppedItemLeavesAGap) {
 TEST_F(Coverage, DuplicatedItemCoversTwice) {
   Plan bad = good_;
   WorkItem copy = bad.items[item_];
-  copy.row_begin = static_cast<std::int32_t>(bad.query_rows.size());
-  for (std::int32_t s = 0; s < copy.row_count; ++s)
-    bad.query_rows.push_back(
-        bad.query_rows[static_cast<std::size_t>(bad.items[item_].row_begin + s)]);
-  bad.num_partial_slots = static_cast<std::int64_t>(bad.query_rows.size());
+  copy.row_begin = static_cast<std::int32_t>(bad.num_partial_slots);  // same rows, new slots
+  bad.num_partial_slots += copy.slot_count();
   bad.items.push_back(copy);
   EXPECT_EQ(rejected(bad, {"covered twice"}), "");
 }
@@ -434,26 +454,29 @@ TEST_F(Coverage, ShiftedPositions) {
   EXPECT_EQ(rejected(bad, {"request"}), "");
 }
 
-TEST_F(Coverage, WrongKvHead) {
+// Rows follow their KV head (compact rows: qo head = KV head * group + g),
+// so an item moved to another KV head covers that head's rows a second time
+// and leaves its own uncovered.
+TEST_F(Coverage, ItemOnAnotherKvHead) {
   Plan bad = good_;
   bad.items[item_].kv_head = (bad.items[item_].kv_head + 1) % bad.spec.num_kv_heads;
-  EXPECT_EQ(rejected(bad, {"kv head"}), "");
+  EXPECT_EQ(rejected(bad, {"request", "qo head", "covered"}), "");
 }
 
 TEST_F(Coverage, MergeIntoWrongRow) {
   Plan bad = good_;
-  // Swap two merge entries belonging to different output rows.
+  // Swap the first parts of two merged requests: each merges the other's slots.
   const auto& ip = bad.merge_indptr;
   ASSERT_GE(ip.size(), 3u);
-  std::swap(bad.merge_indices[static_cast<std::size_t>(ip[0])],
-            bad.merge_indices[static_cast<std::size_t>(ip[1])]);
+  std::swap(bad.merge_parts[static_cast<std::size_t>(ip[0])],
+            bad.merge_parts[static_cast<std::size_t>(ip[1])]);
   EXPECT_EQ(rejected(bad, {"request 0", "merge"}), "");
 }
 
 TEST_F(Coverage, SlotNeverMerged) {
   Plan bad = good_;
-  // Drop the last merge entry of the last row.
-  bad.merge_indices.pop_back();
+  // Drop the last part of the last merged request.
+  bad.merge_parts.pop_back();
   bad.merge_indptr.back() -= 1;
   EXPECT_NE(rejected(bad, {}), "did not throw");
 }

@@ -121,7 +121,10 @@ TEST(Planner, MergeOrderFollowsPathPosition) {
   }
   for (std::size_t r = 0; r + 1 < plan.merge_indptr.size(); ++r) {
     for (int k = plan.merge_indptr[r] + 1; k < plan.merge_indptr[r + 1]; ++k) {
-      EXPECT_LT(position[plan.merge_indices[k - 1]], position[plan.merge_indices[k]]);
+      for (int q = 0; q < plan.spec.num_qo_heads; ++q) {
+        EXPECT_LT(position[plan.merge_slot(plan.merge_parts[k - 1], q)],
+                  position[plan.merge_slot(plan.merge_parts[k], q)]);
+      }
     }
   }
 }
@@ -159,7 +162,7 @@ TEST(Planner, RequestsAloneWriteTheirOutputDirectly) {
   PlannerOptions options;
   options.allow_split = false;
   const Plan flat = plan_for("64|1000", options);
-  EXPECT_TRUE(flat.merge_rows.empty());
+  EXPECT_TRUE(flat.merge_requests.empty());
   ASSERT_EQ(flat.launches.size(), 1u);
   EXPECT_NE(flat.launches[0].family, KernelFamily::kMergeStates);
   for (const WorkItem& it : flat.items) EXPECT_TRUE(it.direct);
@@ -167,7 +170,7 @@ TEST(Planner, RequestsAloneWriteTheirOutputDirectly) {
   options.allow_split = true;
   options.min_split_tokens = 100;
   const Plan split = plan_for("4|30000", options);
-  EXPECT_FALSE(split.merge_rows.empty());
+  EXPECT_FALSE(split.merge_requests.empty());
   for (const WorkItem& it : split.items) EXPECT_FALSE(it.direct);
 }
 
@@ -181,7 +184,7 @@ TEST(Planner, PrefixBlindReadsEveryRequestWhole) {
   std::int64_t path_tokens = 0;
   for (int len : w.tables.seq_lens) path_tokens += len;
   EXPECT_EQ(tokens_read(blind), path_tokens);  // the shared prefix once per request
-  EXPECT_TRUE(blind.merge_rows.empty());       // one item per request and head: direct
+  EXPECT_TRUE(blind.merge_requests.empty());   // one item per request and head: direct
   const Plan aware = make_plan(w.spec, w.tables, PlannerOptions{});
   EXPECT_LT(tokens_read(aware), tokens_read(blind) / 4);
 }
