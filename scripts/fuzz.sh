@@ -111,14 +111,15 @@ case "${1:-build}" in
       pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || true; done
-    # Fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s: R
-    # oom/timeout/crash: O/T/X time: Ss job: J ...", EXECS summed over its jobs.
+    # Fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s R
+    # oom/timeout/crash: O/T/X time: Ss job: J ...", EXECS summed over its jobs
+    # (the parent's first pass over the seed corpus is not counted).
     printf '%-14s %10s %8s %7s %6s %s\n' target executions seconds exec/s corpus crashers/ooms/timeouts
     for target in block_tables explicit_tree workload plan_json; do
       line=$(grep -E '^#[0-9]+: cov:' "$OUT/$target.log" | tail -n 1)
       runs=$(sed -nE 's/^#([0-9]+):.*/\1/p' <<<"$line")
       secs=$(sed -nE 's/.* time: ([0-9]+)s.*/\1/p' <<<"$line")
-      rate=$(sed -nE 's/.*exec\/s: ([0-9]+).*/\1/p' <<<"$line")
+      rate=$(( ${runs:-0} / (${secs:-0} > 0 ? ${secs:-1} : 1) ))
       bad=$(sed -nE 's/.*oom\/timeout\/crash: ([0-9]+\/[0-9]+\/[0-9]+).*/\1/p' <<<"$line")
       printf '%-14s %10s %8s %7s %6s %s\n' "$target" "${runs:-?}" "${secs:-?}" "${rate:-?}" \
         "$(ls "$OUT/$target" | wc -l)" "${bad:-?}"

@@ -224,11 +224,11 @@ __device__ __forceinline__ void write_partial_states(const canopy_abi::PartialPa
     const int r = u / S::kHeadDim;
     const float l = t.l[r];
     const float value[1] = {l > 0.f ? t.o[u] / l : 0.f};
-    store_row_values<S>(p, row_destination(p, item, r), u % S::kHeadDim, value);
+    store_row_values<S>(p, row_destination(p, item, 0, r), u % S::kHeadDim, value);
   }
   for (int r = threadIdx.x; r < item.row_count; r += S::kThreads) {
     const float l = t.l[r];
-    store_row_lse(p, row_destination(p, item, r), l > 0.f ? t.m[r] + logf(l) : neg_inf());
+    store_row_lse(p, row_destination(p, item, 0, r), l > 0.f ? t.m[r] + logf(l) : neg_inf());
   }
 }
 

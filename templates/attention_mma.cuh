@@ -357,18 +357,19 @@ __device__ __forceinline__ float row_lse(float m, float l) {
 }
 
 /// Items the warp finishes alone: it writes its rows straight from registers.
-/// Its 16 rows are item rows row0 .. row0 + 15, of which those below `rows`
-/// exist.
+/// Its 16 rows are rows row0 .. row0 + 15 of the item's KV head kv_head +
+/// head, of which those below `rows` exist.
 template <class S>
 __device__ __forceinline__ void write_rows_from_registers(
-    const canopy_abi::PartialParams& p, const canopy_abi::DeviceWorkItem& item, int row0, int rows,
-    const float (&o)[MmaTraits<S>::kDimTiles][4], const float (&m)[2], const float (&l)[2]) {
+    const canopy_abi::PartialParams& p, const canopy_abi::DeviceWorkItem& item, int head, int row0,
+    int rows, const float (&o)[MmaTraits<S>::kDimTiles][4], const float (&m)[2],
+    const float (&l)[2]) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int k = lane / 4 + 8 * i;
     if (row0 + k >= rows) continue;
-    const RowDestination dst = row_destination(p, item, row0 + k);
+    const RowDestination dst = row_destination(p, item, head, row0 + k);
     const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
 #pragma unroll
     for (int nd = 0; nd < MmaTraits<S>::kDimTiles; ++nd) {
@@ -436,7 +437,7 @@ __device__ __forceinline__ void combine_and_write_rows(const canopy_abi::Partial
     }
     const float inv = l_sum > 0.f ? 1.f / l_sum : 0.f;
     const float out[4] = {acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv};
-    const RowDestination dst = row_destination(p, item, r);
+    const RowDestination dst = row_destination(p, item, 0, r);
     store_row_values<S>(p, dst, col, out);
     if (col == 0) store_row_lse(p, dst, row_lse(m_max, l_sum));
   }
@@ -540,15 +541,14 @@ __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
     }
   }
   if constexpr (kHeadPack) {
-    // Head h's rows are item rows h * row_count .. + row_count - 1.
-    if (warp_has_head) {
-      write_rows_from_registers<S>(p, item, warp * item.row_count, (warp + 1) * item.row_count,
-                                   o[0], m[0], l[0]);
-    }
+    // Warp h holds the rows of KV head kv_head + h.
+    if (warp_has_head)
+      write_rows_from_registers<S>(p, item, warp, 0, item.row_count, o[0], m[0], l[0]);
   } else if constexpr (R::kKvWarps == 1) {
 #pragma unroll
     for (int mt = 0; mt < R::kMTiles; ++mt) {
-      write_rows_from_registers<S>(p, item, q_row0 + 16 * mt, item.row_count, o[mt], m[mt], l[mt]);
+      write_rows_from_registers<S>(p, item, 0, q_row0 + 16 * mt, item.row_count, o[mt], m[mt],
+                                   l[mt]);
     }
   } else {
     static_assert(R::kMTiles == 1, "token-split arrangements own one m16 tile per warp");

@@ -17,20 +17,19 @@ enum : int {
   kItemHeadMask = 0xff << 8,
 };
 
-/// One WorkItem on the device: 10 int32, see canopy::WorkItem for meanings.
+/// One WorkItem on the device: 9 int32, see canopy::WorkItem for meanings.
 struct DeviceWorkItem {
   int kv_page_offset;  // into kv_pages
   int token_begin;     // segment-relative, inclusive
   int token_end;       // segment-relative, exclusive
   int kv_head;
-  int row_begin;      // the first partial slot
-  int row_count;      // <= row_tile
-  int row_tile;       // rows the block is shaped for this item (a multiple of 16 for mma)
-  int flags;          // kItem* bits
-  int request_begin;  // into row_requests: the request of row 0
-  int row_offset;     // row 0's head within the GQA group
+  int row_begin;       // the first partial slot
+  int row_count;       // <= row_tile
+  int row_tile;        // rows the block is shaped for this item (a multiple of 16 for mma)
+  int flags;           // kItem* bits
+  int task_row_begin;  // into task_rows: row 0's output row under KV head 0
 };
-static_assert(sizeof(DeviceWorkItem) == 40, "DeviceWorkItem must stay 10 int32");
+static_assert(sizeof(DeviceWorkItem) == 36, "DeviceWorkItem must stay 9 int32");
 
 /// One partial state of a merged request (canopy::MergePart): qo head q's
 /// slot is slot + (q / group) * head_stride + q % group.
@@ -45,7 +44,7 @@ static_assert(sizeof(DeviceMergePart) == 8, "DeviceMergePart must stay 2 int32")
 ///   k/v_cache  paged, layout and dtype from the KernelSpec
 ///   partial_o  [num_partial_slots, head_dim] float32 (normalised: o / l)
 ///   partial_lse[num_partial_slots] float32, natural log: m + log(l)
-///   row_requests the items' requests (item_query_row)
+///   task_rows  output rows of each task's rows under KV head 0 (query_row())
 ///   out, lse   the final output (o dtype out_dtype) and lse (null: none),
 ///              written only by kItemDirectOutput items
 struct PartialParams {
@@ -55,7 +54,7 @@ struct PartialParams {
   float* partial_o;
   float* partial_lse;
   const DeviceWorkItem* items;
-  const int* row_requests;
+  const int* task_rows;
   const int* kv_pages;
   void* out;
   float* lse;

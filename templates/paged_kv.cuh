@@ -53,19 +53,16 @@ __device__ __forceinline__ void store_as(void* base, long long index, int dtype,
 }
 
 /// Output row (request * num_qo_heads + qo_head) of row i of the item's KV head
-/// kv_head + head: a task's rows are its requests times the GQA group,
-/// request-major (canopy::WorkItem).
+/// kv_head + head: its task's row under KV head 0, shifted by whole groups
+/// (canopy::WorkItem).
 __device__ __forceinline__ long long query_row(const canopy_abi::PartialParams& p,
                                                const canopy_abi::DeviceWorkItem& item, int head,
                                                int i) {
-  const int f = item.row_offset + i;
-  const int request = p.row_requests[item.request_begin + f / p.group];
-  return static_cast<long long>(request) * p.num_qo_heads + (item.kv_head + head) * p.group +
-         f % p.group;
+  return p.task_rows[item.task_row_begin + i] + (item.kv_head + head) * p.group;
 }
 
-/// Where row r of an item writes columns [col, col + n): a partial slot, or
-/// for a direct item its output row.
+/// Where row r of KV head kv_head + head of an item writes columns [col, col +
+/// n): a partial slot, or for a direct item its output row.
 struct RowDestination {
   bool direct;
   long long row;  // partial slot, or output row (request * num_qo_heads + qo_head)
@@ -73,12 +70,11 @@ struct RowDestination {
 
 __device__ __forceinline__ RowDestination row_destination(const canopy_abi::PartialParams& p,
                                                           const canopy_abi::DeviceWorkItem& item,
-                                                          int r) {
+                                                          int head, int r) {
   const bool direct = (item.flags & canopy_abi::kItemDirectOutput) != 0;
-  if (!direct) return {false, static_cast<long long>(item.row_begin + r)};
-  // r counts slots: a head pack's KV head h owns rows h * row_count ..
-  const int head = r / item.row_count;
-  return {true, query_row(p, item, head, r - head * item.row_count)};
+  // A head pack's KV head h owns slots row_begin + h * row_count ..
+  return {direct, direct ? query_row(p, item, head, r)
+                         : static_cast<long long>(item.row_begin + head * item.row_count + r)};
 }
 
 /// Writes normalised values o[0..n) of a row at column `col`.

@@ -27,11 +27,11 @@ inline constexpr int kMaxItemRows = 1024;
 /// into partial slots row_begin .. row_begin + row_count - 1.
 ///
 /// Rows are stored compactly (Plan::query_row): a task's rows are its requests
-/// times the GQA group, request-major, so an item names its first request in
-/// Plan::row_requests and the group head its first row starts at. Row i of KV
-/// head kv_head + h is request row_requests[request_begin + (row_offset + i) /
-/// group], qo head (kv_head + h) * group + (row_offset + i) % group, where
-/// group = num_qo_heads / num_kv_heads.
+/// times the GQA group, request-major, the same for every KV head and KV piece
+/// of the task, so the plan stores them once per task, as output rows under
+/// KV head 0 (Plan::task_rows), and an item points at its first. Row i of KV
+/// head kv_head + h is output row task_rows[task_row_begin + i] + (kv_head + h)
+/// * group, where group = num_qo_heads / num_kv_heads.
 struct WorkItem {
   std::int32_t node = 0;      ///< deepest tree node of the segment
   std::int32_t config = 0;    ///< index into Plan::configs: the kernel that runs it
@@ -44,8 +44,7 @@ struct WorkItem {
   std::int32_t path_token_offset = 0;  ///< segment token 0's position in its requests
   std::int32_t row_begin = 0;          ///< the first partial slot
   std::int32_t row_count = 0;          ///< rows per KV head
-  std::int32_t request_begin = 0;      ///< into Plan::row_requests: row 0's request
-  std::int32_t row_offset = 0;         ///< row 0's head within the group, 0 .. group - 1
+  std::int32_t task_row_begin = 0;     ///< into Plan::task_rows: row 0 under KV head 0
   /// Partial slots row_begin .. row_begin + slot_count() - 1: KV head
   /// kv_head + i owns the i-th run of row_count slots.
   std::int32_t slot_count() const { return kv_heads * row_count; }
@@ -84,7 +83,7 @@ struct LaunchStep {
 /// arithmetic so the runtime, the tools and the tests agree.
 struct PlanLayout {
   std::int64_t items = 0;  ///< canopy_abi::DeviceWorkItem[items]
-  std::int64_t row_requests = 0;
+  std::int64_t task_rows = 0;
   std::int64_t kv_pages = 0;
   std::int64_t merge_requests = 0;
   std::int64_t merge_indptr = 0;
@@ -99,12 +98,14 @@ struct PlanLayout {
 struct Plan {
   AttentionSpec spec;
   int batch_size = 0;
-  int tree_depth = 0;                      ///< max nodes on a root-to-leaf path
-  std::vector<KernelConfig> configs;       ///< the partial kernels the step launches
-  std::vector<WorkItem> items;             ///< grouped by config; longest first within a group
-  std::vector<LaunchStep> launches;        ///< the launch schedule, in order
-  std::vector<std::int32_t> row_requests;  ///< the items' requests (see WorkItem)
-  std::vector<std::int32_t> kv_pages;      ///< concatenated segment page lists
+  int tree_depth = 0;                 ///< max nodes on a root-to-leaf path
+  std::vector<KernelConfig> configs;  ///< the partial kernels the step launches
+  std::vector<WorkItem> items;        ///< grouped by config; longest first within a group
+  std::vector<LaunchStep> launches;   ///< the launch schedule, in order
+  /// Per task, its rows under KV head 0: request * num_qo_heads + g for its
+  /// requests (ascending) and g < group, request-major (see WorkItem).
+  std::vector<std::int32_t> task_rows;
+  std::vector<std::int32_t> kv_pages;  ///< concatenated segment page lists
   /// Merge schedule, CSR over merged requests: every qo head q of request
   /// merge_requests[i] combines, in that order (fixed: deterministic results),
   /// the partial states merge_parts[merge_indptr[i] .. merge_indptr[i+1]),
@@ -125,10 +126,8 @@ struct Plan {
   /// Output row (request * num_qo_heads + qo head) of row i of KV head
   /// it.kv_head + head; the indices must be valid (check_plan_indices).
   std::int32_t query_row(const WorkItem& it, int head, int i) const {
-    const int g = group();
-    const int f = it.row_offset + i;
-    return row_requests[static_cast<std::size_t>(it.request_begin + f / g)] * spec.num_qo_heads +
-           (it.kv_head + head) * g + f % g;
+    return task_rows[static_cast<std::size_t>(it.task_row_begin + i)] +
+           (it.kv_head + head) * group();
   }
   /// Merge entries: one per (merged request, qo head).
   std::int64_t merge_entries() const {

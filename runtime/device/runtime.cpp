@@ -233,14 +233,14 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
     const WorkItem& w = plan.items[i];
     const int flags =
         (w.direct ? canopy_abi::kItemDirectOutput : 0) | (w.kv_heads << canopy_abi::kItemHeadShift);
-    items[i] = canopy_abi::DeviceWorkItem{w.kv_page_offset, w.token_begin, w.token_end, w.kv_head,
-                                          w.row_begin,      w.row_count,   w.row_tile,  flags,
-                                          w.request_begin,  w.row_offset};
+    items[i] = canopy_abi::DeviceWorkItem{w.kv_page_offset, w.token_begin, w.token_end,
+                                          w.kv_head,        w.row_begin,   w.row_count,
+                                          w.row_tile,       flags,         w.task_row_begin};
   }
   auto copy = [&](std::int64_t offset, const std::vector<std::int32_t>& v) {
     if (!v.empty()) std::memcpy(host.data() + offset, v.data(), v.size() * sizeof(v[0]));
   };
-  copy(L.row_requests, plan.row_requests);
+  copy(L.task_rows, plan.task_rows);
   copy(L.kv_pages, plan.kv_pages);
   copy(L.merge_requests, plan.merge_requests);
   copy(L.merge_indptr, plan.merge_indptr);
@@ -333,7 +333,7 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
       p.partial_o = partial_o;
       p.partial_lse = partial_lse;
       p.items = reinterpret_cast<const canopy_abi::DeviceWorkItem*>(s->metadata_at(L.items));
-      p.row_requests = reinterpret_cast<const int*>(s->metadata_at(L.row_requests));
+      p.task_rows = reinterpret_cast<const int*>(s->metadata_at(L.task_rows));
       p.kv_pages = reinterpret_cast<const int*>(s->metadata_at(L.kv_pages));
       p.out = reinterpret_cast<void*>(t.out);
       p.lse = reinterpret_cast<float*>(t.lse);

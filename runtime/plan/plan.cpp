@@ -28,8 +28,8 @@ PlanLayout Plan::layout() const {
     at = align_up(at + std::max<std::int64_t>(bytes, 1));
     return offset;
   };
-  l.items = section(static_cast<std::int64_t>(items.size()) * 40);  // canopy_abi::DeviceWorkItem
-  l.row_requests = section(static_cast<std::int64_t>(row_requests.size()) * 4);
+  l.items = section(static_cast<std::int64_t>(items.size()) * 36);  // canopy_abi::DeviceWorkItem
+  l.task_rows = section(static_cast<std::int64_t>(task_rows.size()) * 4);
   l.kv_pages = section(static_cast<std::int64_t>(kv_pages.size()) * 4);
   l.merge_requests = section(static_cast<std::int64_t>(merge_requests.size()) * 4);
   l.merge_indptr = section(static_cast<std::int64_t>(merge_indptr.size()) * 4);
@@ -125,12 +125,12 @@ std::string plan_to_json(const Plan& plan, int indent) {
     j["items"].push_back({it.node, it.config, it.row_tile, it.kv_head, it.kv_heads,
                           it.kv_page_offset, it.token_begin, it.token_end, it.path_token_offset,
                           it.row_begin, it.row_count, it.direct ? 1 : 0, it.predicted_us, it.sm,
-                          it.request_begin, it.row_offset});
+                          it.task_row_begin});
   }
   j["item_fields"] = {
       "node",         "config",    "row_tile",          "kv_head",   "kv_heads",  "kv_page_offset",
       "token_begin",  "token_end", "path_token_offset", "row_begin", "row_count", "direct",
-      "predicted_us", "sm",        "request_begin",     "row_offset"};
+      "predicted_us", "sm",        "task_row_begin"};
   j["launches"] = json::array();
   for (const LaunchStep& g : plan.launches) {
     j["launches"].push_back({{"family", to_string(g.family)},
@@ -138,7 +138,7 @@ std::string plan_to_json(const Plan& plan, int indent) {
                              {"begin", g.begin},
                              {"end", g.end}});
   }
-  j["row_requests"] = plan.row_requests;
+  j["task_rows"] = plan.task_rows;
   j["kv_pages"] = plan.kv_pages;
   j["merge_requests"] = plan.merge_requests;
   j["merge_indptr"] = plan.merge_indptr;
@@ -208,8 +208,7 @@ Plan plan_from_json(const std::string& text) {
       it.direct = json_int<int>(a.at(11), "item.direct") != 0;
       it.predicted_us = a.at(12);
       it.sm = json_int<std::int32_t>(a.at(13), "item.sm");
-      it.request_begin = json_int<std::int32_t>(a.at(14), "item.request_begin");
-      it.row_offset = json_int<std::int32_t>(a.at(15), "item.row_offset");
+      it.task_row_begin = json_int<std::int32_t>(a.at(14), "item.task_row_begin");
       plan.items.push_back(it);
     }
     for (const json& g : j.at("launches")) {
@@ -218,7 +217,7 @@ Plan plan_from_json(const std::string& text) {
                                json_int<int>(g.at("begin"), "launch.begin"),
                                json_int<int>(g.at("end"), "launch.end")});
     }
-    plan.row_requests = int32_array(j, "row_requests");
+    plan.task_rows = int32_array(j, "task_rows");
     plan.kv_pages = int32_array(j, "kv_pages");
     plan.merge_requests = int32_array(j, "merge_requests");
     plan.merge_indptr = int32_array(j, "merge_indptr");

@@ -33,30 +33,32 @@ std::vector<std::int32_t> check_plan_indices(const Plan& plan) {
   std::int64_t written = 0;
   for (std::size_t i = 0; i < plan.items.size(); ++i) {
     const WorkItem& it = plan.items[i];
-    // Its rows' requests: row_requests[request_begin ..] for row_offset + row_count rows
-    // (which also bounds row_count by the document's size).
     CANOPY_CHECK(it.kv_heads >= 1 && it.kv_heads <= kMaxItemKvHeads && it.row_count >= 0 &&
                      it.row_count <= kMaxItemRows,
                  ErrorKind::kInvalidArgument,
                  "plan: item {}: {} KV heads of {} rows, the format allows 1..{} of 0..{}", i,
                  it.kv_heads, it.row_count, kMaxItemKvHeads, kMaxItemRows);
-    CANOPY_CHECK(
-        it.row_offset >= 0 && it.row_offset < group && it.request_begin >= 0 &&
-            it.request_begin + ceil_div(std::int64_t{it.row_offset} + it.row_count, group) <=
-                static_cast<std::int64_t>(plan.row_requests.size()),
-        ErrorKind::kInvalidArgument,
-        "plan: item {}: {} rows from head {} of request entry {} run past row_requests "
-        "({} entries, group {})",
-        i, it.row_count, it.row_offset, it.request_begin, plan.row_requests.size(), group);
+    // Its rows under KV head 0: task_rows[task_row_begin ..], row_count of them.
+    CANOPY_CHECK(it.task_row_begin >= 0 && std::int64_t{it.task_row_begin} + it.row_count <=
+                                               static_cast<std::int64_t>(plan.task_rows.size()),
+                 ErrorKind::kInvalidArgument,
+                 "plan: item {}: rows [{}, +{}) run past task_rows ({} entries)", i,
+                 it.task_row_begin, it.row_count, plan.task_rows.size());
     written += std::int64_t{it.kv_heads} * it.row_count;
   }
   const std::int64_t slots = plan.num_partial_slots;
   CANOPY_CHECK(slots >= 0 && slots <= written, ErrorKind::kInvalidArgument,
                "plan: num_partial_slots is {}, but the items write {} slots", slots, written);
-  for (std::size_t j = 0; j < plan.row_requests.size(); ++j) {
-    const std::int32_t r = plan.row_requests[j];
-    CANOPY_CHECK(r >= 0 && r < plan.batch_size, ErrorKind::kInvalidArgument,
-                 "plan: row_requests[{}] is {}, out of range [0, {})", j, r, plan.batch_size);
+  // A task row is some request's qo head g < group: shifted by the item's KV
+  // head (kv_head + h) * group, it stays that request's.
+  for (std::size_t j = 0; j < plan.task_rows.size(); ++j) {
+    const std::int32_t row = plan.task_rows[j];
+    CANOPY_CHECK(
+        row >= 0 && row / spec.num_qo_heads < plan.batch_size && row % spec.num_qo_heads < group,
+        ErrorKind::kInvalidArgument,
+        "plan: task_rows[{}] is {}: not a row of a request's first {} qo heads ({} "
+        "requests)",
+        j, row, group, plan.batch_size);
   }
   const std::int64_t ps = spec.page_size;
   std::vector<std::int32_t> writer(static_cast<std::size_t>(slots), -1);

@@ -11,9 +11,10 @@ namespace canopy {
 
 /// Throws Error(kInvalidArgument) naming the entry and its value unless every
 /// index of `plan` is in range: heads that group, row ids that fit int32,
-/// num_partial_slots no more than the items write, row_requests in
-/// [0, batch), each item's kv heads, rows (its requests inside row_requests,
-/// row_offset inside the group), slots (inside the partial slots) and tokens
+/// num_partial_slots no more than the items write, task_rows that are rows of
+/// a request's first group of qo heads, each item's kv heads and rows (inside
+/// task_rows; at most kMaxItemKvHeads x kMaxItemRows), slots (inside the
+/// partial slots) and tokens
 /// (begin <= end; a non-empty range inside kv_pages), merge_indptr a
 /// non-decreasing CSR index of merge_parts over merge_requests, merged
 /// requests in range, every part's slots (all qo heads) inside the partial

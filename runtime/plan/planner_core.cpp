@@ -657,14 +657,16 @@ void Planner::price() {
 // Emits the items: one launch per config, items longest first within it
 // (blocks are issued in order), one item per (task, KV piece, KV head, row
 // tile); a tile's rows are request-major (a request's group heads together).
-// Rows are not written out: a task's readers, already in task_requests, are
-// the plan's row_requests, and each item points into them (WorkItem).
+// A task's rows are written once, under KV head 0 (Plan::task_rows, at
+// task.request_begin * group: task_requests' order), not per piece, KV head
+// and row tile; each item points at its first (WorkItem).
 void Planner::emit_items(Plan& out) {
   // Partial slots are int32 indices (items, merge parts).
   CANOPY_CHECK(max_rows_ <= std::numeric_limits<std::int32_t>::max(), ErrorKind::kNotSupported,
                "the plan needs {} partial states, more than the 2^31 - 1 it can index", max_rows_);
   // Written through pointers, then trimmed: pieces that come out empty emit nothing.
   out.items.resize(max_items_);
+  out.task_rows.resize(s_.task_requests.size() * group_);
   WorkItem* const items = out.items.data();
   Cursor cursor{items, 0};
   // Launch order: by config, then longest first (ties: task order).
@@ -678,13 +680,12 @@ void Planner::emit_items(Plan& out) {
       out.launches.push_back({configs_[run.config].family, run.config, item_index(), item_index()});
     }
     for (int t = run.begin; t < run.end; ++t) {
-      emit_task(s_.tasks[t], s_.loads.sm_order(s_.run_of[t]), items, cursor);
+      emit_task(s_.tasks[t], s_.loads.sm_order(s_.run_of[t]), items, out.task_rows.data(), cursor);
     }
     out.launches.back().end = item_index();
   }
   out.items.resize(cursor.item - items);
   out.num_partial_slots = cursor.slot;
-  out.row_requests.assign(s_.task_requests.begin(), s_.task_requests.end());
   s_.loads.per_sm(out.sm_load_us);
 }
 
@@ -693,9 +694,17 @@ void Planner::emit_items(Plan& out) {
 // slots from first_slot + (piece * KV heads + head) * rows, which the merge
 // schedule relies on.
 void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem* items_begin,
-                        Cursor& out) {
+                        std::int32_t* task_rows, Cursor& out) {
   const int group = group_;
+  const int heads_qo = spec_.num_qo_heads;
   const int rows = task.request_count * group;
+  // Row j * group + g under KV head 0 is output row reader_j * qo heads + g.
+  const std::int32_t first_row = task.request_begin * group;
+  const std::int32_t* readers = s_.task_requests.data() + task.request_begin;
+  std::int32_t* const row_out = task_rows + first_row;
+  for (int j = 0; j < task.request_count; ++j) {
+    for (int g = 0; g < group; ++g) row_out[j * group + g] = readers[j] * heads_qo + g;
+  }
   const Variant& variant = variants_[task.variant];
   task.first_slot = static_cast<std::int32_t>(out.slot);
   task.first_item = static_cast<std::int32_t>(out.item - items_begin);
@@ -707,7 +716,7 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
   proto.kv_page_offset = task.page_offset;
   proto.path_token_offset = task.path_offset;
   proto.predicted_us = static_cast<float>(task.item_cost);
-  proto.request_begin = task.request_begin;
+  proto.task_row_begin = first_row;
   int slot_pos = 0;  // item k of the task runs on slot sm_order[k % slots]
   const std::int32_t* const slot_sm = setup_.slot_sm.data();
   // Local cursors: stores through `out` would be reloaded after every item.
@@ -740,8 +749,7 @@ void Planner::emit_task(Task& task, const std::int32_t* sm_order, const WorkItem
           item = proto;
           item.row_begin = static_cast<std::int32_t>(slot + row_lo);
           item.row_count = row_hi - row_lo;
-          item.request_begin = task.request_begin + row_lo / group;
-          item.row_offset = row_lo % group;
+          item.task_row_begin = first_row + row_lo;
           item.sm = slot_sm[sm_order[slot_pos]];
           if (++slot_pos == slots_) slot_pos = 0;
           row_lo = row_hi;

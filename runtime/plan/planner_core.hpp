@@ -297,7 +297,7 @@ class Planner {
   };
   void emit_items(Plan& out);
   void emit_task(Task& task, const std::int32_t* sm_order, const WorkItem* items_begin,
-                 Cursor& out);
+                 std::int32_t* task_rows, Cursor& out);
   void build_merge_schedule(Plan& out);
   void keep_launched_configs(Plan& out);
 

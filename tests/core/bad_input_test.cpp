@@ -345,7 +345,7 @@ TEST(BadInput, ExecutorRejectsCorruptPlans) {
       expect_error([&] { execute_plan_cpu(bad, p.tensors(), out.data(), nullptr); }, kBad, {"99"}),
       "");
   bad = good;
-  bad.row_requests[0] = 1000;
+  bad.task_rows[0] = 1000;
   EXPECT_EQ(expect_error([&] { execute_plan_cpu(bad, p.tensors(), out.data(), nullptr); }, kBad,
                          {"1000"}),
             "");

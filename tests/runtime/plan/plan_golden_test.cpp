@@ -35,14 +35,14 @@ std::uint64_t fnv1a(const std::string& text, std::uint64_t h = 14695981039346656
 
 // The plan in the explicit-row format the hashes were taken in
 // (canopy-plan/2): query_rows[slot] and one merge entry per output row with
-// its slots, expanded from the compact rows (WorkItem::request_begin and
-// row_offset, MergePart). The compact format changed how a plan is stored,
+// its slots, expanded from the compact rows (Plan::task_rows,
+// WorkItem::task_row_begin, MergePart). The compact format changed how a plan is stored,
 // not what it computes: the same hashes pin both.
 std::string explicit_plan_json(const Plan& plan) {
   nlohmann::json j = nlohmann::json::parse(plan_to_json(plan));
   j["format"] = "canopy-plan/2";
-  for (nlohmann::json& item : j["items"]) item.erase(item.end() - 2, item.end());
-  j["item_fields"].erase(j["item_fields"].end() - 2, j["item_fields"].end());
+  for (nlohmann::json& item : j["items"]) item.erase(item.end() - 1);
+  j["item_fields"].erase(j["item_fields"].end() - 1);
   std::vector<std::int32_t> query_rows(static_cast<std::size_t>(plan.num_partial_slots));
   for (const WorkItem& it : plan.items) {
     for (int h = 0; h < it.kv_heads; ++h) {
@@ -63,7 +63,7 @@ std::string explicit_plan_json(const Plan& plan) {
       merge_indptr.push_back(static_cast<std::int32_t>(merge_indices.size()));
     }
   }
-  j.erase("row_requests");
+  j.erase("task_rows");
   j.erase("merge_requests");
   j.erase("merge_parts");
   j["query_rows"] = query_rows;

@@ -42,7 +42,7 @@ void expect_same_plan(const Plan& a, const Plan& b) {
                 x.token_end == y.token_end && x.path_token_offset == y.path_token_offset &&
                 x.row_begin == y.row_begin && x.row_count == y.row_count && x.direct == y.direct &&
                 x.sm == y.sm && x.predicted_us == y.predicted_us &&
-                x.request_begin == y.request_begin && x.row_offset == y.row_offset)
+                x.task_row_begin == y.task_row_begin)
         << "item " << i;
   }
   ASSERT_EQ(a.launches.size(), b.launches.size());
@@ -50,7 +50,7 @@ void expect_same_plan(const Plan& a, const Plan& b) {
     EXPECT_EQ(a.launches[i].config, b.launches[i].config);
     EXPECT_EQ(a.launches[i], b.launches[i]);
   }
-  EXPECT_EQ(a.row_requests, b.row_requests);
+  EXPECT_EQ(a.task_rows, b.task_rows);
   EXPECT_EQ(a.kv_pages, b.kv_pages);
   EXPECT_EQ(a.merge_requests, b.merge_requests);
   EXPECT_EQ(a.merge_indptr, b.merge_indptr);
@@ -198,20 +198,22 @@ TEST(Plan, ValidateRejectsInconsistentPlans) {
   bad = good;
   bad.items[0].row_begin = static_cast<std::int32_t>(good.num_partial_slots);
   EXPECT_THROW(bad.validate(), Error);
-  // Compact rows: a request entry past row_requests, a head outside the group,
-  // a request id outside the batch.
+  // Compact rows: rows past task_rows, a task row of a request outside the
+  // batch, a task row past the first group of heads (another KV head's).
   bad = good;
-  bad.items[0].request_begin = static_cast<std::int32_t>(good.row_requests.size());
+  bad.items[0].task_row_begin = static_cast<std::int32_t>(good.task_rows.size());
   EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
-                         {"item 0", "run past row_requests"}),
+                         {"item 0", "run past task_rows"}),
             "");
   bad = good;
-  bad.items[0].row_offset = good.group();
-  EXPECT_THROW(bad.validate(), Error);
-  bad = good;
-  bad.row_requests[0] = good.batch_size;
+  bad.task_rows[0] = good.batch_size * good.spec.num_qo_heads;
   EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
-                         {"row_requests[0]", "out of range"}),
+                         {"task_rows[0]", "not a row"}),
+            "");
+  bad = good;
+  bad.task_rows[0] += good.group();
+  EXPECT_EQ(expect_error([&] { bad.validate(); }, ErrorKind::kInvalidArgument,
+                         {"task_rows[0]", "first " + std::to_string(good.group()) + " qo heads"}),
             "");
   bad = good;
   bad.merge_parts[0].head_stride = static_cast<std::int32_t>(good.num_partial_slots);
