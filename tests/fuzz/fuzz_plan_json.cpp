@@ -95,6 +95,10 @@ void execute_untrusted(const Plan& plan) {
   const AttentionSpec& spec = plan.spec;
   const std::int64_t rows = std::int64_t{plan.batch_size} * spec.num_qo_heads;
   if (rows > 4096 || plan.num_partial_slots > 65536 || plan.kv_pages.size() > 65536) return;
+  // The random tensors themselves: q and the 6 pages of KV (a mutated spec can
+  // ask for millions of elements, seconds of filling under ASan for nothing).
+  const double kv = 6.0 * spec.page_size * spec.num_kv_heads * spec.head_dim;
+  if (rows * spec.head_dim > (1 << 20) || kv > (1 << 20)) return;
   BlockTables fake;  // only num_pages and the batch size matter to make_problem
   fake.num_pages = 6;
   fake.seq_lens.assign(static_cast<std::size_t>(plan.batch_size), 1);
