@@ -48,9 +48,6 @@ struct WorkItem {
   /// Partial slots row_begin .. row_begin + slot_count() - 1: KV head
   /// kv_head + i owns the i-th run of row_count slots.
   std::int32_t slot_count() const { return kv_heads * row_count; }
-  std::int32_t slot_head(std::int32_t slot) const {
-    return kv_head + (slot - row_begin) / row_count;
-  }
   /// Every row of the item has this item as its only partial state: the
   /// kernel writes the output rows (and lse) itself and the merge skips them.
   bool direct = false;

@@ -8,7 +8,6 @@
 #include <limits>
 
 #include "canopy/error.hpp"
-#include "core/ceil_div.hpp"
 #include "generator/kernel_families.hpp"
 
 namespace canopy {
