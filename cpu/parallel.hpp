@@ -1,23 +1,47 @@
 // Helpers shared by the float64 CPU reference and the CPU plan executor.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "canopy/error.hpp"
+
 namespace canopy::cpu {
 
-/// Runs fn(i) for i in [0, n) on up to hardware_concurrency threads, first
-/// come first served; rethrows the first exception.
+/// Threads parallel_for may use: $CANOPY_CPU_THREADS (1 to 1024) if set,
+/// else hardware_concurrency. Many processes at once (a fuzzing campaign,
+/// parallel test runs) set it to 1: each call otherwise starts a thread per
+/// core in every process.
+inline std::int64_t max_threads() {
+  static const std::int64_t threads = [] {
+    if (const char* env = std::getenv("CANOPY_CPU_THREADS"); env != nullptr && *env != '\0') {
+      char* end = nullptr;
+      const long value = std::strtol(env, &end, 10);
+      if (*end != '\0' || value < 1 || value > 1024)
+        throw Error(
+            ErrorKind::kInvalidArgument,
+            fmt::format("CANOPY_CPU_THREADS='{}': expected an integer from 1 to 1024", env));
+      return static_cast<std::int64_t>(value);
+    }
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? std::int64_t{1} : static_cast<std::int64_t>(hw);
+  }();
+  return threads;
+}
+
+/// Runs fn(i) for i in [0, n) on up to max_threads() threads, first come
+/// first served; rethrows the first exception.
 template <class Fn>
 void parallel_for(std::int64_t n, Fn&& fn) {
-  const unsigned hw = std::thread::hardware_concurrency();
-  const std::int64_t threads =
-      std::min<std::int64_t>(n, hw == 0 ? 1 : static_cast<std::int64_t>(hw));
+  const std::int64_t threads = std::min<std::int64_t>(n, max_threads());
   if (threads <= 1) {
     for (std::int64_t i = 0; i < n; ++i) fn(i);
     return;

@@ -10,8 +10,8 @@
 #   scripts/fuzz.sh pack                  # the four binaries, stripped, into fuzz-carry/
 #                                         # (for a machine with more cores: ~20 MB)
 #   scripts/fuzz.sh parallel SECONDS [JOBS]
-#                                         # all four targets at once for SECONDS, each in
-#                                         # libFuzzer's fork mode with JOBS processes
+#                                         # all four targets at once for SECONDS, each
+#                                         # with JOBS fuzzers on one shared corpus
 #                                         # (default: cores / 4); reads fuzz-carry/ if
 #                                         # there, else build-fuzz/; new corpus units,
 #                                         # crashers and logs under $FUZZ_OUT, a table last
@@ -32,6 +32,10 @@ OUT=${FUZZ_OUT:-$ROOT/fuzz-out}
 # stacks (malloc_context_size=0: their unwinding was 6% of an execution); run
 # the binary on a crasher directly to see them.
 FUZZ_ASAN=detect_leaks=0:allocator_may_return_null=1:quarantine_size_mb=16:malloc_context_size=0
+# The CPU executor checking accepted plans would start a thread per core in
+# every fuzzer on every execution; one thread each, the fuzzers themselves
+# fill the cores.
+export CANOPY_CPU_THREADS=${CANOPY_CPU_THREADS:-1}
 
 case "${1:-build}" in
   build)
@@ -62,14 +66,18 @@ case "${1:-build}" in
   merge)
     target=${2:?target name}
     fresh=$(mktemp -d)
-    ASAN_OPTIONS=detect_leaks=0 "$BUILD/tests/fuzz/canopy_fuzz_$target" -merge=1 "$fresh" \
+    mkdir -p "$OUT/crashes/$target"
+    # -rss_limit_mb=2048: a unit needing more (a few at the harness's size
+    # limits take 3 GiB under ASan) stays out of the corpus CI replays.
+    ASAN_OPTIONS=${ASAN_OPTIONS:-$FUZZ_ASAN} "$BUILD/tests/fuzz/canopy_fuzz_$target" -merge=1 \
+      -rss_limit_mb=2048 -artifact_prefix="$OUT/crashes/$target/" "$fresh" \
       "$ROOT/tests/fuzz/corpus/$target" "$OUT/$target" >"$OUT/$target.merge.log" 2>&1
     rm -rf "$ROOT/tests/fuzz/corpus/$target"
     mkdir -p "$ROOT/tests/fuzz/corpus/$target"
     cp "$fresh"/* "$ROOT/tests/fuzz/corpus/$target/"
     rm -rf "$fresh"
     echo "$target: $(ls "$ROOT/tests/fuzz/corpus/$target" | wc -l) files," \
-      "$(du -sh "$ROOT/tests/fuzz/corpus/$target" | cut -f1)"
+      "$(du -sh --apparent-size "$ROOT/tests/fuzz/corpus/$target" | cut -f1)"
     ;;
   campaign)
     seconds=${2:-1000}
@@ -103,29 +111,32 @@ case "${1:-build}" in
     pids=()
     for target in block_tables explicit_tree workload plan_json; do
       mkdir -p "$OUT/$target" "$OUT/crashes/$target"
-      # Fork mode: JOBS child processes, each fuzzing ~a minute on the shared
-      # corpus, which the parent merges; crashes are saved and fuzzing goes on.
-      ASAN_OPTIONS=${ASAN_OPTIONS:-$FUZZ_ASAN} \
-        timeout $((seconds + 120)) "$bin/canopy_fuzz_$target" "$OUT/$target" \
-        "$ROOT/tests/fuzz/corpus/$target" -fork="$jobs" -ignore_crashes=1 -ignore_ooms=1 \
-        -ignore_timeouts=1 -max_total_time="$seconds" -max_len=4096 -timeout=30 \
-        -rss_limit_mb=4096 -artifact_prefix="$OUT/crashes/$target/" ${FUZZ_FLAGS:-} \
-        >"$OUT/$target.log" 2>&1 &
-      pids+=($!)
+      # JOBS independent fuzzers per target sharing one corpus directory, each
+      # reloading the others' new units (-reload, every second by default).
+      for job in $(seq 1 "$jobs"); do
+        ASAN_OPTIONS=${ASAN_OPTIONS:-$FUZZ_ASAN} \
+          timeout $((seconds + 120)) "$bin/canopy_fuzz_$target" "$OUT/$target" \
+          "$ROOT/tests/fuzz/corpus/$target" -max_total_time="$seconds" -max_len=4096 \
+          -timeout=30 -rss_limit_mb=4096 -artifact_prefix="$OUT/crashes/$target/" \
+          -print_final_stats=1 ${FUZZ_FLAGS:-} >"$OUT/$target.$job.log" 2>&1 &
+        pids+=($!)
+      done
     done
     for pid in "${pids[@]}"; do wait "$pid" || true; done
-    # Fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s R
-    # oom/timeout/crash: O/T/X time: Ss job: J ...", EXECS summed over its jobs
-    # (the parent's first pass over the seed corpus is not counted).
-    printf '%-14s %10s %8s %7s %6s %s\n' target executions seconds exec/s corpus crashers/ooms/timeouts
+    # Executions per job: its final stat line, or its last "#N" status line if
+    # it stopped on a crash (then listed under crashers).
+    printf '%-14s %10s %8s %7s %6s %s\n' target executions seconds exec/s corpus crashers
     for target in block_tables explicit_tree workload plan_json; do
-      line=$(grep -E '^#[0-9]+: cov:' "$OUT/$target.log" | tail -n 1)
-      runs=$(sed -nE 's/^#([0-9]+):.*/\1/p' <<<"$line")
-      secs=$(sed -nE 's/.* time: ([0-9]+)s.*/\1/p' <<<"$line")
-      rate=$(( ${runs:-0} / (${secs:-0} > 0 ? ${secs:-1} : 1) ))
-      bad=$(sed -nE 's/.*oom\/timeout\/crash: ([0-9]+\/[0-9]+\/[0-9]+).*/\1/p' <<<"$line")
-      printf '%-14s %10s %8s %7s %6s %s\n' "$target" "${runs:-?}" "${secs:-?}" "${rate:-?}" \
-        "$(ls "$OUT/$target" | wc -l)" "${bad:-?}"
+      runs=0
+      for job in $(seq 1 "$jobs"); do
+        log=$OUT/$target.$job.log
+        n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+        [[ -n $n ]] || n=$(sed -nE 's/^#([0-9]+).*/\1/p' "$log" | tail -n 1)
+        runs=$((runs + ${n:-0}))
+      done
+      printf '%-14s %10s %8s %7s %6s %s\n' "$target" "$runs" "$seconds" \
+        "$((runs / seconds))" "$(ls "$OUT/$target" | wc -l)" \
+        "$(ls "$OUT/crashes/$target" | wc -l)"
     done
     ;;
   *)

@@ -27,6 +27,10 @@ void reference_attention(const AttentionSpec& spec, const BlockTables& tables,
 
 /// Runs `plan` exactly as the GPU does: each work item's partial output and
 /// log-sum-exp, then the merges in the plan's order.
+///
+/// Both functions spread their work over hardware_concurrency threads, or
+/// over $CANOPY_CPU_THREADS (1 to 1024; read once) when set; results are
+/// bit-identical for any count.
 void execute_plan_cpu(const Plan& plan, const HostTensors& in, double* out, double* lse);
 
 /// Index of element (page, slot, kv_head, 0) in a paged KV tensor.

@@ -97,8 +97,9 @@ std::string structured_tree(FuzzReader& r) {
   std::string nodes, tokens;
   std::int64_t count = 1;
   for (int l = 0; l < levels; ++l) {
-    count = std::min<std::int64_t>(count * (r.chance(10) ? r.int_in(0, 1024) : r.int_in(1, 4)),
-                                   std::int64_t{1} << 40);
+    // Clamped both ways: a negative count times 1024 per level overflows too.
+    count = std::clamp<std::int64_t>(count * (r.chance(10) ? r.int_in(0, 1024) : r.int_in(1, 4)),
+                                     -(std::int64_t{1} << 40), std::int64_t{1} << 40);
     if (r.chance(3)) count = r.nasty_int32();
     nodes += fmt::format("{}{}", l ? "," : "", count);
     const int t = r.chance(10) ? r.nasty_int32() : r.int_in(1, 5000);
