@@ -24,9 +24,9 @@
 #include "canopy/runtime.hpp"
 #include "canopy/tree.hpp"
 #include "cli_args.hpp"
-#include "problem.hpp"
 #include "runtime/jit/cubin_cache.hpp"
-#include "workload.hpp"
+#include "workloads/problem.hpp"
+#include "workloads/workload.hpp"
 
 // The GPU path drives the CUDA driver through runtime/device/driver.hpp, which needs
 // cuda.h; a build whose include path lacks it still runs the CPU path.
@@ -104,7 +104,7 @@ void check_host_memory(double bytes, const std::string& what) {
   }
 }
 
-/// Random inputs exact in the spec's dtypes (bench/problem.hpp, as the tests use).
+/// Random inputs exact in the spec's dtypes (workloads/problem.hpp, as the tests use).
 canopy::workload::HostProblem make_inputs(const canopy::AttentionSpec& spec,
                                           const canopy::BlockTables& tables, std::uint64_t seed) {
   const double q = static_cast<double>(tables.batch_size()) * spec.num_qo_heads * spec.head_dim;

@@ -32,7 +32,7 @@
 #include "runtime/jit/cubin_resources.hpp"
 #include "runtime/jit/kernel_inspect.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace {
 

@@ -29,7 +29,7 @@
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/spec.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy::cli {
 

@@ -21,13 +21,13 @@
 #include <utility>
 #include <vector>
 
-#include "bench/workload.hpp"
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/plan.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/runtime.hpp"
 #include "runtime/jit/cubin_cache.hpp"  // the only private header: prewarm compiles without a GPU
+#include "workloads/workload.hpp"
 
 namespace {
 

@@ -58,7 +58,7 @@ CANOPY_BENCH_EXPORT int canopy_bench_runtime_destroy(void* runtime);
 /* {"device_name", "arch", "num_sms", "max_smem_per_block"} */
 CANOPY_BENCH_EXPORT int canopy_bench_runtime_info(void* runtime, const char** json);
 
-/* ---- Workloads (bench/workload.hpp) -------------------------------------- */
+/* ---- Workloads (workloads/workload.hpp) --------------------------------- */
 /* JSON list of the suite's workload names, in suite order. suite_path NULL or "": default. */
 CANOPY_BENCH_EXPORT int canopy_bench_suite_names(const char* suite_path, const char** json);
 CANOPY_BENCH_EXPORT int canopy_bench_workload_from_suite(const char* name, const char* suite_path,
