@@ -201,8 +201,8 @@ int run_cpu(const Args& args, canopy::workload::Workload w, const std::string& h
   print_workload(w, unique_pages, canopy::cli::unique_kv_bytes(w.spec, unique_pages));
 
   auto t0 = Clock::now();
-  canopy::PlannerOptions options;  // H100 datasheet coefficients: 132 SMs, sm_90
-  canopy::cli::apply_planner_options(args, options);
+  // H100 datasheet coefficients (132 SMs, sm_90) unless --coefficients
+  const canopy::PlannerOptions options = canopy::cli::parse_planner_options(args);
   const canopy::Plan plan = canopy::make_plan(w.spec, tree, options);
   const double plan_ms = ms_since(t0);
   print_plan_summary(plan, tree);
@@ -327,8 +327,7 @@ int run_gpu(const Args& args, const canopy::workload::Workload& w) {
   print_workload(w, unique_pages, unique_bytes);
 
   auto t0 = Clock::now();
-  canopy::PlannerOptions options;
-  canopy::cli::apply_planner_options(args, options);
+  const canopy::PlannerOptions options = canopy::cli::parse_planner_options(args);
   const canopy::PreparedPlan prepared = rt.plan(spec, tree, options);
   const double prepare_ms = ms_since(t0);
   const canopy::CubinCacheStats stats = canopy::detail::cubin_cache_stats(rt);
