@@ -12,7 +12,7 @@
 
 #include "canopy/planner.hpp"
 #include "canopy/replan.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace {
 

@@ -16,11 +16,11 @@
 #include "canopy/error.hpp"
 #include "canopy/plan.hpp"
 #include "canopy/spec.hpp"
-#include "problem.hpp"
+#include "workloads/problem.hpp"
 
 namespace canopy::test {
 
-// Inputs, encodings and error norms live in bench/problem.hpp (shared with
+// Inputs, encodings and error norms live in workloads/problem.hpp (shared with
 // the demo); tests use them under canopy::test as before.
 using workload::decode;
 using workload::encode;

@@ -24,9 +24,9 @@
 #include "canopy/runtime.hpp"
 #include "canopy/tree.hpp"
 #include "cli_args.hpp"
-#include "problem.hpp"
 #include "runtime/jit/cubin_cache.hpp"
-#include "workload.hpp"
+#include "workloads/problem.hpp"
+#include "workloads/workload.hpp"
 
 // The GPU path drives the CUDA driver through runtime/device/driver.hpp, which needs
 // cuda.h; a build whose include path lacks it still runs the CPU path.
@@ -104,7 +104,7 @@ void check_host_memory(double bytes, const std::string& what) {
   }
 }
 
-/// Random inputs exact in the spec's dtypes (bench/problem.hpp, as the tests use).
+/// Random inputs exact in the spec's dtypes (workloads/problem.hpp, as the tests use).
 canopy::workload::HostProblem make_inputs(const canopy::AttentionSpec& spec,
                                           const canopy::BlockTables& tables, std::uint64_t seed) {
   const double q = static_cast<double>(tables.batch_size()) * spec.num_qo_heads * spec.head_dim;
@@ -201,8 +201,8 @@ int run_cpu(const Args& args, canopy::workload::Workload w, const std::string& h
   print_workload(w, unique_pages, canopy::cli::unique_kv_bytes(w.spec, unique_pages));
 
   auto t0 = Clock::now();
-  canopy::PlannerOptions options;  // H100 datasheet coefficients: 132 SMs, sm_90
-  canopy::cli::apply_planner_options(args, options);
+  // H100 datasheet coefficients (132 SMs, sm_90) unless --coefficients
+  const canopy::PlannerOptions options = canopy::cli::parse_planner_options(args);
   const canopy::Plan plan = canopy::make_plan(w.spec, tree, options);
   const double plan_ms = ms_since(t0);
   print_plan_summary(plan, tree);
@@ -327,8 +327,7 @@ int run_gpu(const Args& args, const canopy::workload::Workload& w) {
   print_workload(w, unique_pages, unique_bytes);
 
   auto t0 = Clock::now();
-  canopy::PlannerOptions options;
-  canopy::cli::apply_planner_options(args, options);
+  const canopy::PlannerOptions options = canopy::cli::parse_planner_options(args);
   const canopy::PreparedPlan prepared = rt.plan(spec, tree, options);
   const double prepare_ms = ms_since(t0);
   const canopy::CubinCacheStats stats = canopy::detail::cubin_cache_stats(rt);

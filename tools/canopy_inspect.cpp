@@ -32,7 +32,7 @@
 #include "runtime/jit/cubin_resources.hpp"
 #include "runtime/jit/kernel_inspect.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace {
 
@@ -539,8 +539,8 @@ int run_plan(const std::vector<std::string>& argv) {
   }
   const int tree_lines = static_cast<int>(args.get_int("--tree-lines", 40, 0, 1 << 30));
   const canopy::Arch arch = arch_from_args(args);
-  canopy::PlannerOptions options;
-  canopy::cli::apply_planner_options(args, options);  // --coefficients first: --sms overrides
+  // --coefficients first: --sms overrides
+  canopy::PlannerOptions options = canopy::cli::parse_planner_options(args);
   if (args.has("--sms")) {
     canopy::GpuCoefficients c = options.cost_model.coefficients();
     c.num_sms = static_cast<int>(args.get_int("--sms", c.num_sms, 1, 4096));
@@ -585,6 +585,7 @@ int run_plan(const std::vector<std::string>& argv) {
                  {"nodes_per_depth", depth},    {"pages", tree.pages.size()}};
     j["cost_model"] = {{"name", gpu.name}, {"num_sms", gpu.num_sms}};
     j["kernels"] = kernels;
+    j["options"] = nlohmann::json::parse(canopy::planner_options_to_json(options));
     j["plan"] = nlohmann::json::parse(canopy::plan_to_json(plan));
     emit_text(args, j.dump(2) + "\n");
     return 0;

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -29,7 +30,7 @@
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/spec.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy::cli {
 
@@ -302,53 +303,97 @@ inline std::vector<Option> planner_options() {
       {"--no-head-packs", "", "one KV head per block for narrow items"},
       {"--min-split-tokens", "N", "never split a KV range into pieces shorter than N tokens"},
       {"--coefficients", "FILE", "cost-model coefficients (canopy-coefficients/1 JSON)"},
+      {"--options", "JSON",
+       "planner options as one JSON object (canopy-planner-options/1); the switches above win"},
   };
 }
 
-/// Applies planner_options() switches present in `args` to `options`.
-inline void apply_planner_options(const Args& args, PlannerOptions& options) {
-  auto items = [](const std::string& text) {
-    std::vector<std::string> out;
-    std::size_t pos = 0;
-    while (pos <= text.size()) {
-      const std::size_t comma = std::min(text.find(',', pos), text.size());
-      if (comma > pos) out.push_back(text.substr(pos, comma - pos));
-      pos = comma + 1;
-    }
-    return out;
-  };
-  options.allow_absorb = !args.has("--no-absorb");
-  options.allow_split = !args.has("--no-split");
-  options.prefix_blind = args.has("--prefix-blind");
-  options.head_packs = !args.has("--no-head-packs");
-  if (args.has("--min-split-tokens")) {
-    options.min_split_tokens =
-        static_cast<int>(args.get_int("--min-split-tokens", options.min_split_tokens, 1, 1 << 20));
+/// The comma-separated items of `text` (empty items dropped).
+inline std::vector<std::string> list_items(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', pos), text.size());
+    if (comma > pos) out.push_back(text.substr(pos, comma - pos));
+    pos = comma + 1;
   }
-  if (args.has("--coefficients")) {
-    const std::string path = args.get("--coefficients", "");
-    std::ifstream in(path);
-    if (!in) throw UsageError(fmt::format("--coefficients: cannot read '{}'", path));
+  return out;
+}
+
+/// The planner_options() switches in `args` as the library's planner-options
+/// JSON object (canopy::planner_options_from_json's keys): --options first,
+/// then each switch given sets its key. Each switch's value is checked on its
+/// own by the library's parser, so an error names the switch: a bad value is a
+/// UsageError, except a coefficients file that is not a valid
+/// canopy-coefficients/1 document, which is a canopy::Error (exit 1, as a bad
+/// batch file).
+inline nlohmann::json planner_options_json(const Args& args) {
+  const std::string prefix = "planner options: ";
+  auto without_prefix = [&](const std::string& message) {
+    return message.rfind(prefix, 0) == 0 ? message.substr(prefix.size()) : message;
+  };
+  nlohmann::json options = nlohmann::json::object();
+  if (const auto text = args.value("--options")) {
+    try {
+      planner_options_from_json(*text);
+      options = nlohmann::json::parse(*text);
+    } catch (const Error& e) {
+      throw UsageError("--options: " + without_prefix(e.what()));
+    }
+  }
+  // `key` = `value` for `flag`, checked alone by the library's parser.
+  auto set = [&](const std::string& flag, const char* key, nlohmann::json value) {
+    const nlohmann::json one = {{key, value}};
+    try {
+      planner_options_from_json(one.dump());
+    } catch (const Error& e) {
+      throw UsageError(flag + ": " + without_prefix(e.what()));
+    }
+    options[key] = std::move(value);
+  };
+  if (args.has("--no-absorb")) set("--no-absorb", "allow_absorb", false);
+  if (args.has("--no-split")) set("--no-split", "allow_split", false);
+  if (args.has("--prefix-blind")) set("--prefix-blind", "prefix_blind", true);
+  if (args.has("--no-head-packs")) set("--no-head-packs", "head_packs", false);
+  if (const auto n = args.value("--min-split-tokens")) {
+    set("--min-split-tokens", "min_split_tokens",
+        parse_int("--min-split-tokens", *n, INT64_MIN, INT64_MAX));
+  }
+  if (const auto list = args.value("--configs")) {
+    set("--configs", "candidates", list_items(*list));
+  }
+  if (const auto list = args.value("--row-tiles")) {
+    nlohmann::json tiles = nlohmann::json::array();
+    for (const std::string& t : list_items(*list)) {
+      tiles.push_back(parse_int("--row-tiles", t, INT64_MIN, INT64_MAX));
+    }
+    set("--row-tiles", "row_tiles", std::move(tiles));
+  }
+  if (const auto path = args.value("--coefficients")) {
+    std::ifstream in(*path);
+    if (!in) throw UsageError(fmt::format("--coefficients: cannot read '{}'", *path));
     std::stringstream text;
     text << in.rdbuf();
-    options.cost_model = CostModel(GpuCoefficients::from_json(text.str()));
-  }
-  if (args.has("--configs")) {
-    options.candidates.clear();
-    for (const std::string& c : items(args.get("--configs", ""))) {
-      try {
-        options.candidates.push_back(KernelConfig::parse(c));
-      } catch (const Error& e) {
-        throw UsageError(fmt::format("--configs: {}", e.what()));
-      }
+    nlohmann::json coefficients;
+    try {
+      coefficients = nlohmann::json::parse(text.str());
+      planner_options_from_json(nlohmann::json{{"coefficients", coefficients}}.dump());
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  fmt::format("--coefficients '{}': not valid JSON ({})", *path, e.what()));
+    } catch (const Error& e) {
+      throw Error(e.kind(),
+                  fmt::format("--coefficients '{}': {}", *path, without_prefix(e.what())));
     }
+    options["coefficients"] = std::move(coefficients);
   }
-  if (args.has("--row-tiles")) {
-    options.row_tiles.clear();
-    for (const std::string& t : items(args.get("--row-tiles", ""))) {
-      options.row_tiles.push_back(static_cast<int>(parse_int("--row-tiles", t, 1, 4096)));
-    }
-  }
+  return options;
+}
+
+/// The PlannerOptions the switches describe (planner_options_json through
+/// canopy::planner_options_from_json: the library's one parser).
+inline PlannerOptions parse_planner_options(const Args& args) {
+  return planner_options_from_json(planner_options_json(args).dump());
 }
 
 /// Requests * path pages of a tree string, the size of the block tables it

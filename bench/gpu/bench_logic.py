@@ -6,6 +6,10 @@ it is tested on machines without a GPU (test_bench_logic.py):
 - per-workload derived numbers, geometric means, the text and markdown tables;
 - Nsight Compute CSV parsing and its merge into the results JSON.
 
+Workloads (the suite, tree strings, batch files) are not built here: the
+library builds them (workloads/workload.cpp) and the C API hands over their
+spec and block tables (canopy_capi.py); this file starts from those tables.
+
 docs/benchmark.md explains the method.
 """
 import csv
@@ -268,78 +272,6 @@ def check_levels_cover(tables, plan):
                 assert lst == p, f"request {r}: a non-final segment ends in a partial page"
         assert pages == tables.pages(r), f"request {r}: levels give pages {pages}"
         assert tokens == tables.seq_lens[r], f"request {r}: levels give {tokens} tokens"
-
-
-# ---------------------------------------------------------------------------
-# Workloads without the C API (a fallback so that FlashInfer still runs if
-# libcanopy_bench_capi.so cannot load; test_bench_logic.py checks that these
-# equal bench/workload.cpp's tables).
-
-
-def parse_tree(text):
-    """'n0,n1,...|t0,t1,...' -> ([n_i], [t_i])."""
-    nodes_s, bar, tokens_s = text.partition("|")
-    if not bar:
-        raise ValueError(f"tree string '{text}' must look like 'n0,n1|t0,t1'")
-    nodes = [int(x) for x in nodes_s.split(",")]
-    tokens = [int(x) for x in tokens_s.split(",")]
-    if len(nodes) != len(tokens) or any(x <= 0 for x in nodes + tokens):
-        raise ValueError(f"tree string '{text}': bad counts")
-    for i in range(1, len(nodes)):
-        if nodes[i] % nodes[i - 1]:
-            raise ValueError(f"tree string '{text}': level {i} is not a multiple of level {i - 1}")
-    return nodes, tokens
-
-
-def tables_from_tree(text, page_size):
-    """bench/workload.cpp's block_tables_from_shape: a node's full pages are shared
-    by the requests below it; a partly filled last page is copied per child."""
-    nodes, tokens = parse_tree(text)
-    next_page, level, parents = 0, [([], 0)], 1
-    for count, t in zip(nodes, tokens):
-        per_parent, nxt = count // parents, []
-        for i in range(count):
-            full, tail = level[i // per_parent]
-            full, total = list(full), tail + t
-            for _ in range(total // page_size):
-                full.append(next_page)
-                next_page += 1
-            nxt.append((full, total % page_size))
-        level, parents = nxt, count
-    indptr, indices, seq_lens = [0], [], []
-    for full, tail in level:
-        indices.extend(full)
-        if tail:
-            indices.append(next_page)
-            next_page += 1
-        indptr.append(len(indices))
-        seq_lens.append(len(full) * page_size + tail)
-    return Tables(indptr, indices, seq_lens, page_size, next_page)
-
-
-def make_spec(num_qo_heads, num_kv_heads, head_dim, dtype="fp16", page_size=16, kv_layout="nhd"):
-    """The spec fields the benchmark reads (canopy_bench_workload_info's names)."""
-    return {"num_qo_heads": num_qo_heads, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
-            "q_dtype": dtype, "kv_dtype": dtype, "o_dtype": dtype, "kv_layout": kv_layout.lower(),
-            "page_size": page_size, "sm_scale": 1.0 / math.sqrt(head_dim),
-            "logits_soft_cap": 0.0, "with_lse": False}
-
-
-def suite_entries(suite):
-    """(name, tree, model, dtype, page_size) per workload of a parsed suite.json."""
-    d = suite["defaults"]
-    return [(e["name"], e["tree"], e.get("model", d["model"]), e.get("dtype", d["dtype"]),
-             e.get("page_size", d["page_size"])) for e in suite["workloads"]]
-
-
-def workload_from_tree(suite, tree, model="llama3-8b", dtype="fp16", page_size=16, name=None):
-    """(info, Tables) as canopy_capi gives them, from a parsed suite.json's models."""
-    m = suite["models"][model]
-    info = make_spec(m["num_qo_heads"], m["num_kv_heads"], m["head_dim"], dtype, page_size)
-    t = tables_from_tree(tree, page_size)
-    info.update({"name": name or tree, "tree": tree, "model": model, "batch_size": t.batch,
-                 "num_indices": len(t.indices), "num_pages": t.num_pages})
-    return info, t
 
 
 # ---------------------------------------------------------------------------

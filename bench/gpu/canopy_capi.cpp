@@ -21,13 +21,13 @@
 #include <utility>
 #include <vector>
 
-#include "bench/workload.hpp"
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/plan.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/runtime.hpp"
 #include "runtime/jit/cubin_cache.hpp"  // the only private header: prewarm compiles without a GPU
+#include "workloads/workload.hpp"
 
 namespace {
 
@@ -177,26 +177,6 @@ template <typename T>
 T& handle(void* p, const char* what) {
   require(p != nullptr, fmt::format("{} handle is null", what));
   return *static_cast<T*>(p);
-}
-
-canopy::PlannerOptions planner_options(const json& o) {
-  reject_unknown(o,
-                 {"allow_absorb", "allow_split", "waves", "min_split_tokens", "prefix_blind",
-                  "row_tiles", "candidates", "head_packs"},
-                 "planner options");
-  canopy::PlannerOptions options;
-  read_field(o, "allow_absorb", options.allow_absorb, "planner options");
-  read_field(o, "allow_split", options.allow_split, "planner options");
-  read_field(o, "waves", options.waves, "planner options");
-  read_field(o, "min_split_tokens", options.min_split_tokens, "planner options");
-  read_field(o, "prefix_blind", options.prefix_blind, "planner options");
-  read_field(o, "row_tiles", options.row_tiles, "planner options");
-  read_field(o, "head_packs", options.head_packs, "planner options");
-  std::vector<std::string> candidates;  // KernelConfig strings, e.g. "mma_q64_kv64_w4_s3"
-  read_field(o, "candidates", candidates, "planner options");
-  for (const std::string& c : candidates)
-    options.candidates.push_back(canopy::KernelConfig::parse(c));
-  return options;
 }
 
 /// The described device's coefficients on top of `base`.
@@ -425,24 +405,31 @@ int canopy_bench_plan_create(void* runtime, void* workload, const char* options_
     *plan = nullptr;
     const WorkloadHandle& w = handle<WorkloadHandle>(workload, "workload");
     auto h = std::make_unique<PlanHandle>();
-    h->options = parse_object(options_json, "planner options");
-    canopy::PlannerOptions options = planner_options(h->options);
+    // The library's one options parser (canopy-planner-options/1), unchanged.
+    canopy::PlannerOptions options = canopy::planner_options_from_json(text_or(options_json, "{}"));
+    h->options = json::parse(canopy::planner_options_to_json(options));
+    // Coefficients in the options replace the runtime's (or the H200
+    // description's); a device description then applies on top of them.
+    const bool own_coefficients = options.cost_model.coefficients() != canopy::GpuCoefficients{};
     const json device = parse_object(device_json, "device description");
     const auto t0 = std::chrono::steady_clock::now();
     if (runtime != nullptr) {
       RuntimeHandle& rt = handle<RuntimeHandle>(runtime, "runtime");
       h->runtime = &rt;
       h->arch = rt.runtime->arch();
-      // Without a description the runtime plans for its own device.
+      // Without a description the runtime plans for its own device (or with
+      // the options' coefficients: Runtime::plan keeps those).
       if (!device.empty()) {
         const canopy::GpuCoefficients c =
-            device_coefficients(device, rt.runtime->cost_model().coefficients());
+            device_coefficients(device, own_coefficients ? options.cost_model.coefficients()
+                                                         : rt.runtime->cost_model().coefficients());
         h->arch = c.arch;
         options.cost_model = canopy::CostModel(c);
       }
       h->prepared = rt.runtime->plan(w.w.spec, w.w.tables, options);
     } else {
-      const canopy::GpuCoefficients c = device_coefficients(device, h200_description());
+      const canopy::GpuCoefficients c = device_coefficients(
+          device, own_coefficients ? options.cost_model.coefficients() : h200_description());
       h->arch = c.arch;
       options.cost_model = canopy::CostModel(c);
       h->host = canopy::make_plan(w.w.spec, w.w.tables, options);

@@ -58,7 +58,7 @@ CANOPY_BENCH_EXPORT int canopy_bench_runtime_destroy(void* runtime);
 /* {"device_name", "arch", "num_sms", "max_smem_per_block"} */
 CANOPY_BENCH_EXPORT int canopy_bench_runtime_info(void* runtime, const char** json);
 
-/* ---- Workloads (bench/workload.hpp) -------------------------------------- */
+/* ---- Workloads (workloads/workload.hpp) --------------------------------- */
 /* JSON list of the suite's workload names, in suite order. suite_path NULL or "": default. */
 CANOPY_BENCH_EXPORT int canopy_bench_suite_names(const char* suite_path, const char** json);
 CANOPY_BENCH_EXPORT int canopy_bench_workload_from_suite(const char* name, const char* suite_path,
@@ -80,12 +80,17 @@ CANOPY_BENCH_EXPORT int canopy_bench_workload_tables(void* workload, int32_t* in
                                                      int32_t* indices, int32_t* seq_lens);
 
 /* ---- Plans ---------------------------------------------------------------- */
-/* options_json: NULL, "" or an object with any of "allow_absorb", "allow_split",
- * "waves", "min_split_tokens", "prefix_blind", "row_tiles" (unknown fields are an error).
+/* options_json: NULL, "" or a planner-options object, parsed by the library
+ * (canopy::planner_options_from_json, docs/planner.md): any of "format",
+ * "candidates", "row_tiles", "allow_absorb", "allow_split", "waves",
+ * "min_split_tokens", "head_packs", "prefix_blind", "coefficients"; unknown keys
+ * and bad values are an error naming them.
  * device_json: NULL/"" or an object with any of "name", "arch", "num_sms",
  * "max_smem_per_block" (bytes): the device the cost model plans for. With a
  * runtime and no device_json, the runtime's device; without a runtime, an
- * H200 (arch 90, 132 SMs, 227 KB) unless device_json says otherwise.
+ * H200 (arch 90, 132 SMs, 227 KB) unless device_json says otherwise. Options
+ * with "coefficients" replace the runtime's (or the H200's) coefficients, and
+ * device_json applies on top of them.
  * With a runtime the plan is prepared (kernels compiled and loaded, metadata on
  * the device) and can run; without one it is a host plan (info, prewarm). */
 CANOPY_BENCH_EXPORT int canopy_bench_plan_create(void* runtime, void* workload,
@@ -95,7 +100,8 @@ CANOPY_BENCH_EXPORT int canopy_bench_plan_destroy(void* plan);
 /* Summary: {"prepared", "arch", "num_sms", "kernel_launches", "launch_steps", "items",
  * "direct_items", "merge_rows", "configs", "launch_configs" (the schedule),
  * "kernels", "predicted_us", "workspace_bytes",
- * "batch_size", "tree_depth", "num_partial_slots", "max_merge_fan_in", "plan_ms", "options"} */
+ * "batch_size", "tree_depth", "num_partial_slots", "max_merge_fan_in", "plan_ms",
+ * "options" (every planner option, canopy::planner_options_to_json)} */
 CANOPY_BENCH_EXPORT int canopy_bench_plan_info(void* plan, const char** json);
 /* The whole plan, canopy::plan_to_json. */
 CANOPY_BENCH_EXPORT int canopy_bench_plan_json(void* plan, const char** json);

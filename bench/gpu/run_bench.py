@@ -142,13 +142,7 @@ def workload_refs(args, lib):
 
 
 def suite_names(path, lib):
-    if lib is not None:
-        try:
-            return lib.suite_names(path)
-        except C.CanopyError as e:
-            log(f"canopy suite list failed ({e}); reading {path} directly")
-    with open(path) as f:
-        return [e[0] for e in L.suite_entries(json.load(f))]
+    return lib.suite_names(path)
 
 
 def load_lib(path):
@@ -158,37 +152,33 @@ def load_lib(path):
         return None, f"cannot load the Canopy C API ({path or C.default_library_path()}): {e}"
 
 
+def require_lib(path):
+    """The C API, or exit saying why: it builds every workload (suite, tree
+    strings, batch files) as the library does, for FlashInfer's methods too."""
+    lib, err = load_lib(path)
+    if lib is None:
+        raise SystemExit(f"{err}\nThe benchmark's workloads come from the C API: build it with "
+                         "`cmake --build build --target canopy_bench_capi` (or pass --capi).")
+    return lib
+
+
 class Workload:
-    """A workload's spec (dict with canopy_capi's field names), tables and,
-    when the C API is loaded, its handle."""
+    """A workload's spec (dict with canopy_capi's field names), tables and its
+    C API handle; the library builds it (workloads/workload.cpp)."""
 
     def __init__(self, ref, lib):
         self.ref, self.name, self.handle = ref, ref["name"], None
-        if lib is not None:
-            if ref["kind"] == "suite":
-                w = C.Workload.from_suite(lib, ref["name"], ref["suite"])
-            elif ref["kind"] == "tree":
-                w = C.Workload.from_tree(lib, ref["tree"], ref["model"], ref["dtype"],
-                                         ref["page_size"])
-            else:
-                w = C.Workload.from_batch(lib, ref["path"])
-            self.handle, self.info = w, dict(w.info)
-            self.tables = L.Tables(w.indptr, w.indices, w.seq_lens, w.info["page_size"],
-                                   w.num_pages)
-        else:  # fallback without the C API: the Python port of bench/workload.cpp
-            if ref["kind"] == "batch":
-                raise RuntimeError("batch files need the Canopy C API")
-            with open(ref["suite"]) as f:
-                suite = json.load(f)
-            if ref["kind"] == "suite":
-                entry = [e for e in L.suite_entries(suite) if e[0] == ref["name"]]
-                if not entry:
-                    raise RuntimeError(f"no workload '{ref['name']}' in {ref['suite']}")
-                _, tree, model, dtype, page = entry[0]
-            else:
-                tree, model, dtype, page = ref["tree"], ref["model"], ref["dtype"], ref["page_size"]
-            self.info, self.tables = L.workload_from_tree(suite, tree, model, dtype, page,
-                                                          ref["name"])
+        if lib is None:
+            raise RuntimeError("workloads need the Canopy C API (libcanopy_bench_capi.so)")
+        if ref["kind"] == "suite":
+            w = C.Workload.from_suite(lib, ref["name"], ref["suite"])
+        elif ref["kind"] == "tree":
+            w = C.Workload.from_tree(lib, ref["tree"], ref["model"], ref["dtype"],
+                                     ref["page_size"])
+        else:
+            w = C.Workload.from_batch(lib, ref["path"])
+        self.handle, self.info = w, dict(w.info)
+        self.tables = L.Tables(w.indptr, w.indices, w.seq_lens, w.info["page_size"], w.num_pages)
         self.info["kv_layout"] = self.info["kv_layout"].lower()
         self.info["name"] = self.name
 
@@ -203,9 +193,7 @@ class Workload:
 
 
 def prewarm(args):
-    lib, err = load_lib(args.capi)
-    if lib is None:
-        raise SystemExit(err)
+    lib = require_lib(args.capi)
     refs = workload_refs(args, lib)
     methods = [m for m in method_list(args.methods) if m in L.CANOPY_METHODS] or [L.CANOPY]
     pw = C.Prewarm(lib, args.prewarm)
@@ -955,7 +943,7 @@ def read_jsonl(path):
 
 def supervise(args):
     t_start = time.time()
-    lib, lib_err = load_lib(args.capi)
+    lib, lib_err = require_lib(args.capi), None
     methods = method_list(args.methods)
     refs = workload_refs(args, lib)
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -1219,7 +1207,7 @@ def main(argv=None):
     if args.ncu:
         return ncu_mode(args)
     if args.in_process:
-        lib, _ = load_lib(args.capi)
+        lib = require_lib(args.capi)
         out_dir = os.path.dirname(os.path.abspath(args.out))
         os.makedirs(out_dir, exist_ok=True)
         results_path = os.path.splitext(os.path.abspath(args.out))[0] + ".jsonl"

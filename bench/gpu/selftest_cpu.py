@@ -12,7 +12,7 @@ correctness checks, timing loop, JSON and tables. What it cannot: anything
 that happens on a GPU.
 
     python3 bench/gpu/selftest_cpu.py [run_bench.py arguments]
-    (needs torch; the C API is used when libcanopy_bench_capi.so is built)
+    (needs torch and libcanopy_bench_capi.so: the C API builds the workloads)
 
 Environment for fault injection: CANOPY_BENCH_SELFTEST_CRASH=B makes the
 emulated cascade kill the worker on batches of size B; ..._HANG=B makes it hang;

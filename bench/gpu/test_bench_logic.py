@@ -1,7 +1,9 @@
 """CPU tests of the GPU benchmark's host logic (python3 -m pytest bench/gpu).
 
-No GPU and no torch needed; the cascade simulation uses numpy when present and
-the C API cross-checks use libcanopy_bench_capi.so when built (else skipped).
+No GPU and no torch needed; the cascade simulation uses numpy when present.
+Workloads (tree strings, the suite) come from the library through
+libcanopy_bench_capi.so, as in the benchmark: the tests that need one skip,
+saying so, when it is not built (ctest's BenchHarness.PythonTests builds it).
 """
 import json
 import math
@@ -20,13 +22,46 @@ import bench_logic as L  # noqa: E402
 SUITE_PATH = os.path.join(ROOT, "bench", "workloads", "suite.json")
 with open(SUITE_PATH) as f:
     SUITE = json.load(f)
+SUITE_NAMES = [w["name"] for w in SUITE["workloads"]]
+
+_LIB = []
+
+
+def _capi():
+    """(canopy_capi module, loaded Lib); skips the test when the library is not built."""
+    import canopy_capi as C
+    if not _LIB:
+        try:
+            _LIB.append(C.Lib())
+        except OSError as e:
+            _LIB.append(e)
+    if isinstance(_LIB[0], OSError):
+        pytest.skip(f"libcanopy_bench_capi.so not built: {_LIB[0]}")
+    return C, _LIB[0]
+
+
+def _tables(w):
+    return L.Tables(w.indptr, w.indices, w.seq_lens, w.info["page_size"], w.num_pages)
+
+
+def tree_tables(tree, page_size):
+    """The library's block tables of a tree string (workloads/workload.cpp)."""
+    C, lib = _capi()
+    w = C.Workload.from_tree(lib, tree, page_size=page_size)
+    try:
+        return _tables(w)
+    finally:
+        w.close()
 
 
 def suite_tables(name):
-    for n, tree, model, dtype, page in L.suite_entries(SUITE):
-        if n == name:
-            return L.workload_from_tree(SUITE, tree, model, dtype, page, name)
-    raise KeyError(name)
+    """(info, Tables) of a suite workload, from the library."""
+    C, lib = _capi()
+    w = C.Workload.from_suite(lib, name, SUITE_PATH)
+    try:
+        return dict(w.info), _tables(w)
+    finally:
+        w.close()
 
 
 # ---------------------------------------------------------------------------
@@ -48,14 +83,14 @@ def test_tables_reject_short_rows():
 
 
 def test_tree_tables_share_full_pages_and_copy_partial_ones():
-    t = L.tables_from_tree("1,2|20,4", 16)
+    t = tree_tables("1,2|20,4", 16)
     # root: 1 full page (0) + 4 tokens copied into each child's own page
     assert t.pages(0) == [0, 1] and t.pages(1) == [0, 2]
     assert t.seq_lens == [24, 24] and t.num_pages == 3
 
 
 def test_trie_counts():
-    t = L.tables_from_tree("1,4,16|64,32,8", 16)
+    t = tree_tables("1,4,16|64,32,8", 16)
     trie = L.PageTrie(t)
     assert trie.count[0] == 16
     assert trie.count[trie.path[0][0]] == 16  # root pages shared by all
@@ -74,7 +109,7 @@ TREES = ["1,4,16|64,32,8", "1,4,16|40,20,5", "1,2,4,8|16,16,16,16", "2,8,32|48,3
 @pytest.mark.parametrize("variant", ["shared", "root", "depth"])
 @pytest.mark.parametrize("page_size", [1, 16, 64])
 def test_levels_cover_every_request(tree, variant, page_size):
-    t = L.tables_from_tree(tree, page_size)
+    t = tree_tables(tree, page_size)
     try:
         plan = L.build_cascade_levels(t, variant)
     except L.NotRepresentable:
@@ -86,17 +121,17 @@ def test_levels_cover_every_request(tree, variant, page_size):
 
 
 def test_level_counts_by_variant():
-    t = L.tables_from_tree("1,4,16|64,32,8", 16)
+    t = tree_tables("1,4,16|64,32,8", 16)
     assert L.build_cascade_levels(t, "shared")["num_levels"] == 2
     assert L.build_cascade_levels(t, "root")["num_levels"] == 2
     assert L.build_cascade_levels(t, "depth")["num_levels"] == 3
-    flat = L.tables_from_tree("16|300", 16)
+    flat = tree_tables("16|300", 16)
     for v in ("shared", "root", "depth"):
         assert L.build_cascade_levels(flat, v)["num_levels"] == 1
 
 
 def test_shared_level_groups_are_deepest_shared_nodes():
-    t = L.tables_from_tree("1,4,16|64,32,8", 16)
+    t = tree_tables("1,4,16|64,32,8", 16)
     plan = L.build_cascade_levels(t, "shared")
     top, bottom = plan["levels"]
     assert top["groups"] == 4 and top["max_group"] == 4  # root+branch per group of 4
@@ -131,7 +166,7 @@ def test_single_page_requests_cannot_take_two_levels():
 
 
 def test_sorted_order_makes_groups_contiguous():
-    t = L.tables_from_tree("1,4,16|64,32,8", 16)
+    t = tree_tables("1,4,16|64,32,8", 16)
     rng = random.Random(3)
     perm = list(range(t.batch))
     rng.shuffle(perm)  # interleave the branches in request order
@@ -147,7 +182,7 @@ def test_sorted_order_makes_groups_contiguous():
         assert plan["levels"][0]["groups"] == (4 if v == "shared" else 1)
 
 
-@pytest.mark.parametrize("name", [n for n, *_ in L.suite_entries(SUITE)])
+@pytest.mark.parametrize("name", SUITE_NAMES)
 def test_every_suite_workload_has_a_two_level_cascade(name):
     info, t = suite_tables(name)
     plan = L.build_cascade_levels(t, "shared")
@@ -161,7 +196,7 @@ def test_cascade_simulation_equals_attention():
     np = pytest.importorskip("numpy")
     rng = np.random.default_rng(0)
     for tree, page in (("1,4,16|40,20,5", 16), ("2,8,32|48,33,17", 4), ("1,2,4,8|3,5,7,9", 2)):
-        t = L.tables_from_tree(tree, page)
+        t = tree_tables(tree, page)
         d = 8
         k = rng.uniform(-1, 1, (t.num_pages, page, d))
         v = rng.uniform(-1, 1, (t.num_pages, page, d))
@@ -231,7 +266,9 @@ def test_workload_bytes_and_floor():
 
 def test_partial_shared_pages_count_their_most_used_tokens():
     t = L.Tables([0, 2, 4], [0, 1, 0, 1], [20, 24], 16)
-    b = L.workload_bytes(t, L.make_spec(1, 1, 4))
+    spec = {"num_qo_heads": 1, "num_kv_heads": 1, "head_dim": 4, "q_dtype": "fp16",
+            "kv_dtype": "fp16", "o_dtype": "fp16"}
+    b = L.workload_bytes(t, spec)
     assert b["unique_kv_bytes"] == (16 + 8) * 4 * 2 * 2
 
 
@@ -335,26 +372,33 @@ def test_assign_and_merge_ncu():
 
 
 # ---------------------------------------------------------------------------
-# The C API, when built: its tables equal the Python port's
+# The C API, when built: workloads and plans as the library makes them
 
 
-def _capi():
-    try:
-        import canopy_capi as C
-        return C, C.Lib()
-    except OSError as e:
-        pytest.skip(f"libcanopy_bench_capi.so not built: {e}")
-
-
-def test_capi_tables_equal_python_port():
+def test_tree_string_errors_come_from_the_library():
     C, lib = _capi()
-    for name, tree, model, dtype, page in L.suite_entries(SUITE):
-        w = C.Workload.from_suite(lib, name, SUITE_PATH)
-        info, t = L.workload_from_tree(SUITE, tree, model, dtype, page, name)
-        assert w.indptr == t.indptr and w.indices == t.indices and w.seq_lens == t.seq_lens
-        assert w.num_pages == t.num_pages
-        for key in ("num_qo_heads", "num_kv_heads", "head_dim", "page_size", "kv_dtype"):
-            assert w.info[key] == info[key], (name, key)
+    for bad, words in (("1,4", "tree string"), ("2,3|8,8", "not a multiple"),
+                       ("1,x|8,8", "'x' is not a positive integer")):
+        with pytest.raises(C.CanopyError) as e:
+            C.Workload.from_tree(lib, bad)
+        assert e.value.kind == "invalid_argument" and words in str(e.value), str(e.value)
+
+
+def test_capi_suite_workloads_follow_the_suite():
+    C, lib = _capi()
+    d = SUITE["defaults"]
+    for entry in SUITE["workloads"]:
+        w = C.Workload.from_suite(lib, entry["name"], SUITE_PATH)
+        model = SUITE["models"][entry.get("model", d["model"])]
+        for key in ("num_qo_heads", "num_kv_heads", "head_dim"):
+            assert w.info[key] == model[key], (entry["name"], key)
+        assert w.info["kv_dtype"] == entry.get("dtype", d["dtype"])
+        assert w.info["page_size"] == entry.get("page_size", d["page_size"])
+        assert w.info["tree"] == entry["tree"] and w.info["name"] == entry["name"]
+        leaves = int(entry["tree"].split("|")[0].split(",")[-1])
+        t = _tables(w)  # checks every request's table holds its pages
+        assert t.batch == w.info["batch_size"] == leaves
+        assert t.num_pages == max(t.indices) + 1 == w.info["num_pages"]
         w.close()
 
 
@@ -365,8 +409,32 @@ def test_capi_plans_without_gpu():
     info = p.info()
     assert info["kernel_launches"] == p.launches() >= 2 and not info["prepared"]
     assert all(k.startswith("canopy_") for k in info["kernels"])
-    with pytest.raises(C.CanopyError):
+    with pytest.raises(C.CanopyError) as e:
         C.Plan(lib, w, {"no_such_option": 1})
+    assert "planner options: unknown key 'no_such_option'" in str(e.value)
+    with pytest.raises(C.CanopyError) as e:
+        C.Plan(lib, w, {"waves": 0})
+    assert "'waves' must be an integer in [1, 1024], got 0" in str(e.value)
+    # The options JSON goes to the library as it is: every key, info echoes all.
+    blind = C.Plan(lib, w, {"prefix_blind": True, "candidates": ["mma_q64_kv64_w4_s3"]})
+    assert blind.info()["options"]["prefix_blind"] and blind.info()["options"]["waves"] == 8
+    assert blind.info()["configs"] == ["mma_q64_kv64_w4_s3"] and blind.info()["tree_depth"] == 1
+    blind.close()
+    # The options' coefficients replace the H200 description's, and a device
+    # description applies on top of them (here: the arch only).
+    coefficients = {"format": "canopy-coefficients/1", "name": "test-gpu", "num_sms": 20,
+                    "arch": "sm_90", "hbm_bytes_per_us": 3.0e6, "l2_bytes_per_us": 7.0e6,
+                    "tensor_flops_per_us": 6.0e8, "launch_overhead_us": 3.0,
+                    "merge_bytes_per_us": 2.5e6, "max_smem_per_block": 232448,
+                    "kernels": {"mma": {"item_overhead_us": 1.0, "flops_per_us": 0,
+                                        "bandwidth_fraction": 1.0}}}
+    small = C.Plan(lib, w, {"coefficients": coefficients}, device={"arch": 80})
+    assert small.info()["num_sms"] == 20 and str(small.info()["arch"]) == "80"
+    assert small.info()["options"]["coefficients"]["name"] == "test-gpu"
+    small.close()
+    with pytest.raises(C.CanopyError) as e:
+        C.Plan(lib, w, {"coefficients": dict(coefficients, num_sms=0)})
+    assert "'coefficients': coefficients JSON: num_sms must be > 0" in str(e.value)
     with pytest.raises(C.CanopyError) as e:
         C.Runtime(lib)
     assert e.value.kind == "no_device" or lib.gpu_available()[0]
@@ -377,7 +445,7 @@ def test_capi_every_host_entry_point(tmp_path):
     avail, why = lib.gpu_available()
     assert isinstance(avail, bool) and why
     names = lib.suite_names(SUITE_PATH)
-    assert names == [n for n, *_ in L.suite_entries(SUITE)]
+    assert names == SUITE_NAMES
     w = C.Workload.from_tree(lib, "1,4|64,16", "small-d64", "bf16", 8)
     assert w.info["head_dim"] == 64 and w.info["kv_dtype"] == "bf16" and w.info["page_size"] == 8
     assert len(w.indptr) == 5 and len(w.seq_lens) == 4
@@ -414,6 +482,7 @@ def test_selftest_cpu_end_to_end(tmp_path):
     """The whole harness (supervisor, worker, methods, JSON, table) on the CPU
     with CPU stand-ins (selftest_cpu.py); needs torch, skipped without it."""
     pytest.importorskip("torch")
+    _capi()  # the selftest builds its workloads through the C API
     import subprocess
     out = tmp_path / "run.json"
     r = subprocess.run([sys.executable, os.path.join(HERE, "selftest_cpu.py"), "--tree",

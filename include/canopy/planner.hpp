@@ -1,6 +1,8 @@
 // The planner: PrefixTree + AttentionSpec -> Plan. Documented in docs/planner.md.
 #pragma once
 
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "canopy/batch.hpp"
@@ -30,6 +32,20 @@ struct PlannerOptions {
   /// (split-KV decode): the ablation for prefix-aware planning.
   bool prefix_blind = false;
 };
+
+/// Field by field; cost models compare their coefficients.
+bool operator==(const PlannerOptions& a, const PlannerOptions& b);
+
+/// PlannerOptions as one JSON object ("canopy-planner-options/1", docs/planner.md):
+/// every field, candidates as KernelConfig strings, "coefficients" null for the
+/// default coefficients (GpuCoefficients{}: a Runtime then plans with its
+/// device's) or a canopy-coefficients/1 object. `indent` < 0: one line.
+std::string planner_options_to_json(const PlannerOptions& options, int indent = -1);
+/// The inverse, and the one parser of options for every front end (tools,
+/// Python, the benchmark's C API). Keys may be left out (their defaults
+/// apply); an unknown key, a wrong type or a value out of range throws
+/// Error(kInvalidArgument) naming the key (and the element) and the value.
+PlannerOptions planner_options_from_json(std::string_view text);
 
 /// The configs the planner chooses among by default (PlannerOptions::candidates empty).
 std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec);

@@ -46,7 +46,7 @@ def plan(
     indices: Any = None,
     num_pages: Optional[int] = None,
     device: Device = None,
-    options: Optional[PlannerOptions] = None,
+    options: Union[None, PlannerOptions, dict] = None,
     workspace: Any = None,
 ) -> "Plan":
     """Plans one decode step: finds the shared prefixes in the block tables and
@@ -71,7 +71,8 @@ def plan(
       device: 'cuda', 'cuda:N', N or a torch.device: a GPU plan (kernels
         compiled and loaded, metadata uploaded); 'cpu': a host plan for the
         CPU executor; None: the tables' CUDA device, else GPU 0.
-      options: PlannerOptions (None: defaults).
+      options: PlannerOptions, or a dict of its JSON form (canopy-planner-options/1,
+        e.g. {"prefix_blind": True}; PlannerOptions.from_dict); None: defaults.
       workspace: optional CUDA array (any dtype) of at least Plan.workspace_bytes
         bytes on the plan's device, kept alive by the plan; None: the plan owns one.
 
@@ -118,9 +119,11 @@ def plan(
         )
     if options is None:
         options = PlannerOptions()
+    elif isinstance(options, dict):
+        options = PlannerOptions.from_dict(options)
     elif not isinstance(options, PlannerOptions):
         raise InvalidArgumentError(
-            f"options: expected a canopy.PlannerOptions, got {type(options).__name__}"
+            f"options: expected a canopy.PlannerOptions or a dict, got {type(options).__name__}"
         )
     ws = None if workspace is None else _arrays.native_arg(workspace, "workspace", writable=True)
     return Plan(_canopy.make_plan(spec, tables, options, ordinal, ws))

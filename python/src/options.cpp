@@ -1,5 +1,8 @@
 // canopy.PlannerOptions: canopy::PlannerOptions with kernel configs spelled as
-// strings ("mma_q64_kv64_w4_s3") and cost-model coefficients as JSON.
+// strings ("mma_q64_kv64_w4_s3") and cost-model coefficients as JSON. Every
+// way in (keywords, attribute writes, a dict, JSON) goes through the library's
+// one parser, canopy::planner_options_from_json, so values are checked and
+// errors worded as for the tools and the benchmark.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
@@ -8,10 +11,12 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings.hpp"
 #include "canopy/cost_model.hpp"
+#include "canopy/error.hpp"
 #include "canopy/planner.hpp"
 
 namespace nb = nanobind;
@@ -34,7 +39,27 @@ Args:
   prefix_blind: plan every request alone, as if nothing were shared (the ablation).
   coefficients: cost-model coefficients as JSON (GpuCoefficients, as canopy-tune
     writes them); None: the device's own (GPU plans) or H100 datasheet defaults
-    (CPU plans).)";
+    (CPU plans).
+
+The same options as one JSON object (canopy-planner-options/1, the form the
+tools' --options and the benchmark take): PlannerOptions.from_dict(d) /
+from_json(text), options.to_dict() / to_json(); canopy.plan(options=) takes
+such a dict too. Values are checked (InvalidArgumentError naming the key).)";
+
+/// `o` through the library's JSON form: the one place options are checked.
+PlannerOptions validated(const PlannerOptions& o) {
+  return planner_options_from_json(planner_options_to_json(o));
+}
+
+/// A setter that checks the whole object after writing one field.
+template <class T>
+auto checked_setter(T PlannerOptions::*field) {
+  return [field](PlannerOptions& o, const T& value) {
+    PlannerOptions copy = o;
+    copy.*field = value;
+    o = validated(copy);
+  };
+}
 
 std::vector<std::string> candidate_names(const PlannerOptions& o) {
   std::vector<std::string> names;
@@ -45,7 +70,9 @@ std::vector<std::string> candidate_names(const PlannerOptions& o) {
 void set_candidates(PlannerOptions& o, const std::vector<std::string>& names) {
   std::vector<KernelConfig> configs;
   for (const std::string& n : names) configs.push_back(KernelConfig::parse(n));
-  o.candidates = std::move(configs);
+  PlannerOptions copy = o;
+  copy.candidates = std::move(configs);
+  o = validated(copy);
 }
 
 std::optional<std::string> coefficients_json(const PlannerOptions& o) {
@@ -71,7 +98,23 @@ void init_options(PlannerOptions* self, const std::vector<std::string>& candidat
   o.head_packs = head_packs;
   o.prefix_blind = prefix_blind;
   set_coefficients(o, coefficients);
-  new (self) PlannerOptions(std::move(o));
+  new (self) PlannerOptions(validated(o));
+}
+
+/// json.dumps(d) through the library's parser.
+PlannerOptions from_dict(nb::handle d) {
+  if (!nb::isinstance<nb::dict>(d)) {
+    throw Error(ErrorKind::kInvalidArgument, "planner options: expected a dict, got " +
+                                                 nb::cast<std::string>(nb::type_name(d.type())));
+  }
+  std::string text;
+  try {
+    text = nb::cast<std::string>(nb::module_::import_("json").attr("dumps")(d));
+  } catch (const nb::python_error& e) {
+    throw Error(ErrorKind::kInvalidArgument,
+                std::string("planner options: the dict is not JSON: ") + e.what());
+  }
+  return planner_options_from_json(text);
 }
 
 }  // namespace
@@ -87,15 +130,61 @@ void bind_options(nb::module_& m) {
            nb::arg("prefix_blind") = d.prefix_blind, nb::arg("coefficients").none() = nb::none())
       .def_prop_rw("candidates", &candidate_names, &set_candidates,
                    "Kernel config names; [] means the defaults for the spec.")
-      .def_rw("row_tiles", &PlannerOptions::row_tiles)
-      .def_rw("allow_absorb", &PlannerOptions::allow_absorb)
-      .def_rw("allow_split", &PlannerOptions::allow_split)
-      .def_rw("waves", &PlannerOptions::waves)
-      .def_rw("min_split_tokens", &PlannerOptions::min_split_tokens)
-      .def_rw("head_packs", &PlannerOptions::head_packs)
-      .def_rw("prefix_blind", &PlannerOptions::prefix_blind)
+      .def_prop_rw(
+          "row_tiles", [](const PlannerOptions& o) { return o.row_tiles; },
+          checked_setter(&PlannerOptions::row_tiles))
+      .def_prop_rw(
+          "allow_absorb", [](const PlannerOptions& o) { return o.allow_absorb; },
+          checked_setter(&PlannerOptions::allow_absorb))
+      .def_prop_rw(
+          "allow_split", [](const PlannerOptions& o) { return o.allow_split; },
+          checked_setter(&PlannerOptions::allow_split))
+      .def_prop_rw(
+          "waves", [](const PlannerOptions& o) { return o.waves; },
+          checked_setter(&PlannerOptions::waves))
+      .def_prop_rw(
+          "min_split_tokens", [](const PlannerOptions& o) { return o.min_split_tokens; },
+          checked_setter(&PlannerOptions::min_split_tokens))
+      .def_prop_rw(
+          "head_packs", [](const PlannerOptions& o) { return o.head_packs; },
+          checked_setter(&PlannerOptions::head_packs))
+      .def_prop_rw(
+          "prefix_blind", [](const PlannerOptions& o) { return o.prefix_blind; },
+          checked_setter(&PlannerOptions::prefix_blind))
       .def_prop_rw("coefficients", &coefficients_json, &set_coefficients,
-                   "GpuCoefficients JSON, or None for the defaults.", nb::arg().none());
+                   "GpuCoefficients JSON, or None for the defaults.", nb::arg().none())
+      .def_static(
+          "from_json", [](const std::string& text) { return planner_options_from_json(text); },
+          nb::arg("text"),
+          "Options from a canopy-planner-options/1 JSON object (keys left out keep their "
+          "defaults; unknown keys and bad values raise InvalidArgumentError).")
+      .def(
+          "to_json",
+          [](const PlannerOptions& o, std::optional<int> indent) {
+            return planner_options_to_json(o, indent.value_or(-1));
+          },
+          nb::arg("indent").none() = nb::none(),
+          "Every field as a canopy-planner-options/1 JSON object (coefficients null for the "
+          "defaults).")
+      .def_static("from_dict", &from_dict, nb::arg("options"),
+                  "Options from a dict with the JSON form's keys, e.g. {\"prefix_blind\": True, "
+                  "\"candidates\": [\"mma_q64_kv64_w4_s3\"]} (coefficients: a dict or None).")
+      .def(
+          "to_dict",
+          [](const PlannerOptions& o) {
+            return nb::module_::import_("json").attr("loads")(planner_options_to_json(o));
+          },
+          "Every field as a dict (to_json, parsed); from_dict(o.to_dict()) == o.")
+      .def(
+          "__eq__",
+          [](const PlannerOptions& a, nb::handle b) {
+            return nb::isinstance<PlannerOptions>(b) && a == nb::cast<const PlannerOptions&>(b);
+          },
+          nb::arg("other").none())
+      .def("__repr__", [](const PlannerOptions& o) {
+        const nb::str text(planner_options_to_json(o).c_str());
+        return "canopy.PlannerOptions.from_json(" + nb::cast<std::string>(nb::repr(text)) + ")";
+      });
   m.def(
       "default_coefficients", [] { return GpuCoefficients{}.to_json(); },
       "The built-in cost-model coefficients (H100 SXM datasheet values) as JSON: a "

@@ -87,6 +87,13 @@ def test_options_reach_the_planner():
     small = canopy.plan(SPEC, padded(pages), lens, device="cpu",
                         options=canopy.PlannerOptions(coefficients=json.dumps(doc)))
     assert json.loads(small.to_json())["num_sms"] == 7
+    # The same options as a dict of the library's JSON form.
+    as_dict = canopy.plan(SPEC, padded(pages), lens, device="cpu",
+                          options={"prefix_blind": True})
+    assert as_dict.to_json() == blind.to_json()
+    small_dict = canopy.plan(SPEC, padded(pages), lens, device="cpu",
+                             options={"coefficients": doc, "candidates": ["mma_q64_kv64_w4_s3"]})
+    assert json.loads(small_dict.to_json())["num_sms"] == 7
 
 
 def test_empty_batch():
@@ -133,7 +140,9 @@ LENS = [10, 12]
         ({"num_pages": 2.5}, "num_pages: expected an int, got float"),
         ({"device": "tpu"}, "device: expected 'cpu', 'cuda', 'cuda:N'"),
         ({"device": -2}, "device: CUDA ordinal -2 is negative"),
-        ({"options": {"prefix_blind": True}}, "options: expected a canopy.PlannerOptions"),
+        ({"options": "prefix_blind"}, "options: expected a canopy.PlannerOptions or a dict"),
+        ({"options": {"prefix_blnd": True}}, "planner options: unknown key 'prefix_blnd'"),
+        ({"options": {"waves": 0}}, "'waves' must be an integer in [1, 1024], got 0"),
         ({"workspace": np.zeros(16, np.uint8)}, "workspace applies to GPU plans"),
     ],
 )

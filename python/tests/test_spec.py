@@ -113,6 +113,57 @@ def test_planner_options_errors():
         canopy.PlannerOptions(candidates=["mma_q64_kv64"])
     with pytest.raises(canopy.InvalidArgumentError):
         canopy.PlannerOptions(coefficients="{not json")
+    # Keywords and attribute writes are checked by the library's JSON parser.
+    with pytest.raises(canopy.InvalidArgumentError, match=r"'waves' must be an integer in \[1, 1024\], got 0"):
+        canopy.PlannerOptions(waves=0)
+    o = canopy.PlannerOptions()
+    with pytest.raises(canopy.InvalidArgumentError, match=r"row_tiles\[1\] must be an integer"):
+        o.row_tiles = [16, 0]
+    with pytest.raises(canopy.InvalidArgumentError, match="'min_split_tokens'"):
+        o.min_split_tokens = -1
+    assert o == canopy.PlannerOptions()  # a refused write changes nothing
+
+
+def test_planner_options_json_and_dict_forms():
+    o = canopy.PlannerOptions(candidates=["mma_q64_kv64_w4_s3"], row_tiles=[16, 64],
+                              allow_absorb=False, waves=2, min_split_tokens=128,
+                              head_packs=False, prefix_blind=True)
+    d = o.to_dict()
+    assert d == {"format": "canopy-planner-options/1", "candidates": ["mma_q64_kv64_w4_s3"],
+                 "row_tiles": [16, 64], "allow_absorb": False, "allow_split": True, "waves": 2,
+                 "min_split_tokens": 128, "head_packs": False, "prefix_blind": True,
+                 "coefficients": None}
+    assert canopy.PlannerOptions.from_dict(d) == o
+    assert canopy.PlannerOptions.from_json(o.to_json()) == o
+    assert canopy.PlannerOptions.from_json(o.to_json(indent=2)) == o
+    assert eval(repr(o), {"canopy": canopy}) == o
+    assert canopy.PlannerOptions.from_dict({}) == canopy.PlannerOptions()
+    assert canopy.PlannerOptions() != o and o != "not options"
+    doc = json.loads(canopy.default_coefficients())
+    doc["num_sms"] = 20
+    tuned = canopy.PlannerOptions.from_dict({"coefficients": doc})
+    assert json.loads(tuned.coefficients)["num_sms"] == 20
+    assert tuned.to_dict()["coefficients"]["num_sms"] == 20
+    assert canopy.PlannerOptions.from_dict(tuned.to_dict()) == tuned
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"wave": 2}, "planner options: unknown key 'wave'"),
+        ({"allow_split": 1}, "'allow_split' must be true or false, got 1"),
+        ({"candidates": ["mma_q64_kv64"]}, "candidates[0]: kernel config 'mma_q64_kv64'"),
+        ({"row_tiles": [16, 5000]}, "row_tiles[1] must be an integer in [1, 4096], got 5000"),
+        ({"coefficients": "{}"}, "'coefficients' must be null (the defaults) or a"),
+        ({"waves": float("nan")}, "planner options: not valid JSON"),
+        ({"waves": object()}, "planner options: the dict is not JSON"),
+        ([("waves", 2)], "planner options: expected a dict, got list"),
+    ],
+)
+def test_planner_options_dict_errors(options, words):
+    with pytest.raises(canopy.InvalidArgumentError) as info:
+        canopy.PlannerOptions.from_dict(options)
+    assert words in str(info.value)
 
 
 def test_kernel_configs():

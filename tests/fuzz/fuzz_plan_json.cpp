@@ -13,8 +13,8 @@
 
 #include "canopy/cpu.hpp"
 #include "canopy/planner.hpp"
-#include "problem.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
+#include "workloads/problem.hpp"
 
 namespace canopy::fuzz {
 namespace {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "canopy/cpu.hpp"
-#include "problem.hpp"
+#include "workloads/problem.hpp"
 
 namespace canopy::fuzz {
 

@@ -1,4 +1,4 @@
-// Fuzz target workload: the bench/workload.cpp parsers. Batch files
+// Fuzz target workload: the workloads/workload.cpp parsers. Batch files
 // (parse_batch_json) and tree strings (TreeShape::parse,
 // block_tables_from_shape), as raw text and as structured documents with
 // wrong types, huge and fractional numbers and missing fields; whatever
@@ -13,7 +13,7 @@
 
 #include "canopy/planner.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy::fuzz {
 namespace {

@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -138,6 +142,86 @@ TEST(CliWorkload, UniqueKvPagesCountsUsedPagesOnce) {
   EXPECT_EQ(unique_kv_pages(t, 16), 3);
   AttentionSpec spec;  // 8 KV heads, head dim 128, fp16, page size 16
   EXPECT_DOUBLE_EQ(unique_kv_bytes(spec, 3), 3.0 * 16 * 8 * 128 * 2 * 2);
+}
+
+TEST(CliPlanner, SwitchesGoThroughTheLibrarysJsonForm) {
+  const std::vector<Option> options = planner_options();
+  EXPECT_TRUE(parse_planner_options(Args::parse({}, options)) == PlannerOptions{});
+  EXPECT_EQ(planner_options_json(Args::parse({}, options)), nlohmann::json::object());
+  const Args args = Args::parse(
+      {"--no-absorb", "--no-split", "--prefix-blind", "--no-head-packs", "--min-split-tokens",
+       "128", "--configs", "mma_q64_kv64_w4_s3,mma_q128_kv32_w4_s3", "--row-tiles", "16,64"},
+      options);
+  const nlohmann::json j = planner_options_json(args);
+  EXPECT_EQ(j, nlohmann::json::parse(R"({"allow_absorb": false, "allow_split": false,
+      "prefix_blind": true, "head_packs": false, "min_split_tokens": 128,
+      "candidates": ["mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"], "row_tiles": [16, 64]})"));
+  const PlannerOptions o = parse_planner_options(args);
+  EXPECT_TRUE(o == planner_options_from_json(j.dump()));
+  EXPECT_FALSE(o.allow_absorb || o.allow_split || o.head_packs);
+  EXPECT_TRUE(o.prefix_blind);
+  EXPECT_EQ(o.min_split_tokens, 128);
+  EXPECT_EQ(o.row_tiles, (std::vector<int>{16, 64}));
+  ASSERT_EQ(o.candidates.size(), 2u);
+  EXPECT_EQ(o.candidates[1].to_string(), "mma_q128_kv32_w4_s3");
+
+  // --options gives the whole object; switches override its keys.
+  const PlannerOptions both = parse_planner_options(Args::parse(
+      {"--options", R"({"waves": 2, "allow_split": true, "min_split_tokens": 64})", "--no-split"},
+      options));
+  EXPECT_EQ(both.waves, 2);
+  EXPECT_EQ(both.min_split_tokens, 64);
+  EXPECT_FALSE(both.allow_split);
+
+  // --coefficients embeds the file's canopy-coefficients/1 object.
+  GpuCoefficients c;
+  c.name = "cli-test";
+  c.num_sms = 66;
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "canopy_cli_coefficients_test.json").string();
+  std::ofstream(path) << c.to_json();
+  const PlannerOptions tuned =
+      parse_planner_options(Args::parse({"--coefficients", path}, options));
+  EXPECT_EQ(tuned.cost_model.coefficients(), c);
+  std::ofstream(path) << "{\"format\": \"canopy-coefficients/1\"}";
+  try {
+    parse_planner_options(Args::parse({"--coefficients", path}, options));
+    ADD_FAILURE() << "a bad coefficients file parsed";
+  } catch (const Error& e) {  // exit 1, as a bad batch file
+    EXPECT_NE(std::string(e.what()).find("--coefficients '" + path + "': 'coefficients'"),
+              std::string::npos)
+        << e.what();
+  }
+  std::ofstream(path) << "{not json";
+  EXPECT_THROW(parse_planner_options(Args::parse({"--coefficients", path}, options)), Error);
+  std::remove(path.c_str());
+}
+
+TEST(CliPlanner, BadSwitchValuesAreUsageErrorsNamingTheSwitch) {
+  const std::vector<Option> options = planner_options();
+  auto fails = [&](const std::vector<std::string>& argv) {
+    try {
+      parse_planner_options(Args::parse(argv, options));
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(fails({"--min-split-tokens", "0"}),
+            "--min-split-tokens: 'min_split_tokens' must be an integer in [1, 1048576], got 0");
+  EXPECT_EQ(fails({"--min-split-tokens", "x"}), "--min-split-tokens expects an integer, got 'x'");
+  EXPECT_EQ(fails({"--row-tiles", "16,0"}),
+            "--row-tiles: row_tiles[1] must be an integer in [1, 4096], got 0");
+  EXPECT_EQ(fails({"--row-tiles", "16,a"}), "--row-tiles expects an integer, got 'a'");
+  EXPECT_NE(fails({"--configs", "mma_q64_kv64_w4_s3,mma_q64"})
+                .find("--configs: candidates[1]: kernel config 'mma_q64' is not of the form"),
+            std::string::npos);
+  EXPECT_NE(fails({"--options", "{\"wave\": 2}"}).find("--options: unknown key 'wave'"),
+            std::string::npos);
+  EXPECT_NE(fails({"--options", "[]"}).find("--options: expected a JSON object"),
+            std::string::npos);
+  EXPECT_EQ(fails({"--coefficients", "/nonexistent/c.json"}),
+            "--coefficients: cannot read '/nonexistent/c.json'");
 }
 
 }  // namespace

@@ -23,7 +23,6 @@
 #include <set>
 #include <thread>
 
-#include "bench/workload.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/runtime.hpp"
@@ -31,6 +30,7 @@
 #include "runtime/jit/cubin_cache.hpp"
 #include "tests/runtime/device/gpu_test_util.hpp"
 #include "tests/test_data.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy::test {
 namespace {

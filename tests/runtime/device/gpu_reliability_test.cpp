@@ -23,7 +23,7 @@
 #include "canopy/planner.hpp"
 #include "canopy/replan.hpp"
 #include "tests/runtime/device/gpu_test_util.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy::test {
 namespace {

@@ -13,7 +13,7 @@
 
 #include "canopy/planner.hpp"
 #include "runtime/jit/cubin_cache.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy {
 namespace {

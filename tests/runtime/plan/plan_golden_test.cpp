@@ -20,7 +20,7 @@
 #include "canopy/plan.hpp"
 #include "canopy/planner.hpp"
 #include "tests/test_data.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy {
 namespace {

@@ -16,7 +16,7 @@
 #include "canopy/planner.hpp"
 #include "canopy/tree.hpp"
 #include "tests/test_data.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy {
 namespace {

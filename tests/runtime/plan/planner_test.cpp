@@ -9,7 +9,7 @@
 #include <set>
 
 #include "canopy/error.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy {
 namespace {

@@ -12,7 +12,7 @@
 
 #include "canopy/tree.hpp"
 #include "tests/test_data.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy {
 namespace {

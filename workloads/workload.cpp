@@ -1,4 +1,4 @@
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "problem.hpp"
+#include "workloads/problem.hpp"
 
 #include <algorithm>
 #include <cmath>

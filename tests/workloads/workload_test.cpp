@@ -1,5 +1,5 @@
 // Tree strings, block tables from shapes (page sharing), the suite and batch files.
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 #include <gtest/gtest.h>
 
