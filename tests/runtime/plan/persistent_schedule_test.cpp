@@ -17,7 +17,7 @@
 
 #include "canopy/planner.hpp"
 #include "tests/test_data.hpp"
-#include "workload.hpp"
+#include "workloads/workload.hpp"
 
 namespace canopy {
 namespace {
