@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "autotune/step_pricing.hpp"
 #include "core/ceil_div.hpp"
 
 namespace canopy {
@@ -56,16 +57,16 @@ double CostModel::item_us(const AttentionSpec& spec, const KernelCoefficients& k
   return tiles * k.item_overhead_us + heads * (std::max(t_mem, t_math) + t_out);
 }
 
+// The step-level formulas live in StepPricer (autotune/step_pricing.hpp);
+// these keep the public CostModel able to answer them. The slots per SM do
+// not enter either answer.
 double CostModel::merge_row_us(const AttentionSpec& spec, int partials) const {
-  const double bytes = partials * (spec.head_dim + 1) * 4.0 +
-                       spec.head_dim * static_cast<double>(dtype_bytes(spec.o_dtype));
-  return bytes / (c_.merge_bytes_per_us / c_.num_sms);
+  return autotune::StepPricer(spec, c_, 1).merge_row_us(partials);
 }
 
 double CostModel::step_us(const AttentionSpec& spec, double busiest_sm_us,
                           std::int64_t merged_partials, int launches) const {
-  const double merge = static_cast<double>(merged_partials) * merge_row_us(spec, 1) / c_.num_sms;
-  return busiest_sm_us + merge + launches * c_.launch_overhead_us;
+  return autotune::StepPricer(spec, c_, 1).step_us(busiest_sm_us, merged_partials, launches);
 }
 
 bool CostModel::fits(const AttentionSpec& spec, const KernelConfig& tile) const {

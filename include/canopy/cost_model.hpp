@@ -74,7 +74,9 @@ class CostModel {
   /// (coefficients().kernel(config)): the planner asks thousands of times.
   double item_us(const AttentionSpec& spec, const KernelCoefficients& kernel, int row_tile,
                  int rows, int tokens, int heads = 1) const;
-  /// Merging `partials` states of one output row.
+  /// Merging `partials` states of one output row. This and step_us are the
+  /// step-level formulas, answered by the planner's StepPricer
+  /// (autotune/step_pricing.hpp), which also places items on block slots.
   double merge_row_us(const AttentionSpec& spec, int partials) const;
   double launch_us() const { return c_.launch_overhead_us; }
   /// A whole step: the busiest SM's load, the merge of `merged_partials`

@@ -4,149 +4,17 @@
 // that outlives it, so a warm planner allocates nothing. docs/planner.md.
 #pragma once
 
-#include <array>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "autotune/sm_schedule.hpp"
+#include "autotune/step_pricing.hpp"
 #include "canopy/planner.hpp"
+#include "runtime/plan/planner_setup.hpp"
+#include "runtime/plan/planner_types.hpp"
 
 namespace canopy::planning {
-
-// A KV segment read by one group of requests: pages (ancestors pushed down
-// into this node, then the node's own), its tokens and its readers.
-struct Task {
-  int node = 0;
-  std::int32_t page_offset = 0;  // into the plan's kv_pages
-  std::int32_t page_count = 0;
-  std::int32_t tokens = 0;
-  std::int32_t path_offset = 0;    // position of segment token 0 in its requests
-  std::int32_t request_begin = 0;  // readers: task_requests[request_begin .. +request_count)
-  std::int32_t request_count = 0;
-  int variant = 0;       // index into the variants: kernel config, row tile, heads
-  int tiles = 1;         // row tiles per KV head
-  int pieces = 1;        // KV pieces (splits)
-  int piece_count = 1;   // pieces that hold tokens (piece bounds are tile_kv-aligned)
-  double item_cost = 0;  // one item (one tile, one piece, one KV head or pack), slot-us
-  bool direct = false;   // its readers read nothing else: items write the output
-  // Where emission finds the pages: -1, the node's own (nothing inherited);
-  // else an offset into the pass's staged chains (PlannerScratch::kv_pages).
-  std::int32_t staged = -1;
-  // Set by emission: the task's first partial slot and first item.
-  std::int32_t first_slot = 0;
-  std::int32_t first_item = 0;
-};
-
-// One way to run a task: a kernel (index into the candidate configs), the
-// row tile its blocks are shaped for, and how many KV heads one block takes
-// (a head pack, for narrow tasks that fit one row tile).
-struct Variant {
-  int config = 0;
-  int row_tile = 0;
-  int heads = 1;
-};
-
-// Tasks [begin, end) (consecutive, so in task order) sharing one item cost and
-// config. Sorting runs instead of tasks gives the same order as sorting the
-// tasks with ties broken by task index, at a fraction of the cost: the leaves
-// of one level usually form a single run.
-struct TaskRun {
-  double cost = 0;
-  int config = 0;
-  int begin = 0;
-  int end = 0;
-  std::int64_t items = 0;  // makespan(): the run's items and partial slots
-  std::int64_t slots = 0;
-};
-
-// Memo of cost-model answers per (variant, rows, tokens): the planner asks for
-// the same shapes over and over (sibling leaves usually look alike).
-// Direct-mapped, so lookups are O(1); the answers are exactly the model's.
-// Entries carry the pass that wrote them, so a new pass starts empty without
-// clearing the table.
-class CostMemo {
- public:
-  struct Entry {
-    std::uint32_t pass = 0;
-    int config = 0;  // the variant; -1: the best variant's answer
-    int rows = 0;
-    int tokens = 0;
-    int best = 0;  // for config -1: the best variant
-    double us = 0;
-  };
-  void new_pass() {
-    if (++pass_ == 0) {  // wrapped: old stamps could look current
-      entries_.fill({});
-      pass_ = 1;
-    }
-  }
-  Entry& slot(int config, int rows, int tokens) {
-    std::uint64_t x = (std::uint64_t{static_cast<std::uint32_t>(rows)} << 32 |
-                       static_cast<std::uint32_t>(tokens)) *
-                          0x9E3779B97F4A7C15ull +
-                      static_cast<std::uint32_t>(config);
-    x ^= x >> 29;
-    return entries_[(x * 0xBF58476D1CE4E5B9ull) >> (64 - kBits)];
-  }
-  bool holds(const Entry& e, int config, int rows, int tokens) const {
-    return e.pass == pass_ && e.config == config && e.rows == rows && e.tokens == tokens;
-  }
-  std::uint32_t pass() const { return pass_; }
-
- private:
-  static constexpr int kBits = 9;
-  std::array<Entry, std::size_t{1} << kBits> entries_{};
-  std::uint32_t pass_ = 0;
-};
-
-// Tasks that price alike: the same chosen variant, readers and tokens. Every
-// split decision depends on nothing else, so split pricing works on classes
-// (sibling leaves usually form one) and writes the outcome back to the tasks.
-struct TaskClass {
-  int base_variant = 0;
-  std::int32_t request_count = 0;
-  std::int32_t tokens = 0;
-  int tiles = 1;
-  int count = 0;          // tasks in the class
-  double whole_cost = 0;  // one item unsplit
-  // The current candidate's outcome, as Task's fields.
-  int variant = 0;
-  int pieces = 1;
-  double item_cost = 0;
-};
-
-// Consecutive tasks [begin, end) of one class.
-struct ClassRun {
-  int cls = 0;
-  int begin = 0;
-  int end = 0;
-};
-
-/// What a pass derives from the spec and the options alone (candidate
-/// kernels, variants, block slots), kept for the next pass with the same ones.
-struct PlannerSetup {
-  std::vector<KernelConfig> configs;
-  std::vector<KernelCoefficients> kernels;  // per config
-  std::vector<Variant> variants;
-  std::vector<int> unpacked;  // per variant: the same kernel and row tile, one head per block
-  double slot_scale = 1;
-  int slots = 1;
-  std::vector<std::int32_t> slot_sm;  // per block slot: its SM
-  /// `setup`, rebuilt unless it was built for this spec and these options.
-  static const PlannerSetup& ready(const AttentionSpec& spec, const PlannerOptions& options,
-                                   PlannerSetup& setup);
-
- private:
-  bool matches(const AttentionSpec& spec, const PlannerOptions& options) const;
-  void build(const AttentionSpec& spec, const PlannerOptions& options);
-  // What it was built for.
-  bool valid = false;
-  AttentionSpec spec_key;
-  std::vector<KernelConfig> candidates;
-  std::vector<int> row_tiles;
-  bool head_packs = true;
-  GpuCoefficients gpu;
-};
 
 /// Every vector a pass fills. Kept between passes (thread-local for
 /// make_plan, owned by an IncrementalPlanner), so their memory is reused.
@@ -202,12 +70,17 @@ struct ReplanState {
   std::vector<std::int32_t> item_slot;      // per item: its block slot
   std::vector<double> slot_load;            // per block slot, as placed
   std::vector<KernelCoefficients> coefficients;
-  double slot_scale = 1;
-  std::int64_t merged = 0;  // partial states the merge reads
+  autotune::StepPricer pricer;  // the pass's: item costs on its slots, the step time
+  std::int64_t merged = 0;      // partial states the merge reads
   int launches = 0;
 };
 
 /// One planning pass over a tree: construct, prepare(), then emit() the plan.
+/// Its methods live in one file per phase: planner_setup.cpp (the pass's
+/// kernels, variants and pricer), planner_decide.cpp (the walk, absorb
+/// decisions, tasks), planner_split.cpp (task classes, split candidates),
+/// planner_place.cpp (placement, direct tasks, the predicted step and its
+/// bounds), planner_emit.cpp (items, merge schedule, replan state).
 class Planner {
  public:
   Planner(const AttentionSpec& spec, const PrefixTree& tree, const PlannerOptions& options,
@@ -240,15 +113,33 @@ class Planner {
 
   const std::vector<KernelConfig>& configs() const { return configs_; }
   const std::vector<Variant>& variants() const { return variants_; }
-  int slots() const { return slots_; }
-  double slot_scale() const { return slot_scale_; }
+  const autotune::StepPricer& pricer() const { return pricer_; }
   /// One item of `task` over `tokens` tokens (its row tiles share the KV stream).
   double tile_cost(const Task& task, int tokens) { return tile_cost(task, task.variant, tokens); }
   /// Token bounds of piece `p` of `task`: tile_kv-aligned except the end.
-  std::int32_t piece_bound(const Task& task, int p) const;
+  std::int32_t piece_bound(const Task& task, int p) const {
+    if (p == task.pieces) return task.tokens;
+    if (p == 0) return 0;
+    const int tile_kv = configs_[variants_[task.variant].config].tile_kv;
+    const std::int64_t raw = static_cast<std::int64_t>(task.tokens) * p / task.pieces;
+    return static_cast<std::int32_t>(raw / tile_kv * tile_kv);
+  }
 
  private:
-  double item_us(int variant, int rows, int tokens);
+  // The small pricing helpers every phase calls stay here, inline.
+  double item_us(int variant, int rows, int tokens) {
+    CostMemo::Entry& e = s_.memo.slot(variant, rows, tokens);
+    if (!s_.memo.holds(e, variant, rows, tokens)) {
+      const Variant& v = variants_[variant];
+      e = {s_.memo.pass(),
+           variant,
+           rows,
+           tokens,
+           variant,
+           model_.item_us(spec_, coefficients_[v.config], v.row_tile, rows, tokens, v.heads)};
+    }
+    return pricer_.slot_us(e.us);
+  }
   double tile_cost(const Task& task, int variant, int tokens) {
     return item_us(variant, task.request_count * group_, tokens) / task.tiles;
   }
@@ -275,7 +166,6 @@ class Planner {
   double cost(int requests, int tokens) {
     return requests == 0 ? 0.0 : best_variant(requests * group_, tokens).second;
   }
-  double partial_us(int requests) const;
 
   void gather_requests(int node);
   void decide(int node, std::int32_t inherited_begin, std::int32_t inherited_pages,
@@ -311,10 +201,10 @@ class Planner {
   const std::vector<KernelConfig>& configs_;
   const std::vector<KernelCoefficients>& coefficients_;  // per config
   const std::vector<Variant>& variants_;
-  const std::vector<int>& unpacked_;  // per variant: the same kernel and row tile, one head
-  double slot_scale_ = 1;             // block slots per SM
-  int slots_ = 1;                     // block slots of the GPU
-  int group_ = 1;                     // query heads per KV head (kept: a division)
+  const std::vector<int>& unpacked_;   // per variant: the same kernel and row tile, one head
+  const autotune::StepPricer pricer_;  // a copy: item_us reads its slot scale on every call
+  const int slots_ = 1;                // block slots of the GPU (pricer_.slots())
+  int group_ = 1;                      // query heads per KV head (kept: a division)
   double max_whole_cost_ = 0;
   double unsplit_work_ = 0;  // summed item costs of the unsplit tasks, slot-us
   bool any_split_ = false;   // some task is in pieces or unpacked now

@@ -98,9 +98,9 @@ double IncrementalPlanner::Impl::item_cost(const planning::ReplanTask& t) {
   // Sibling leaves grow alike: the last answer usually serves.
   const CostKey key{t.config, t.row_tile, t.rows, t.heads, t.tiles, tokens};
   if (key == last_cost_key && have_last_cost) return last_cost;
-  last_cost = options.cost_model.item_us(spec, state.coefficients[t.config], t.row_tile, t.rows,
-                                         tokens, t.heads) *
-              state.slot_scale / t.tiles;
+  last_cost = state.pricer.slot_us(options.cost_model.item_us(
+                  spec, state.coefficients[t.config], t.row_tile, t.rows, tokens, t.heads)) /
+              t.tiles;
   last_cost_key = key;
   have_last_cost = true;
   return last_cost;
@@ -269,8 +269,8 @@ bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string&
       plan.sm_load_us[i] = static_cast<float>(state.slot_load[i]);
       busiest = std::max(busiest, state.slot_load[i]);
     }
-    plan.predicted_us = static_cast<float>(options.cost_model.step_us(
-        spec, static_cast<float>(busiest), state.merged, state.launches));
+    plan.predicted_us = static_cast<float>(
+        state.pricer.step_us(static_cast<float>(busiest), state.merged, state.launches));
     outcome = ReplanOutcome::kPatched;
     ++patched_plans;
   }
