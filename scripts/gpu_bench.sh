@@ -7,14 +7,22 @@
 #                                # Canopy's kernels for the chosen workloads
 #                                # compiled for sm_90 into
 #                                # build-gpu-bench/kernel-cache.tar.xz, the FlashInfer
-#                                # bundle copied into .peers/ if missing; prints the
-#                                # carry list and its size
+#                                # bundle copied into .peers/ if missing, FlashInfer's
+#                                # BatchAttention and xqa modules compiled ahead of time
+#                                # into .peers/fi_aot_extra.tar.xz if missing (needs
+#                                # $FI_PYTHON: a python with the full flashinfer-python
+#                                # 0.7.4 wheel and torch; bench/gpu/prebuild_flashinfer_extra.py);
+#                                # prints the carry list and its size
 #   scripts/gpu_bench.sh [run] [run_bench.py args]
 #                                # ON THE GPU MACHINE, from the repo root, with
 #                                # build-gpu-bench/ and .peers/ carried: installs the
 #                                # bundle into /tmp/site, runs the benchmark, then
 #                                # Nsight Compute's DRAM bytes, plots and the markdown
 #                                # table, all under $OUT; prints the table last
+#   scripts/gpu_bench.sh check-fi [check_fi_extra.py args]
+#                                # ON THE GPU MACHINE, with .peers/ carried: installs the
+#                                # bundle, then smoke-tests fi-batch-attention and fi-xqa
+#                                # alone (bench/gpu/check_fi_extra.py, ~1 minute)
 #
 # Environment: OUT (default ./device-out), WORKLOADS (comma list; default the
 # whole suite), METHODS, ITERS (50), DEADLINE_S (330: no workload starts after
@@ -24,7 +32,9 @@
 # the same at build time, with PREWARM_METHODS naming them, so their kernels
 # are prewarmed), FI_JIT (1 lets FlashInfer JIT-compile modules missing from the bundle,
 # minutes each; default: such a method fails at once), PEERS (the bundle to copy
-# at build time). Kernels are prewarmed for the H200 (sm_90, 132 SMs, 227 KB
+# at build time), FI_PYTHON (python3: the interpreter that builds the extra modules),
+# FI_AOT_EXTRA_DIR (build-fi-aot-extra: where they are compiled; kept so a
+# rebuild only adds what is missing). Kernels are prewarmed for the H200 (sm_90, 132 SMs, 227 KB
 # shared memory: canopy_capi.py's H200). Users without the bundle
 # install FlashInfer with `pip install flashinfer-python==0.7.4` and run
 # bench/gpu/run_bench.py directly (README "Benchmark", docs/benchmark.md).
@@ -33,6 +43,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 CARRY_BUILD=build-gpu-bench
 BUNDLE=.peers/flashinfer-0.7.4
+AOT_EXTRA=.peers/fi_aot_extra.tar.xz  # fi-batch-attention and fi-xqa's modules (sm_90a)
 
 if [[ "${1:-run}" == "build" ]]; then
   set -e
@@ -73,6 +84,23 @@ if [[ "${1:-run}" == "build" ]]; then
       echo "warning: no FlashInfer bundle found (set PEERS); FlashInfer methods will fail" >&2
     fi
   fi
+  # BatchAttention and xqa: compiled here for the suite's shapes (nvcc, no GPU).
+  if [[ ! -f "$AOT_EXTRA" ]]; then
+    fi_py=${FI_PYTHON:-python3}
+    if "$fi_py" -c 'import os, sys, torch, flashinfer
+sys.exit(not os.path.isdir(os.path.join(os.path.dirname(flashinfer.__file__), "data", "csrc", "xqa")))' \
+        >/dev/null 2>&1; then
+      mkdir -p .peers
+      FLASHINFER_CUDA_ARCH_LIST=9.0 MAX_JOBS=${JOBS:-2} nice -n 19 "$fi_py" \
+        bench/gpu/prebuild_flashinfer_extra.py "${FI_AOT_EXTRA_DIR:-build-fi-aot-extra}" \
+        --tar "$AOT_EXTRA" ||
+        echo "warning: some BatchAttention/xqa modules failed to build (see above)" >&2
+    else
+      echo "warning: no $AOT_EXTRA and $fi_py lacks the full flashinfer-python==0.7.4 wheel" \
+           "or torch (set FI_PYTHON): fi-batch-attention and fi-xqa will fail at once" \
+           "(FI_JIT=1 compiles them on the device instead, minutes each)" >&2
+    fi
+  fi
   echo
   echo "carry (the run tool's carry list): [\"$CARRY_BUILD\", \".peers\"]"
   du -sh "$CARRY_BUILD" .peers 2>/dev/null
@@ -80,7 +108,9 @@ if [[ "${1:-run}" == "build" ]]; then
     awk '{ printf "total %.1f MiB (limit 64 MiB)\n", $1 / 1048576 }'
   exit 0
 fi
+MODE=run
 [[ "${1:-}" == "run" ]] && shift
+[[ "${1:-}" == "check-fi" ]] && { MODE=check-fi; shift; }
 
 OUT=${OUT:-$ROOT/device-out}
 mkdir -p "$OUT"
@@ -89,7 +119,8 @@ echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
   --format=csv 2>&1 | tee "$OUT/device.txt"
 
-# 1. FlashInfer from the carried bundle (its README's three lines).
+# 1. FlashInfer from the carried bundle (its README's three lines), plus the
+#    BatchAttention/xqa modules built by 'build' (same AOT folder).
 SITE=/tmp/site
 if [[ -f "$BUNDLE/fi_aot.tar.xz" ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$BUNDLE"/*.whl \
@@ -101,8 +132,21 @@ if [[ -f "$BUNDLE/fi_aot.tar.xz" ]]; then
 else
   echo "warning: no $BUNDLE (carry .peers); using whatever FlashInfer python3 finds"
 fi
+if [[ ! -f "$AOT_EXTRA" ]]; then
+  echo "warning: no $AOT_EXTRA (scripts/gpu_bench.sh build makes it): fi-batch-attention" \
+       "and fi-xqa fail unless FI_JIT=1"
+elif [[ -d "$SITE/flashinfer" ]]; then
+  mkdir -p "$SITE/flashinfer/data/aot"
+  tar xJf "$AOT_EXTRA" -C "$SITE/flashinfer/data/aot" ||
+    echo "warning: unpacking the BatchAttention/xqa modules failed"
+fi
 export FLASHINFER_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 [[ "${FI_JIT:-0}" == 1 ]] || export FLASHINFER_DISABLE_JIT=1
+if [[ "$MODE" == check-fi ]]; then
+  echo "setup: $((SECONDS - T0)) s"
+  python3 bench/gpu/check_fi_extra.py "$@" 2>&1 | tee "$OUT/check_fi_extra.log"
+  exit "${PIPESTATUS[0]}"
+fi
 
 # 2. Canopy: the C API and its prewarmed kernels.
 export CANOPY_BENCH_CAPI=$ROOT/$CARRY_BUILD/lib/libcanopy_bench_capi.so

@@ -30,8 +30,13 @@ CASCADE_VARIANTS = {  # method name -> how its levels are cut (cascade_cuts)
     "fi-cascade-depth": "depth",  # one level per node depth of the prefix tree
 }
 FI_CASCADE, FI_BEST = "fi-cascade", "fi-best"  # derived: best correct variant / method
-ALL_METHODS = [CANOPY, BLIND, FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS)
-FI_METHODS = [FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS)
+# BatchAttention (persistent kernel) and xqa (TensorRT-LLM's decode kernel):
+# fi_extra_methods.py; a shape they cannot take is recorded as UNSUPPORTED.
+FI_BATCH_ATTENTION, FI_XQA = "fi-batch-attention", "fi-xqa"
+FI_EXTRA = [FI_BATCH_ATTENTION, FI_XQA]
+UNSUPPORTED = "UNSUPPORTED"
+ALL_METHODS = [CANOPY, BLIND, FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA
+FI_METHODS = [FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA
 CANOPY_METHODS = [CANOPY, BLIND]
 # Extra Canopy methods for sweeps: name -> planner options, from the environment
 # (inherited by worker processes), e.g.
@@ -426,6 +431,8 @@ def _cell(m, with_frac=True):
     st = m.get("status")
     if st == "FAIL":
         return "FAIL"
+    if st == UNSUPPORTED:
+        return "n/a"
     if st not in ("PASS",):
         return "ERR" if st == "ERROR" else (st or "-")
     t = m.get("median_us")
@@ -440,7 +447,7 @@ def _fmt(x, spec=".1f"):
 
 
 TABLE_COLUMNS = ["workload", "floor us", "canopy", "graph", "blind", "fi-decode",
-                 "fi-decode-tc", "fi-cascade", "fi-best", "vs fi"]
+                 "fi-decode-tc", "fi-cascade", "fi-batch-attn", "fi-xqa", "fi-best", "vs fi"]
 
 
 def table_rows(rows):
@@ -458,13 +465,16 @@ def table_rows(rows):
                      ("FAIL" if any(m.get(n, {}).get("status") == "FAIL" for n in CASCADE_VARIANTS)
                       else "-"))
         best = r.get(FI_BEST)
-        best_cell = f"{best['median_us']:.1f} ({best['frac_floor']:.3f})" if best else "-"
+        best_cell = (f"{best['median_us']:.1f} ({best['frac_floor']:.3f})"
+                     if best and best.get("frac_floor") is not None else
+                     f"{best['median_us']:.1f}" if best else "-")
         sp = r.get("speedup_vs_fi_best")
         floor = r.get("floor_us")
         floor_cell = (f"{floor:.1f}{'m' if r.get('floor_kind') == 'math' else ''}"
                       if _finite(floor) else "-")
         out.append([r.get("workload", "?"), floor_cell, _cell(c), graph, _cell(m.get(BLIND)),
-                    _cell(m.get(FI_DECODE)), _cell(m.get(FI_DECODE_TC)), casc_cell, best_cell,
+                    _cell(m.get(FI_DECODE)), _cell(m.get(FI_DECODE_TC)), casc_cell,
+                    _cell(m.get(FI_BATCH_ATTENTION)), _cell(m.get(FI_XQA)), best_cell,
                     f"{sp:.2f}x" if sp else "-"])
     return out
 
@@ -477,7 +487,8 @@ def summary_lines(summary):
             continue
         n = summary["workloads"] if scope == "all" else summary["sharing_workloads"]
         parts = []
-        for name in [CANOPY, "canopy-graph", BLIND, FI_DECODE, FI_DECODE_TC, FI_CASCADE, FI_BEST]:
+        for name in [CANOPY, "canopy-graph", BLIND, FI_DECODE, FI_DECODE_TC, FI_CASCADE,
+                     FI_BATCH_ATTENTION, FI_XQA, FI_BEST]:
             g = s["methods"].get(name, {})
             if g.get("geomean_frac_floor"):
                 parts.append(f"{name} {g['geomean_frac_floor']:.3f} (n={g['n']})")
@@ -498,7 +509,8 @@ def text_table(rows, summary=None):
     lines.insert(1, "-" * len(lines[0]))
     lines.append("cells: median us (fraction of floor); floor 'm' = math-bound; graph = Canopy "
                  "CUDA-graph replay us; vs fi = fi-best us / canopy us; FAIL = wrong output, "
-                 "ERR = did not run (see JSON)")
+                 "ERR = did not run (see JSON), n/a = a shape the method cannot take "
+                 "(JSON note)")
     if summary:
         lines += summary_lines(summary)
     return "\n".join(lines)
@@ -535,7 +547,7 @@ def markdown(results):
             m = r.get("methods", {}).get(name)
             if not m:
                 continue
-            note = m.get("error") or ""
+            note = m.get("error") or m.get("note") or ""
             if m.get("levels"):
                 note = f"{m['levels']} levels " + note
             note = note.replace("|", "/").replace("\n", " ")[:120]

@@ -28,6 +28,8 @@ SERIES = [  # (label, how to read a row's time, marker)
     ("fi-decode", lambda r: _t(r, L.FI_DECODE), "x"),
     ("fi-decode-tc", lambda r: _t(r, L.FI_DECODE_TC), "+"),
     ("fi-cascade (best variant)", lambda r: (r.get(L.FI_CASCADE) or {}).get("median_us"), "s"),
+    ("fi-batch-attention", lambda r: _t(r, L.FI_BATCH_ATTENTION), "^"),
+    ("fi-xqa", lambda r: _t(r, L.FI_XQA), "*"),
 ]
 
 

@@ -8,10 +8,13 @@
 
 Methods (the same inputs for all): canopy (prefix-aware, default planner
 options), canopy-blind (prefix_blind=true), fi-decode / fi-decode-tc
-(BatchDecodeWithPagedKVCacheWrapper, use_tensor_cores False / True) and
+(BatchDecodeWithPagedKVCacheWrapper, use_tensor_cores False / True),
 fi-cascade-2level / -root / -depth (MultiLevelCascadeAttentionWrapper with
-levels cut from the block tables' page trie); fi-cascade (the best correct
-variant) and fi-best (the best FlashInfer method) are derived.
+levels cut from the block tables' page trie), fi-batch-attention
+(BatchAttention, the persistent kernel) and fi-xqa (xqa, TensorRT-LLM's decode
+kernel; fi_extra_methods.py: a shape either cannot take is recorded as
+UNSUPPORTED with the reason); fi-cascade (the best correct variant) and
+fi-best (the best FlashInfer method) are derived.
 
 Other modes:
     --ncu                 run under `ncu --profile-from-start off`: each method once
@@ -45,6 +48,7 @@ sys.path.insert(0, HERE)
 
 import bench_logic as L  # noqa: E402
 import canopy_capi as C  # noqa: E402
+import fi_extra_methods as X  # noqa: E402  (fi-batch-attention, fi-xqa)
 
 DEFAULT_SUITE = os.path.join(ROOT, "bench", "workloads", "suite.json")
 CASCADE_ALIAS = "fi-cascade"
@@ -724,6 +728,8 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
                 raise RuntimeError(ctx["errors"].get("flashinfer", "FlashInfer unavailable"))
             if name in (L.FI_DECODE, L.FI_DECODE_TC):
                 m = FiDecode(name, ctx["fi"], wl, inp, ctx["fi_ws"])
+            elif name in X.METHODS:
+                m = X.make_method(name, ctx["fi"], wl, inp, DEV)
             else:
                 levels = cascade_cache[name]
                 if isinstance(levels, Exception):
@@ -780,6 +786,8 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
             elif res["launches_profiled"] not in (None, res["launches"]):
                 add_note(res, f"the plan says {res['launches']} launches, the profiler saw "
                               f"{res['launches_profiled']} kernels")
+    except X.NotSupported as e:  # a shape the method cannot take: recorded, not an error
+        res = {"status": X.UNSUPPORTED, "note": f"not supported: {e}"}
     except Exception as e:
         res["error"] = f"{phase}: {short_error(e)}"
         if phase in ("setup", "check", "time"):
@@ -904,7 +912,8 @@ def worker(cfg_path):
                 f"{res.get('median_us', float('nan')):10.1f} us  rel-L2 "
                 f"{res.get('rel_l2', float('nan')):.1e}" +
                 (f"  graph {res['graph_us']:.1f} us" if res.get("graph_us") else "") +
-                (f"  [{res['error'][:160]}]" if res.get("error") else ""))
+                (f"  [{res['error'][:160]}]" if res.get("error") else "") +
+                (f"  [{res['note'][:160]}]" if st == X.UNSUPPORTED else ""))
             if res.get("sticky"):
                 rec.write({"type": "sticky", "workload": wl.name, "method": name,
                            "error": res.get("error")})
@@ -1126,6 +1135,8 @@ def ncu_mode(args):
                     m = CanopyMethod(name, lib, runtime, wl, inp)
                 elif name in (L.FI_DECODE, L.FI_DECODE_TC):
                     m = FiDecode(name, fi, wl, inp, fi_ws)
+                elif name in X.METHODS:
+                    m = X.make_method(name, fi, wl, inp, DEV)
                 else:
                     lv = L.build_cascade_levels(wl.tables, L.CASCADE_VARIANTS[name], trie)
                     m = FiCascade(name, fi, wl, inp, fi_ws, lv)

@@ -2,10 +2,12 @@
 """Runs run_bench.py end to end on the CPU, for developers without a GPU.
 
 torch.cuda's events, streams, delay and graphs are replaced by CPU stand-ins,
-FlashInfer by a float32 torch emulation of the two 0.7.4 wrappers the benchmark
-uses (same signatures; it asserts the contracts the real ones rely on: every
-cascade level covers every query in contiguous non-empty groups, last page
-lengths in 1..page_size), and Canopy's run (which needs a GPU) by the
+FlashInfer by a float32 torch emulation of the 0.7.4 APIs the benchmark
+uses (the decode and cascade wrappers, BatchAttention and xqa; same signatures;
+it asserts the contracts the real ones rely on: every cascade level covers
+every query in contiguous non-empty groups, last page lengths in 1..page_size,
+BatchAttention's page counts and soft cap at run time, xqa's shapes, dtypes,
+page sizes and zeroed semaphores), and Canopy's run (which needs a GPU) by the
 reference, planned through the real C API. What this checks: the supervisor,
 worker, restarts, inputs, reference, cascade plumbing (sort, un-permute),
 correctness checks, timing loop, JSON and tables. What it cannot: anything
@@ -140,7 +142,88 @@ def make_fake_flashinfer():
 
     fi.BatchDecodeWithPagedKVCacheWrapper = BatchDecodeWithPagedKVCacheWrapper
     fi.MultiLevelCascadeAttentionWrapper = MultiLevelCascadeAttentionWrapper
+    fi.BatchAttention, fi.xqa = make_fake_batch_attention(), make_fake_xqa()
     return fi
+
+
+def make_fake_batch_attention():
+    """flashinfer.BatchAttention's contract (0.7.4): plan(qo_indptr, kv_indptr (pages),
+    kv_indices, kv_len_arr (tokens), heads, dims, page_size, ...), run(q, (k, v),
+    out, lse, logits_soft_cap=...) with the cap repeated at run time."""
+
+    class BatchAttention:
+        def __init__(self, kv_layout="NHD", device="cuda"):
+            assert kv_layout in ("NHD", "HND")
+            self.layout = kv_layout
+
+        def plan(self, qo_indptr, kv_indptr, kv_indices, kv_len_arr, num_qo_heads,
+                 num_kv_heads, head_dim_qk, head_dim_vo, page_size, causal=False,
+                 sm_scale=None, logits_soft_cap=None, q_data_type=None, kv_data_type=None,
+                 use_profiler=False):
+            import torch
+            for t in (qo_indptr, kv_indptr, kv_indices, kv_len_arr):
+                assert t.dtype == torch.int32
+            assert head_dim_qk == head_dim_vo <= 256 and num_qo_heads % num_kv_heads == 0
+            qo, ip, lens = qo_indptr.tolist(), kv_indptr.tolist(), kv_len_arr.tolist()
+            assert qo == list(range(len(lens) + 1)), "decode: one query per request"
+            assert len(ip) == len(lens) + 1 and ip[0] == 0 and ip[-1] == kv_indices.numel()
+            for r, n in enumerate(lens):
+                assert ip[r + 1] - ip[r] == -(-n // page_size), "pages != ceil(kv_len / page)"
+            self.t = (ip, kv_indices, lens, page_size)
+            self.scale = sm_scale or 1 / math.sqrt(head_dim_qk)
+            self.cap = logits_soft_cap or 0.0
+            self.dtype = q_data_type
+
+        def run(self, q, kv_cache, out=None, lse=None, k_scale=None, v_scale=None,
+                logits_soft_cap=0.0, profiler_buffer=None, kv_cache_sf=None):
+            assert q.dtype == self.dtype and (logits_soft_cap or 0.0) == self.cap, \
+                "the soft cap must be given to plan() and run() alike"
+            k, v = kv_cache
+            ip, idx, lens, p = self.t
+            out = out if out is not None else q.new_empty(q.shape)
+            for r in range(q.shape[0]):
+                pages = idx[ip[r]:ip[r + 1]]
+                o, s = _attention(q[r:r + 1], _gather(k, pages, lens[r], self.layout),
+                                  _gather(v, pages, lens[r], self.layout), self.scale, self.cap)
+                out[r] = o[0].to(out.dtype)
+                if lse is not None:
+                    lse[r] = s[0]
+            return out, lse
+
+    return BatchAttention
+
+
+def make_fake_xqa():
+    """flashinfer.xqa's contract (0.7.4, one-token decode): q and output
+    [batch, 1, Hq, D] of q's dtype, a dense int32 page table [batch, max pages],
+    uint32 seq_lens [batch, 1], page size 16/32/64/128, zeroed semaphores, Q*K^T
+    scaled by q_scale / sqrt(D), no soft cap."""
+
+    def xqa(q, k_cache, v_cache, page_table, seq_lens, output, workspace_buffer, semaphores,
+            num_kv_heads, page_size, sinks=None, q_scale=1.0, kv_scale=1.0, sliding_win_size=0,
+            kv_layout="NHD", sm_count=None, enable_pdl=None, rcp_out_scale=1.0, q_seq_len=1,
+            mask=None, **kwargs):
+        import torch
+        assert q.dim() == 4 and q.shape[1] == 1 and output.shape == q.shape
+        assert output.dtype == q.dtype == k_cache.dtype == v_cache.dtype
+        assert page_size in (16, 32, 64, 128) and kv_layout in ("NHD", "HND")
+        assert page_table.dtype == torch.int32 and page_table.shape[0] == q.shape[0]
+        assert seq_lens.shape == (q.shape[0], 1) and str(seq_lens.dtype) == "torch.uint32"
+        assert not bool(semaphores.view(torch.int32).any()), "semaphores must start zeroed"
+        assert workspace_buffer.dtype == torch.uint8
+        hk_dim = 2 if kv_layout == "NHD" else 1
+        assert k_cache.shape[hk_dim] == num_kv_heads and q.shape[2] % num_kv_heads == 0
+        lens = seq_lens.view(torch.int32).flatten().tolist()
+        d = q.shape[-1]
+        scale = float(q_scale) / math.sqrt(d)
+        for r, n in enumerate(lens):
+            assert n <= page_table.shape[1] * page_size
+            pages = page_table[r, :-(-n // page_size)]
+            o, _ = _attention(q[r, 0:1], _gather(k_cache, pages, n, kv_layout),
+                              _gather(v_cache, pages, n, kv_layout), scale, 0.0)
+            output[r, 0] = o[0].to(output.dtype)
+
+    return xqa
 
 
 def install(R=None):
