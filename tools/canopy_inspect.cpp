@@ -27,6 +27,7 @@
 #include "canopy/planner.hpp"
 #include "canopy/tree.hpp"
 #include "cli_args.hpp"
+#include "families/kernel_families.hpp"
 #include "generator/kernel_source.hpp"
 #include "runtime/jit/cubin_cache.hpp"
 #include "runtime/jit/cubin_resources.hpp"
@@ -411,7 +412,6 @@ int run_kernel(const std::vector<std::string>& argv) {
     throw UsageError("--emit cubin writes binary data: give --out FILE");
   }
   const canopy::KernelSpec spec = kernel_spec_from_args(args);
-  namespace gen = canopy::generator;
   if (emit == "source") {
     emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kSource));
     return 0;
@@ -424,7 +424,7 @@ int run_kernel(const std::vector<std::string>& argv) {
     emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kSummary));
     return 0;
   }
-  gen::validate_kernel_spec(spec);  // before creating a cache directory
+  canopy::families::validate_kernel_spec(spec);  // before creating a cache directory
   canopy::CubinCache cache(args.get("--cache-dir", ""));
   const canopy::CompiledKernel& k = cache.get(spec);
   if (emit == "cubin") {

@@ -11,7 +11,7 @@
 namespace canopy {
 
 /// Families of generated kernels. Each has one registry row
-/// (generator/kernel_families.hpp): templates, entry point, launch shape,
+/// (families/kernel_families.hpp): templates, entry point, launch shape,
 /// shared-memory layout and what it can implement.
 enum class KernelFamily : std::uint8_t {
   kFmaAttention,  ///< partial attention, FP32 FMA reference (sm_80+)
@@ -39,7 +39,7 @@ struct KernelConfig {
   bool operator==(const KernelConfig&) const = default;
 };
 /// Batch size, lengths and tree shape stay out: they are run-time data.
-/// `family` says which kernel (generator/kernel_families.hpp); partial
+/// `family` says which kernel (families/kernel_families.hpp); partial
 /// attention families (kFmaAttention, kMmaAttention) read `tile` (whose
 /// family equals this one). For kMergeStates, `merge_fan_in`
 /// (1..kMaxUnrolledFanIn) makes the number of partials a compile-time constant

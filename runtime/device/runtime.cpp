@@ -13,11 +13,11 @@
 
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
-#include "generator/kernel_source.hpp"
+#include "families/kernel_families.hpp"
 #include "runtime/device/device_buffer.hpp"
 #include "runtime/device/driver.hpp"
 #include "runtime/jit/cubin_cache.hpp"
-#include "templates/kernel_abi.cuh"
+#include "templates/common/kernel_abi.cuh"
 
 namespace canopy {
 namespace {
@@ -57,9 +57,9 @@ class ModuleRegistry {
     const CompiledKernel& compiled = cache.get(spec);
     LoadedKernel k;
     k.name = compiled.name.empty() ? spec.kernel_name() : compiled.name;
-    k.threads = compiled.threads > 0 ? compiled.threads : generator::kernel_threads(spec);
+    k.threads = compiled.threads > 0 ? compiled.threads : families::kernel_threads(spec);
     k.smem_bytes = compiled.smem_bytes;
-    k.rows_per_block = generator::merge_rows_per_block(spec);
+    k.rows_per_block = families::merge_rows_per_block(spec);
     check(k.smem_bytes <= dev.max_smem_optin, ErrorKind::kNotSupported,
           fmt::format("kernel {} needs {} bytes of shared memory per block; {} allows {}", k.name,
                       k.smem_bytes, dev.name, dev.max_smem_optin));
@@ -343,7 +343,7 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
       p.group = spec.num_qo_heads / spec.num_kv_heads;
       p.page_size = spec.page_size;
       p.page_shift = s->page_shift;
-      p.out_dtype = generator::dtype_code(spec.o_dtype);
+      p.out_dtype = families::dtype_code(spec.o_dtype);
       p.sm_scale = s->sm_scale;
       p.soft_cap = s->soft_cap;
       args[0] = &p;

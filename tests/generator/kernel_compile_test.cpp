@@ -15,7 +15,7 @@
 
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
-#include "generator/kernel_families.hpp"
+#include "families/kernel_families.hpp"
 #include "generator/kernel_source.hpp"
 #include "runtime/jit/elf_reader.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
@@ -54,7 +54,7 @@ std::vector<KernelSpec> partial_specs(Arch arch) {
             a.logits_soft_cap = soft_cap;
             for (const KernelConfig& c : shipped_kernel_configs(a)) {
               const KernelSpec k = partial_kernel_spec(a, c, arch);
-              if (generator::can_implement(k, arch).ok()) specs.push_back(k);
+              if (families::can_implement(k, arch).ok()) specs.push_back(k);
             }
           }
         }

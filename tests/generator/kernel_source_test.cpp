@@ -1,17 +1,20 @@
 // The generator's output: deterministic, self-contained, and consistent with
-// the launch facts the host uses (threads, shared memory).
+// the launch facts the host uses (threads, shared memory: the registry's).
 #include "generator/kernel_source.hpp"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "canopy/cost_model.hpp"
 #include "canopy/error.hpp"
 #include "canopy/planner.hpp"
+#include "families/kernel_families.hpp"
 
 namespace canopy::generator {
 namespace {
+
+using families::kernel_smem_bytes;
+using families::kernel_threads;
 
 KernelSpec partial_spec() {
   AttentionSpec a;
@@ -92,35 +95,6 @@ TEST(KernelSource, RejectsBadSpecsNamingTheField) {
   s = merge_spec();
   s.merge_fan_in = 17;
   expect_error(s, ErrorKind::kNotSupported, "merge_fan_in (17)");
-}
-
-TEST(KernelSource, LaunchShape) {
-  EXPECT_EQ(kernel_threads(partial_spec()), 128);
-  EXPECT_EQ(kernel_threads(merge_spec()), 128);
-  EXPECT_EQ(merge_rows_per_block(merge_spec()), 4);
-  EXPECT_EQ(kernel_smem_bytes(merge_spec()), 0);
-  // FMA hd128, q16, kv64, 2 stages: Q 4 KiB + O 8 KiB + m,l,alpha 192 B + scores 4 KiB + K,V 64
-  // KiB.
-  EXPECT_EQ(kernel_smem_bytes(fma_spec()), 4096 + 8192 + 192 + 4096 + 65536);
-  // mma hd128, q64, kv64, 4 warps, 3 stages: Q 16 KiB + K,V 96 KiB + (m, l) of 64 rows.
-  EXPECT_EQ(kernel_threads(partial_spec()), 128);
-  EXPECT_EQ(kernel_smem_bytes(partial_spec()), 16384 + 98304 + 512);
-}
-
-TEST(KernelSource, CostModelSharedMemoryIsTheGeneratorsAndDefaultsFitSm90) {
-  for (int head_dim : {64, 128, 256}) {
-    AttentionSpec a;
-    a.head_dim = head_dim;
-    for (const KernelConfig& c : shipped_kernel_configs(a)) {
-      const int bytes = kernel_smem_bytes(partial_kernel_spec(a, c, kSm90));
-      EXPECT_EQ(CostModel::smem_bytes(a, c), bytes);
-      EXPECT_LE(bytes, kSm90.max_smem_per_block()) << head_dim << " " << c.to_string();
-      // sm_80 (163 KiB) takes every shipped config but FMA hd256 x q64, which the planner drops.
-      if (!(head_dim == 256 && c.family == KernelFamily::kFmaAttention && c.tile_q == 64)) {
-        EXPECT_LE(bytes, kSm80.max_smem_per_block()) << head_dim << " " << c.to_string();
-      }
-    }
-  }
 }
 
 }  // namespace

@@ -1,15 +1,18 @@
-// The registry rows. Shared-memory sizes come from templates/kernel_layouts.cuh,
+// The registry rows. Shared-memory sizes come from templates/common/kernel_layouts.cuh,
 // the same constexpr functions the kernels carve their memory with.
-#include "generator/kernel_families.hpp"
+#include "families/kernel_families.hpp"
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
+#include <string>
+#include <string_view>
 
 #include "canopy/error.hpp"
-#include "generator/kernel_source.hpp"
-#include "templates/kernel_layouts.cuh"
+#include "templates/common/kernel_layouts.cuh"
 
-namespace canopy::generator {
+namespace canopy::families {
 namespace {
 
 bool is_half(DType t) { return t == DType::kF16 || t == DType::kBF16; }
@@ -154,11 +157,11 @@ std::vector<KernelConfig> no_configs(const AttentionSpec&) { return {}; }
 
 // ---- the table --------------------------------------------------------------
 
-constexpr std::string_view kFmaTemplates[] = {"kernel_layouts.cuh", "paged_kv.cuh",
-                                              "attention_fma.cuh"};
-constexpr std::string_view kMmaTemplates[] = {"kernel_layouts.cuh", "paged_kv.cuh",
-                                              "tensor_core.cuh", "attention_mma.cuh"};
-constexpr std::string_view kMergeTemplates[] = {"merge_states.cuh"};
+constexpr std::string_view kFmaTemplates[] = {"common/kernel_layouts.cuh", "common/paged_kv.cuh",
+                                              "sm80/attention_fma.cuh"};
+constexpr std::string_view kMmaTemplates[] = {"common/kernel_layouts.cuh", "common/paged_kv.cuh",
+                                              "sm80/tensor_core.cuh", "sm80/attention_mma.cuh"};
+constexpr std::string_view kMergeTemplates[] = {"common/merge_states.cuh"};
 
 const std::array<FamilyInfo, 3> kFamilies = {{
     {KernelFamily::kFmaAttention, "fma", kFmaTemplates, "canopy_dev::partial_attention_fma",
@@ -246,4 +249,45 @@ Verdict can_implement(const KernelSpec& spec, Arch arch) noexcept {
   return {Support::kWrongFamily, "family", static_cast<int>(spec.family), "a registered family"};
 }
 
-}  // namespace canopy::generator
+void validate_kernel_spec(const KernelSpec& s) {
+  const Verdict v = can_implement(s, s.arch);
+  if (v.ok()) return;
+  // Non-positive tile fields are malformed input; everything else is a
+  // well-formed spec that no kernel is generated for.
+  if (v.support == Support::kTileShape && std::string_view(v.field) == "tile") {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("kernel spec {}: tile fields must be positive, got {}", s.to_string(),
+                            s.tile.to_string()));
+  }
+  std::string value = std::to_string(v.value);
+  if (v.support == Support::kDtype) {
+    value = to_string(std::string_view(v.field) == "q_dtype" ? s.q_dtype : s.kv_dtype);
+  } else if (v.support == Support::kArchTooOld) {
+    value = fmt::format("sm_{}", v.value);
+  }
+  throw Error(
+      ErrorKind::kNotSupported,
+      fmt::format("kernel spec {}: {} ({}) must be {} ({} family: {})", s.to_string(), v.field,
+                  value, v.rule, family_info(s.family).name, to_string(v.support)));
+}
+
+int kernel_threads(const KernelSpec& s) { return family_info(s.family).threads(s); }
+
+int kernel_smem_bytes(const KernelSpec& s) { return family_info(s.family).smem_bytes(s); }
+
+int merge_rows_per_block(const KernelSpec& s) { return s.is_merge() ? kernel_threads(s) / 32 : 1; }
+
+int dtype_code(DType t) {
+  // Matches canopy_dev::kDtF16 / kDtBF16 / kDtF32 in templates/common/device_common.cuh.
+  switch (t) {
+    case DType::kF16:
+      return 0;
+    case DType::kBF16:
+      return 1;
+    case DType::kF32:
+      return 2;
+  }
+  return -1;
+}
+
+}  // namespace canopy::families

@@ -23,10 +23,10 @@
 // table (16-byte chunks, any page size).
 #pragma once
 
-#include "device_common.cuh"
-#include "kernel_abi.cuh"
-#include "kernel_layouts.cuh"
-#include "paged_kv.cuh"
+#include "../common/device_common.cuh"
+#include "../common/kernel_abi.cuh"
+#include "../common/kernel_layouts.cuh"
+#include "../common/paged_kv.cuh"
 #include "tensor_core.cuh"
 
 namespace canopy_dev {

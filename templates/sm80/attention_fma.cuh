@@ -13,10 +13,10 @@
 // the tensor-core family (attention_mma.cuh) is measured and tested against.
 #pragma once
 
-#include "device_common.cuh"
-#include "kernel_abi.cuh"
-#include "kernel_layouts.cuh"
-#include "paged_kv.cuh"
+#include "../common/device_common.cuh"
+#include "../common/kernel_abi.cuh"
+#include "../common/kernel_layouts.cuh"
+#include "../common/paged_kv.cuh"
 
 namespace canopy_dev {
 

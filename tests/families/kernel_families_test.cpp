@@ -1,17 +1,18 @@
 // The kernel family registry: one row per family, can_implement verdicts
 // naming the field, row tiles and head packs per config, occupancy.
-#include "generator/kernel_families.hpp"
+#include "families/kernel_families.hpp"
 
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
+#include "canopy/cost_model.hpp"
 #include "canopy/error.hpp"
 #include "canopy/planner.hpp"
 #include "generator/embedded_templates.hpp"
 
-namespace canopy::generator {
+namespace canopy::families {
 namespace {
 
 const KernelConfig kGeneral = KernelConfig::parse("mma_q64_kv64_w4_s3");
@@ -44,7 +45,7 @@ TEST(KernelFamilies, EveryFamilyHasOneRow) {
     EXPECT_EQ(info.family, f);
     EXPECT_STREQ(info.name, to_string(f));
     EXPECT_FALSE(info.templates.empty()) << info.name;
-    for (std::string_view t : info.templates) EXPECT_TRUE(has_template(t)) << t;
+    for (std::string_view t : info.templates) EXPECT_TRUE(generator::has_template(t)) << t;
     EXPECT_NE(std::string(info.device_entry).find("canopy_dev::"), std::string::npos);
     EXPECT_NE(std::string(info.params_type).find("canopy_abi::"), std::string::npos);
   }
@@ -183,5 +184,38 @@ TEST(KernelFamilies, BlocksPerSm) {
   EXPECT_EQ(blocks_per_sm(mma_spec(256, 64, 64, 4, 4), kSm90), 1);
 }
 
+TEST(KernelFamilies, LaunchShape) {
+  const KernelSpec mma = mma_spec(128, 64, 64, 4, 3);
+  const KernelSpec fma = partial_kernel_spec(spec_with_head_dim(128),
+                                             {KernelFamily::kFmaAttention, 16, 64, 4, 2}, kSm90);
+  const KernelSpec merge = merge_kernel_spec(spec_with_head_dim(128), 4, kSm90);
+  EXPECT_EQ(kernel_threads(mma), 128);
+  EXPECT_EQ(kernel_threads(merge), 128);
+  EXPECT_EQ(merge_rows_per_block(merge), 4);
+  EXPECT_EQ(merge_rows_per_block(mma), 1);
+  EXPECT_EQ(kernel_smem_bytes(merge), 0);
+  // FMA hd128, q16, kv64, 2 stages: Q 4 KiB + O 8 KiB + m,l,alpha 192 B + scores 4 KiB + K,V 64
+  // KiB.
+  EXPECT_EQ(kernel_smem_bytes(fma), 4096 + 8192 + 192 + 4096 + 65536);
+  // mma hd128, q64, kv64, 4 warps, 3 stages: Q 16 KiB + K,V 96 KiB + (m, l) of 64 rows.
+  EXPECT_EQ(kernel_smem_bytes(mma), 16384 + 98304 + 512);
+}
+
+TEST(KernelFamilies, CostModelSharedMemoryIsTheRegistrysAndDefaultsFitSm90) {
+  for (int head_dim : {64, 128, 256}) {
+    AttentionSpec a;
+    a.head_dim = head_dim;
+    for (const KernelConfig& c : shipped_kernel_configs(a)) {
+      const int bytes = kernel_smem_bytes(partial_kernel_spec(a, c, kSm90));
+      EXPECT_EQ(CostModel::smem_bytes(a, c), bytes);
+      EXPECT_LE(bytes, kSm90.max_smem_per_block()) << head_dim << " " << c.to_string();
+      // sm_80 (163 KiB) takes every shipped config but FMA hd256 x q64, which the planner drops.
+      if (!(head_dim == 256 && c.family == KernelFamily::kFmaAttention && c.tile_q == 64)) {
+        EXPECT_LE(bytes, kSm80.max_smem_per_block()) << head_dim << " " << c.to_string();
+      }
+    }
+  }
+}
+
 }  // namespace
-}  // namespace canopy::generator
+}  // namespace canopy::families
