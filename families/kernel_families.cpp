@@ -1,5 +1,6 @@
-// The registry rows. Shared-memory sizes come from templates/common/kernel_layouts.cuh,
-// the same constexpr functions the kernels carve their memory with.
+// The registry rows. Shared-memory sizes and register caps come from
+// templates/common/kernel_layouts.cuh, the same constexpr functions the
+// kernels carve their memory with and the generator's __launch_bounds__ use.
 #include "families/kernel_families.hpp"
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 #include <string_view>
 
 #include "canopy/error.hpp"
+#include "templates/common/kernel_abi.cuh"
 #include "templates/common/kernel_layouts.cuh"
 
 namespace canopy::families {
@@ -47,8 +49,7 @@ std::vector<int> fma_row_tiles(int, const KernelConfig& c) { return {c.tile_q}; 
 
 int no_head_pack(const AttentionSpec&, const KernelConfig&, int) { return 1; }
 
-// ptxas on sm_90: the FMA reference keeps O in shared memory.
-int fma_registers(const KernelSpec&) { return 128; }
+int fma_registers(const KernelSpec& s) { return canopy_abi::fma_max_registers(s.head_dim); }
 
 std::vector<KernelConfig> fma_configs(const AttentionSpec& spec) {
   // The reference: a narrow and a wide tile, chosen per task by the cost model.
@@ -122,10 +123,7 @@ int mma_head_pack(const AttentionSpec& spec, const KernelConfig& c, int row_tile
   return narrow && spec.head_dim <= 128 ? c.warps : 1;
 }
 
-// ptxas on sm_90 (perf notes): 128-130 / 228-242 / 255 for head dim 64 / 128 / 256.
-int mma_registers(const KernelSpec& s) {
-  return s.head_dim <= 64 ? 136 : (s.head_dim <= 128 ? 248 : 256);
-}
+int mma_registers(const KernelSpec& s) { return canopy_abi::mma_max_registers(s.head_dim); }
 
 std::vector<KernelConfig> mma_configs(const AttentionSpec& spec) {
   // The general kernel: four warps, rows 16 (and head packs) / 32 / 64 by
@@ -142,7 +140,7 @@ std::vector<KernelConfig> mma_configs(const AttentionSpec& spec) {
 constexpr int kMergeThreads = 128;  // 4 warps, one output row each
 
 int merge_threads(const KernelSpec&) { return kMergeThreads; }
-int merge_registers(const KernelSpec&) { return 56; }  // ptxas: 55
+int merge_registers(const KernelSpec& s) { return canopy_abi::merge_max_registers(s.head_dim); }
 int no_smem(const KernelSpec&) { return 0; }
 
 Verdict merge_can_implement(const KernelSpec& s, Arch) noexcept {
@@ -161,19 +159,63 @@ constexpr std::string_view kFmaTemplates[] = {"common/kernel_layouts.cuh", "comm
                                               "sm80/attention_fma.cuh"};
 constexpr std::string_view kMmaTemplates[] = {"common/kernel_layouts.cuh", "common/paged_kv.cuh",
                                               "sm80/tensor_core.cuh", "sm80/attention_mma.cuh"};
-constexpr std::string_view kMergeTemplates[] = {"common/merge_states.cuh"};
+constexpr std::string_view kMergeTemplates[] = {"common/kernel_layouts.cuh",
+                                                "common/merge_states.cuh"};
 
 const std::array<FamilyInfo, 3> kFamilies = {{
-    {KernelFamily::kFmaAttention, "fma", kFmaTemplates, "canopy_dev::partial_attention_fma",
-     "canopy_abi::PartialParams", block_threads, fma_smem, fma_can_implement, fma_row_tiles,
-     fma_configs, no_head_pack, fma_registers},
-    {KernelFamily::kMmaAttention, "mma", kMmaTemplates, "canopy_dev::partial_attention_mma",
-     "canopy_abi::PartialParams", block_threads, mma_smem, mma_can_implement, mma_row_tiles,
-     mma_configs, mma_head_pack, mma_registers},
-    {KernelFamily::kMergeStates, "merge", kMergeTemplates, "canopy_dev::merge_states",
-     "canopy_abi::MergeParams", merge_threads, no_smem, merge_can_implement, no_row_tiles,
-     no_configs, no_head_pack, merge_registers},
+    {.family = KernelFamily::kFmaAttention,
+     .name = "fma",
+     .min_arch = kSm80,  // cp.async, bf16 conversions
+     .needs_arch_specific = false,
+     .instruction = Instruction::kFma,
+     .params = ParamsBlock::kPartial,
+     .templates = kFmaTemplates,
+     .device_entry = "canopy_dev::partial_attention_fma",
+     .threads = block_threads,
+     .smem_bytes = fma_smem,
+     .max_registers = fma_registers,
+     .can_implement = fma_can_implement,
+     .row_tiles = fma_row_tiles,
+     .shipped_configs = fma_configs,
+     .head_pack = no_head_pack},
+    {.family = KernelFamily::kMmaAttention,
+     .name = "mma",
+     .min_arch = kSm80,  // cp.async, ldmatrix, mma.sync m16n8k16 with bf16
+     .needs_arch_specific = false,
+     .instruction = Instruction::kMmaSync,
+     .params = ParamsBlock::kPartial,
+     .templates = kMmaTemplates,
+     .device_entry = "canopy_dev::partial_attention_mma",
+     .threads = block_threads,
+     .smem_bytes = mma_smem,
+     .max_registers = mma_registers,
+     .can_implement = mma_can_implement,
+     .row_tiles = mma_row_tiles,
+     .shipped_configs = mma_configs,
+     .head_pack = mma_head_pack},
+    {.family = KernelFamily::kMergeStates,
+     .name = "merge",
+     .min_arch = kSm80,  // bf16 conversions
+     .needs_arch_specific = false,
+     .instruction = Instruction::kNone,
+     .params = ParamsBlock::kMerge,
+     .templates = kMergeTemplates,
+     .device_entry = "canopy_dev::merge_states",
+     .threads = merge_threads,
+     .smem_bytes = no_smem,
+     .max_registers = merge_registers,
+     .can_implement = merge_can_implement,
+     .row_tiles = no_row_tiles,
+     .shipped_configs = no_configs,
+     .head_pack = no_head_pack},
 }};
+
+const FamilyInfo* find_family(KernelFamily family) noexcept {
+  for (const FamilyInfo& f : kFamilies) {
+    if (f.family == family) return &f;
+  }
+  return nullptr;
+}
 
 }  // namespace
 
@@ -197,37 +239,81 @@ const char* to_string(Support s) noexcept {
   return "unknown";
 }
 
-const FamilyInfo& family_info(KernelFamily family) {
-  for (const FamilyInfo& f : kFamilies) {
-    if (f.family == family) return f;
+const char* to_string(Instruction i) noexcept {
+  switch (i) {
+    case Instruction::kNone:
+      return "none";
+    case Instruction::kFma:
+      return "fma";
+    case Instruction::kMmaSync:
+      return "mma.sync";
+    case Instruction::kWgmma:
+      return "wgmma";
   }
+  return "unknown";
+}
+
+bool has_instruction(Arch arch, Instruction i) noexcept {
+  switch (i) {
+    case Instruction::kNone:
+    case Instruction::kFma:
+      return true;
+    case Instruction::kMmaSync:
+      return arch.has_mma();
+    case Instruction::kWgmma:
+      return arch.has_wgmma();
+  }
+  return false;
+}
+
+const FamilyInfo& family_info(KernelFamily family) {
+  if (const FamilyInfo* f = find_family(family)) return *f;
   throw Error(ErrorKind::kInvalidArgument,
               fmt::format("unknown kernel family {}", static_cast<int>(family)));
 }
 
 std::span<const FamilyInfo> all_families() { return kFamilies; }
 
-int blocks_per_sm(const KernelSpec& spec, Arch arch) {
-  const FamilyInfo& f = family_info(spec.family);
-  const int threads = f.threads(spec);
-  // Registers are allocated per warp in units of 256 (8 per thread).
-  const int regs_per_warp = (f.registers(spec) + 7) / 8 * 8 * 32;
-  const int by_regs = arch.registers_per_sm() / (regs_per_warp * ((threads + 31) / 32));
-  const int by_smem =
-      arch.max_smem_per_sm() / (f.smem_bytes(spec) + arch.reserved_smem_per_block());
-  const int by_threads = arch.max_threads_per_sm() / threads;
-  return std::max(1, std::min({by_regs, by_smem, by_threads, arch.max_blocks_per_sm()}));
+bool is_partial_family(KernelFamily f) { return family_info(f).params == ParamsBlock::kPartial; }
+
+Arch kernel_arch(const FamilyInfo& f, Arch device) noexcept {
+  return f.needs_arch_specific && device.same_sm(f.min_arch) ? device.specific() : device;
+}
+
+Arch kernel_arch(KernelFamily family, Arch device) noexcept {
+  const FamilyInfo* f = find_family(family);
+  return f != nullptr ? kernel_arch(*f, device) : device;
+}
+
+Verdict check_arch(const FamilyInfo& f, Arch arch) noexcept {
+  const int sm = arch.major * 10 + arch.minor;
+  if (!arch.at_least(f.min_arch)) {
+    return {Support::kArchTooOld, "arch", sm,
+            "at least the family's minimum arch (FamilyInfo::min_arch)"};
+  }
+  if (f.needs_arch_specific && !(arch.arch_specific && arch.same_sm(f.min_arch))) {
+    return {Support::kArchTooOld, "arch", sm,
+            "the arch-specific (`a`) target of the family's min_arch, e.g. sm_90a: its "
+            "instructions run on no other arch"};
+  }
+  if (!has_instruction(arch, f.instruction)) {
+    return {Support::kArchTooOld, "arch", sm,
+            "an arch with the family's instructions (FamilyInfo::instruction)"};
+  }
+  return {};
 }
 
 Verdict can_implement(const KernelSpec& spec, Arch arch) noexcept {
-  // cp.async, bf16 conversions and mma.sync m16n8k16 all need sm_80.
-  if (!arch.has_cp_async() || !arch.has_mma()) {
-    return {Support::kArchTooOld, "arch", arch.major * 10 + arch.minor, "sm_80 or newer"};
+  const FamilyInfo* f = find_family(spec.family);
+  if (f == nullptr) {
+    return {Support::kWrongFamily, "family", static_cast<int>(spec.family), "a registered family"};
   }
+  // The row's requirements, as data.
+  if (const Verdict v = check_arch(*f, arch); !v.ok()) return v;
   if (!is_supported_head_dim(spec.head_dim)) {
     return {Support::kHeadDim, "head_dim", spec.head_dim, "64, 128 or 256"};
   }
-  if (is_partial_family(spec.family)) {
+  if (f->params == ParamsBlock::kPartial) {
     const KernelConfig& t = spec.tile;
     if (t.family != spec.family) {
       return {Support::kWrongFamily, "tile family", static_cast<int>(t.family),
@@ -243,10 +329,17 @@ Verdict can_implement(const KernelSpec& spec, Arch arch) noexcept {
       return {Support::kTileShape, "tile", 0, "positive fields"};
     }
   }
-  for (const FamilyInfo& f : kFamilies) {
-    if (f.family == spec.family) return f.can_implement(spec, arch);
+  return f->can_implement(spec, arch);
+}
+
+Verdict can_implement(const KernelSpec& spec) noexcept { return can_implement(spec, spec.arch); }
+
+std::string arch_requirement(const FamilyInfo& f) {
+  if (f.needs_arch_specific) {
+    return fmt::format("{} (the arch-specific target: {} runs on no other arch)",
+                       f.min_arch.specific().to_string(), to_string(f.instruction));
   }
-  return {Support::kWrongFamily, "family", static_cast<int>(spec.family), "a registered family"};
+  return f.min_arch.to_string() + " or newer";
 }
 
 void validate_kernel_spec(const KernelSpec& s) {
@@ -260,32 +353,41 @@ void validate_kernel_spec(const KernelSpec& s) {
                             s.tile.to_string()));
   }
   std::string value = std::to_string(v.value);
+  std::string rule = v.rule;
   if (v.support == Support::kDtype) {
     value = to_string(std::string_view(v.field) == "q_dtype" ? s.q_dtype : s.kv_dtype);
   } else if (v.support == Support::kArchTooOld) {
-    value = fmt::format("sm_{}", v.value);
+    value = s.arch.to_string();
+    rule = arch_requirement(family_info(s.family));
   }
-  throw Error(
-      ErrorKind::kNotSupported,
-      fmt::format("kernel spec {}: {} ({}) must be {} ({} family: {})", s.to_string(), v.field,
-                  value, v.rule, family_info(s.family).name, to_string(v.support)));
+  throw Error(ErrorKind::kNotSupported,
+              fmt::format("kernel spec {}: {} ({}) must be {} ({} family: {})", s.to_string(),
+                          v.field, value, rule, family_info(s.family).name, to_string(v.support)));
 }
 
 int kernel_threads(const KernelSpec& s) { return family_info(s.family).threads(s); }
 
 int kernel_smem_bytes(const KernelSpec& s) { return family_info(s.family).smem_bytes(s); }
 
-int merge_rows_per_block(const KernelSpec& s) { return s.is_merge() ? kernel_threads(s) / 32 : 1; }
+int kernel_max_registers(const KernelSpec& s) { return family_info(s.family).max_registers(s); }
+
+int min_blocks_per_sm(const KernelSpec& s) {
+  return std::max(1, canopy_abi::blocks_by_registers(kernel_max_registers(s), kernel_threads(s)));
+}
+
+int merge_rows_per_block(const KernelSpec& s) {
+  // One warp per merge entry; a partial kernel's block runs one work item.
+  return family_info(s.family).params == ParamsBlock::kMerge ? kernel_threads(s) / 32 : 1;
+}
 
 int dtype_code(DType t) {
-  // Matches canopy_dev::kDtF16 / kDtBF16 / kDtF32 in templates/common/device_common.cuh.
   switch (t) {
     case DType::kF16:
-      return 0;
+      return canopy_abi::kDtF16;
     case DType::kBF16:
-      return 1;
+      return canopy_abi::kDtBF16;
     case DType::kF32:
-      return 2;
+      return canopy_abi::kDtF32;
   }
   return -1;
 }

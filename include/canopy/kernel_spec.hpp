@@ -69,7 +69,10 @@ struct KernelSpec {
 
 inline constexpr int kMaxUnrolledFanIn = 16;
 
-/// The partial-attention spec for one of a plan's configs, and its merge spec.
+/// The partial-attention spec for one of a plan's configs, and its merge spec,
+/// for a device of arch `arch`: the spec's arch is the target a kernel of its
+/// family compiles for there (the device's, or its arch-specific `a` target
+/// for a family that needs one, e.g. sm_90 -> sm_90a).
 KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, Arch arch);
 KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, Arch arch);
 

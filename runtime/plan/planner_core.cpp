@@ -16,6 +16,7 @@
 #include "canopy/kernel_spec.hpp"
 #include "core/ceil_div.hpp"
 #include "families/kernel_families.hpp"
+#include "families/occupancy.hpp"
 
 namespace canopy::planning {
 
@@ -36,7 +37,7 @@ void PlannerSetup::build(const AttentionSpec& spec, const PlannerOptions& opt) {
     // Defaults the device cannot take (shared memory) are dropped.
     configs = default_kernel_configs(spec);
     std::erase_if(configs, [&](const KernelConfig& c) {
-      return !families::can_implement(partial_kernel_spec(spec, c, arch), arch).ok() ||
+      return !families::can_implement(partial_kernel_spec(spec, c, arch)).ok() ||
              !model.fits(spec, c);
     });
   } else {
@@ -46,7 +47,7 @@ void PlannerSetup::build(const AttentionSpec& spec, const PlannerOptions& opt) {
     std::string skipped;
     for (const KernelConfig& c : opt.candidates) {
       const KernelSpec k = partial_kernel_spec(spec, c, arch);
-      const families::Verdict v = families::can_implement(k, arch);
+      const families::Verdict v = families::can_implement(k);
       if (v.support != families::Support::kSharedMemory) families::validate_kernel_spec(k);
       if (v.ok() && model.fits(spec, c)) {
         configs.push_back(c);
