@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "generator/kernel_families.hpp"
+#include "families/occupancy.hpp"
 
 namespace canopy::autotune {
 
@@ -32,7 +32,7 @@ void StepPricer::init(const AttentionSpec& spec, const GpuCoefficients& gpu, int
 }
 
 int StepPricer::blocks_per_sm(const AttentionSpec& spec, const KernelConfig& config, Arch arch) {
-  return generator::blocks_per_sm(partial_kernel_spec(spec, config, arch), arch);
+  return families::blocks_per_sm(partial_kernel_spec(spec, config, arch), arch);
 }
 
 int StepPricer::blocks_per_sm(const AttentionSpec& spec, std::span<const KernelConfig> configs,

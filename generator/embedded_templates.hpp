@@ -1,4 +1,4 @@
-// The text of templates/*.cuh, compiled into the library.
+// The text of templates/**/*.cuh, compiled into the library.
 #pragma once
 
 #include <string_view>
@@ -7,7 +7,7 @@
 namespace canopy::generator {
 
 struct EmbeddedTemplate {
-  std::string_view name;  ///< file name, e.g. "attention_mma.cuh"
+  std::string_view name;  ///< path under templates/, e.g. "sm80/attention_mma.cuh"
   std::string_view text;
 };
 

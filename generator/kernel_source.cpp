@@ -4,32 +4,73 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <string_view>
+#include <vector>
 
 #include "canopy/error.hpp"
+#include "families/kernel_families.hpp"
 #include "generator/embedded_templates.hpp"
-#include "generator/kernel_families.hpp"
 
 namespace canopy::generator {
-
-int dtype_code(DType t) {
-  // Matches canopy_dev::kDtF16 / kDtBF16 / kDtF32 in templates/device_common.cuh.
-  switch (t) {
-    case DType::kF16:
-      return 0;
-    case DType::kBF16:
-      return 1;
-    case DType::kF32:
-      return 2;
-  }
-  return -1;
-}
-
 namespace {
 
-/// A template's text without `#pragma once` and without the quoted includes
-/// the generator inlines itself; any other include is a bug in the template.
-std::string strip_template(std::string_view name) {
+using families::family_info;
+using families::FamilyInfo;
+using families::kernel_max_registers;
+using families::kernel_smem_bytes;
+using families::kernel_threads;
+using families::min_blocks_per_sm;
+
+/// The C++ type of a parameter block (templates/common/kernel_abi.cuh).
+const char* params_type(families::ParamsBlock block) {
+  switch (block) {
+    case families::ParamsBlock::kPartial:
+      return "canopy_abi::PartialParams";
+    case families::ParamsBlock::kMerge:
+      return "canopy_abi::MergeParams";
+  }
+  throw Error(ErrorKind::kInvalidArgument,
+              fmt::format("unknown parameter block {}", static_cast<int>(block)));
+}
+
+/// The embedded name `target` means when template `from` includes it: a
+/// path relative to `from`'s folder ("sm80/attention_mma.cuh" including
+/// "../common/paged_kv.cuh" means "common/paged_kv.cuh"), as a compiler
+/// would resolve it next to the file.
+std::string resolve_include(std::string_view from, std::string_view target) {
+  std::vector<std::string_view> parts;
+  auto push_path = [&parts](std::string_view path) {
+    std::size_t pos = 0;
+    while (pos <= path.size()) {
+      std::size_t end = path.find('/', pos);
+      if (end == std::string_view::npos) end = path.size();
+      const std::string_view part = path.substr(pos, end - pos);
+      pos = end + 1;
+      if (part.empty() || part == ".") continue;
+      if (part == ".." && !parts.empty() && parts.back() != "..") {
+        parts.pop_back();
+      } else {
+        parts.push_back(part);
+      }
+    }
+  };
+  const std::size_t slash = from.rfind('/');
+  if (slash != std::string_view::npos) push_path(from.substr(0, slash));
+  push_path(target);
+  std::string out;
+  for (std::string_view part : parts) {
+    if (!out.empty()) out.push_back('/');
+    out.append(part);
+  }
+  return out;
+}
+
+/// A template's text without `#pragma once` and without its quoted includes
+/// of other templates, which the generator inlines itself in the family's
+/// order: each must be one of `inlined` (the templates before it). Any other
+/// include is a bug in the template (NVRTC gets no include paths).
+std::string strip_template(std::string_view name, const std::vector<std::string_view>& inlined) {
   std::string_view text = template_text(name);
   std::string out;
   std::size_t pos = 0;
@@ -40,13 +81,17 @@ std::string strip_template(std::string_view name) {
     pos = end + 1;
     if (line.starts_with("#pragma once")) continue;
     if (line.starts_with("#include")) {
-      // Quoted includes of other templates are inlined by the generator in
-      // the family's order; anything else would need include paths.
       const std::size_t open = line.find('"');
       const std::size_t close = line.rfind('"');
-      if (open != std::string_view::npos && close > open &&
-          has_template(line.substr(open + 1, close - open - 1))) {
-        continue;
+      if (open != std::string_view::npos && close > open) {
+        const std::string target = resolve_include(name, line.substr(open + 1, close - open - 1));
+        if (std::find(inlined.begin(), inlined.end(), target) != inlined.end()) continue;
+        if (has_template(target)) {
+          throw Error(ErrorKind::kNotSupported,
+                      fmt::format("template {} includes {}, which its family's template list "
+                                  "(families/kernel_families.cpp) does not put before it",
+                                  name, target));
+        }
       }
       throw Error(
           ErrorKind::kNotSupported,
@@ -77,62 +122,44 @@ std::string constants_struct(const KernelSpec& s) {
       "  static constexpr bool kWithLse = {};\n"
       "  static constexpr int kMergeFanIn = {};\n"
       "  static constexpr int kSmemBytes = {};\n"
+      "  static constexpr int kMaxRegisters = {};\n"
+      "  static constexpr int kMinBlocksPerSm = {};\n"
       "}};\n",
       s.head_dim, partial ? s.tile.tile_q : 0, partial ? s.tile.tile_kv : 0, kernel_threads(s) / 32,
-      partial ? s.tile.stages : 0, kernel_threads(s), dtype_code(s.q_dtype), to_string(s.q_dtype),
-      dtype_code(s.kv_dtype), to_string(s.kv_dtype), dtype_code(s.o_dtype), to_string(s.o_dtype),
-      s.kv_layout == KvLayout::kHND, to_string(s.kv_layout), s.soft_cap, s.with_lse, s.merge_fan_in,
-      kernel_smem_bytes(s));
+      partial ? s.tile.stages : 0, kernel_threads(s), families::dtype_code(s.q_dtype),
+      to_string(s.q_dtype), families::dtype_code(s.kv_dtype), to_string(s.kv_dtype),
+      families::dtype_code(s.o_dtype), to_string(s.o_dtype), s.kv_layout == KvLayout::kHND,
+      to_string(s.kv_layout), s.soft_cap, s.with_lse, s.merge_fan_in, kernel_smem_bytes(s),
+      kernel_max_registers(s), min_blocks_per_sm(s));
 }
 
 }  // namespace
 
-void validate_kernel_spec(const KernelSpec& s) {
-  const Verdict v = can_implement(s, s.arch);
-  if (v.ok()) return;
-  // Non-positive tile fields are malformed input; everything else is a
-  // well-formed spec that no kernel is generated for.
-  if (v.support == Support::kTileShape && std::string_view(v.field) == "tile") {
-    throw Error(ErrorKind::kInvalidArgument,
-                fmt::format("kernel spec {}: tile fields must be positive, got {}", s.to_string(),
-                            s.tile.to_string()));
-  }
-  std::string value = std::to_string(v.value);
-  if (v.support == Support::kDtype) {
-    value = to_string(std::string_view(v.field) == "q_dtype" ? s.q_dtype : s.kv_dtype);
-  } else if (v.support == Support::kArchTooOld) {
-    value = fmt::format("sm_{}", v.value);
-  }
-  throw Error(
-      ErrorKind::kNotSupported,
-      fmt::format("kernel spec {}: {} ({}) must be {} ({} family: {})", s.to_string(), v.field,
-                  value, v.rule, family_info(s.family).name, to_string(v.support)));
-}
-
-int kernel_threads(const KernelSpec& s) { return family_info(s.family).threads(s); }
-
-int kernel_smem_bytes(const KernelSpec& s) { return family_info(s.family).smem_bytes(s); }
-
-int merge_rows_per_block(const KernelSpec& s) { return s.is_merge() ? kernel_threads(s) / 32 : 1; }
-
 std::string generate_kernel_source(const KernelSpec& s) {
-  validate_kernel_spec(s);
+  families::validate_kernel_spec(s);
   const FamilyInfo& family = family_info(s.family);
   std::string src = fmt::format("// {}: generated by Canopy, do not edit.\n", s.to_string());
-  src += fmt::format("// Kernel {}: {} threads, {} bytes of dynamic shared memory.\n\n",
-                     s.kernel_name(), kernel_threads(s), kernel_smem_bytes(s));
+  src += fmt::format(
+      "// Kernel {}: {} threads, {} bytes of dynamic shared memory, at most {} registers per "
+      "thread ({} blocks per SM).\n\n",
+      s.kernel_name(), kernel_threads(s), kernel_smem_bytes(s), kernel_max_registers(s),
+      min_blocks_per_sm(s));
   src += constants_struct(s);
-  std::vector<std::string_view> templates = {"kernel_abi.cuh", "device_common.cuh"};
+  std::vector<std::string_view> templates(families::kCommonTemplates.begin(),
+                                          families::kCommonTemplates.end());
   templates.insert(templates.end(), family.templates.begin(), family.templates.end());
-  for (std::string_view name : templates) {
-    src += fmt::format("\n// ---- templates/{} ----\n", name);
-    src += strip_template(name);
+  for (std::size_t i = 0; i < templates.size(); ++i) {
+    src += fmt::format("\n// ---- templates/{} ----\n", templates[i]);
+    src += strip_template(templates[i], {templates.begin(), templates.begin() + i});
   }
   src += "\n// ---- the specialized entry point ----\n";
+  // __launch_bounds__(threads, min blocks): ptxas keeps the registers within
+  // what that many blocks leave per thread, the count occupancy() plans with.
   src += fmt::format(
-      "extern \"C\" __global__ void __launch_bounds__({}) {}({} params) {{\n  "
+      "extern \"C\" __global__ void __launch_bounds__({}, {}) {}({} params) {{\n  "
       "{}<CanopySpec>(params);\n}}\n",
-      kernel_threads(s), s.kernel_name(), family.params_type, family.device_entry);
+      kernel_threads(s), min_blocks_per_sm(s), s.kernel_name(), params_type(family.params),
+      family.device_entry);
   return src;
 }
 

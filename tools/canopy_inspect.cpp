@@ -27,6 +27,8 @@
 #include "canopy/planner.hpp"
 #include "canopy/tree.hpp"
 #include "cli_args.hpp"
+#include "families/kernel_families.hpp"
+#include "families/occupancy.hpp"
 #include "generator/kernel_source.hpp"
 #include "runtime/jit/cubin_cache.hpp"
 #include "runtime/jit/cubin_resources.hpp"
@@ -157,26 +159,24 @@ class TempFile {
 /// A rough estimate from the arch's per-SM limits: the per-block shared memory
 /// is dynamic + max(static, what the system reserves per block), registers are
 /// allocated per warp in units of 256.
-std::string occupancy_text(canopy::Arch arch, int registers, int threads, std::int64_t dynamic_smem,
-                           std::int64_t static_smem) {
+/// The compiled kernel's occupancy (its real registers and static shared
+/// memory) beside the registry's prediction, both by families::occupancy.
+std::string occupancy_text(const canopy::KernelSpec& spec, int registers, int threads,
+                           std::int64_t dynamic_smem, std::int64_t static_smem) {
+  const canopy::Arch arch = spec.arch;
   if (!arch.is_known() || registers <= 0 || threads <= 0) {
     return "n/a (no limits table for this arch)";
   }
-  const int warps = (threads + 31) / 32;
-  const int regs_per_warp = ((std::max(registers, 1) * 32 + 255) / 256) * 256;
-  const int by_regs = arch.registers_per_sm() / (regs_per_warp * warps);
-  const int by_threads = arch.max_threads_per_sm() / (warps * 32);
-  const std::int64_t smem_block =
-      dynamic_smem + std::max<std::int64_t>(static_smem, arch.reserved_smem_per_block());
-  const int by_smem = static_cast<int>(arch.max_smem_per_sm() / smem_block);
-  const int blocks = std::min({by_regs, by_threads, by_smem, arch.max_blocks_per_sm()});
-  const char* limiter = blocks == by_smem      ? "shared memory"
-                        : blocks == by_regs    ? "registers"
-                        : blocks == by_threads ? "threads"
-                                               : "blocks per SM";
+  const canopy::families::Occupancy o =
+      canopy::families::occupancy(arch, threads, registers, dynamic_smem, static_smem);
+  const canopy::families::Occupancy planned = canopy::families::occupancy(spec, arch);
   return fmt::format(
-      "~{} blocks/SM = {} warps (limited by {}; registers allow {}, shared memory {})", blocks,
-      blocks * warps, limiter, by_regs, by_smem);
+      "~{} blocks/SM = {} warps (limited by {}; registers allow {}, shared memory {})\n"
+      "             the registry plans {} blocks/SM (registers capped at {} by "
+      "__launch_bounds__({}, {}))",
+      o.blocks, o.warps(), o.limiter, o.by_registers, o.by_smem, planned.blocks,
+      canopy::families::kernel_max_registers(spec), threads,
+      canopy::families::min_blocks_per_sm(spec));
 }
 
 // ---------------------------------------------------------------------------
@@ -388,9 +388,9 @@ std::string resources_text(const canopy::CompiledKernel& k, const std::string& c
   }
   out += fmt::format("params       {} bytes in constant bank 0\n", r->param_bank);
   out += fmt::format("code         {} bytes of SASS\n", r->code_bytes);
-  out += fmt::format("occupancy    {}\n",
-                     occupancy_text(spec.arch, r->registers, k.threads, k.smem_bytes,
-                                    static_cast<std::int64_t>(r->static_smem)));
+  out +=
+      fmt::format("occupancy    {}\n", occupancy_text(spec, r->registers, k.threads, k.smem_bytes,
+                                                      static_cast<std::int64_t>(r->static_smem)));
   if (const std::string cuobjdump = find_program("cuobjdump"); !cuobjdump.empty()) {
     const TempFile file(spec.to_string(), ".cubin", k.cubin.data(), k.cubin.size());
     const CommandResult res = run_command({cuobjdump, "--dump-resource-usage", file.path()});
@@ -411,7 +411,6 @@ int run_kernel(const std::vector<std::string>& argv) {
     throw UsageError("--emit cubin writes binary data: give --out FILE");
   }
   const canopy::KernelSpec spec = kernel_spec_from_args(args);
-  namespace gen = canopy::generator;
   if (emit == "source") {
     emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kSource));
     return 0;
@@ -424,7 +423,7 @@ int run_kernel(const std::vector<std::string>& argv) {
     emit_text(args, canopy::inspect_kernel(spec, canopy::KernelArtifact::kSummary));
     return 0;
   }
-  gen::validate_kernel_spec(spec);  // before creating a cache directory
+  canopy::families::validate_kernel_spec(spec);  // before creating a cache directory
   canopy::CubinCache cache(args.get("--cache-dir", ""));
   const canopy::CompiledKernel& k = cache.get(spec);
   if (emit == "cubin") {

@@ -26,6 +26,16 @@ struct Arch {
   std::string virtual_name() const;  ///< "compute_90a": the PTX target
   std::string id() const;            ///< "90a": KernelSpec names, cache keys, --arch
 
+  /// Whether this arch has every feature of `oldest`: the same SM or a newer
+  /// one (the `a` suffix aside: whether `a` code runs here is same_sm's question).
+  constexpr bool at_least(const Arch& oldest) const { return at_least(oldest.major, oldest.minor); }
+  /// Whether both name the same SM (sm_90 and sm_90a do).
+  constexpr bool same_sm(const Arch& other) const {
+    return major == other.major && minor == other.minor;
+  }
+  /// This SM's arch-specific target: sm_90 -> sm_90a (sm_90a stays).
+  constexpr Arch specific() const { return Arch{major, minor, true}; }
+
   // Features. mma.sync with bf16 inputs and cp.async both came with Ampere.
   constexpr bool has_mma() const { return at_least(8, 0); }       ///< mma.sync, fp16 and bf16
   constexpr bool has_cp_async() const { return at_least(8, 0); }  ///< cp.async global->shared

@@ -11,7 +11,7 @@
 namespace canopy {
 
 /// Families of generated kernels. Each has one registry row
-/// (generator/kernel_families.hpp): templates, entry point, launch shape,
+/// (families/kernel_families.hpp): templates, entry point, launch shape,
 /// shared-memory layout and what it can implement.
 enum class KernelFamily : std::uint8_t {
   kFmaAttention,  ///< partial attention, FP32 FMA reference (sm_80+)
@@ -39,7 +39,7 @@ struct KernelConfig {
   bool operator==(const KernelConfig&) const = default;
 };
 /// Batch size, lengths and tree shape stay out: they are run-time data.
-/// `family` says which kernel (generator/kernel_families.hpp); partial
+/// `family` says which kernel (families/kernel_families.hpp); partial
 /// attention families (kFmaAttention, kMmaAttention) read `tile` (whose
 /// family equals this one). For kMergeStates, `merge_fan_in`
 /// (1..kMaxUnrolledFanIn) makes the number of partials a compile-time constant
@@ -69,7 +69,10 @@ struct KernelSpec {
 
 inline constexpr int kMaxUnrolledFanIn = 16;
 
-/// The partial-attention spec for one of a plan's configs, and its merge spec.
+/// The partial-attention spec for one of a plan's configs, and its merge spec,
+/// for a device of arch `arch`: the spec's arch is the target a kernel of its
+/// family compiles for there (the device's, or its arch-specific `a` target
+/// for a family that needs one, e.g. sm_90 -> sm_90a).
 KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, Arch arch);
 KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, Arch arch);
 

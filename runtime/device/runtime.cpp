@@ -13,11 +13,11 @@
 
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
-#include "generator/kernel_source.hpp"
+#include "families/kernel_families.hpp"
 #include "runtime/device/device_buffer.hpp"
 #include "runtime/device/driver.hpp"
 #include "runtime/jit/cubin_cache.hpp"
-#include "templates/kernel_abi.cuh"
+#include "templates/common/kernel_abi.cuh"
 
 namespace canopy {
 namespace {
@@ -31,9 +31,10 @@ constexpr int kDefaultSmemLimit = 48 * 1024;  // dynamic smem above this needs t
 /// A kernel loaded into one device's primary context.
 struct LoadedKernel {
   CUfunction function = nullptr;
+  families::ParamsBlock params = families::ParamsBlock::kPartial;  ///< what a launch passes
   int threads = 0;
   int smem_bytes = 0;
-  int rows_per_block = 1;  ///< merges: output rows per thread block
+  int rows_per_block = 1;  ///< grid units (items, merge entries) per thread block
   std::string name;
 };
 
@@ -57,9 +58,10 @@ class ModuleRegistry {
     const CompiledKernel& compiled = cache.get(spec);
     LoadedKernel k;
     k.name = compiled.name.empty() ? spec.kernel_name() : compiled.name;
-    k.threads = compiled.threads > 0 ? compiled.threads : generator::kernel_threads(spec);
+    k.threads = compiled.threads > 0 ? compiled.threads : families::kernel_threads(spec);
     k.smem_bytes = compiled.smem_bytes;
-    k.rows_per_block = generator::merge_rows_per_block(spec);
+    k.params = families::family_info(spec.family).params;
+    k.rows_per_block = families::merge_rows_per_block(spec);
     check(k.smem_bytes <= dev.max_smem_optin, ErrorKind::kNotSupported,
           fmt::format("kernel {} needs {} bytes of shared memory per block; {} allows {}", k.name,
                       k.smem_bytes, dev.name, dev.max_smem_optin));
@@ -322,47 +324,54 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
     if (grid_items <= 0) continue;
     const bool merge = step.family == KernelFamily::kMergeStates;
     const LoadedKernel& k = merge ? s->merge : s->partial[static_cast<std::size_t>(step.config)];
+    // The parameter block is the kernel's family's (the registry row; the
+    // generator wrote the kernel's signature from the same field).
     canopy_abi::PartialParams p{};
     canopy_abi::MergeParams m{};
-    void* args[1];
-    unsigned grid = 0;
-    if (!merge) {
-      p.q = reinterpret_cast<const void*>(t.q);
-      p.k_cache = reinterpret_cast<const void*>(t.k_cache);
-      p.v_cache = reinterpret_cast<const void*>(t.v_cache);
-      p.partial_o = partial_o;
-      p.partial_lse = partial_lse;
-      p.items = reinterpret_cast<const canopy_abi::DeviceWorkItem*>(s->metadata_at(L.items));
-      p.task_rows = reinterpret_cast<const int*>(s->metadata_at(L.task_rows));
-      p.kv_pages = reinterpret_cast<const int*>(s->metadata_at(L.kv_pages));
-      p.out = reinterpret_cast<void*>(t.out);
-      p.lse = reinterpret_cast<float*>(t.lse);
-      p.item_begin = step.begin;
-      p.num_qo_heads = spec.num_qo_heads;
-      p.num_kv_heads = spec.num_kv_heads;
-      p.group = spec.num_qo_heads / spec.num_kv_heads;
-      p.page_size = spec.page_size;
-      p.page_shift = s->page_shift;
-      p.out_dtype = generator::dtype_code(spec.o_dtype);
-      p.sm_scale = s->sm_scale;
-      p.soft_cap = s->soft_cap;
-      args[0] = &p;
-      grid = static_cast<unsigned>(grid_items);
-    } else {
-      m.partial_o = partial_o;
-      m.partial_lse = partial_lse;
-      m.merge_requests = reinterpret_cast<const int*>(s->metadata_at(L.merge_requests));
-      m.merge_indptr = reinterpret_cast<const int*>(s->metadata_at(L.merge_indptr));
-      m.merge_parts =
-          reinterpret_cast<const canopy_abi::DeviceMergePart*>(s->metadata_at(L.merge_parts));
-      m.out = reinterpret_cast<void*>(t.out);
-      m.lse = reinterpret_cast<float*>(t.lse);
-      m.num_rows = grid_items;
-      m.num_qo_heads = spec.num_qo_heads;
-      m.group = spec.num_qo_heads / spec.num_kv_heads;
-      args[0] = &m;
-      grid = static_cast<unsigned>((grid_items + k.rows_per_block - 1) / k.rows_per_block);
+    void* args[1] = {nullptr};
+    switch (k.params) {
+      case families::ParamsBlock::kPartial:
+        p.q = reinterpret_cast<const void*>(t.q);
+        p.k_cache = reinterpret_cast<const void*>(t.k_cache);
+        p.v_cache = reinterpret_cast<const void*>(t.v_cache);
+        p.partial_o = partial_o;
+        p.partial_lse = partial_lse;
+        p.items = reinterpret_cast<const canopy_abi::DeviceWorkItem*>(s->metadata_at(L.items));
+        p.task_rows = reinterpret_cast<const int*>(s->metadata_at(L.task_rows));
+        p.kv_pages = reinterpret_cast<const int*>(s->metadata_at(L.kv_pages));
+        p.out = reinterpret_cast<void*>(t.out);
+        p.lse = reinterpret_cast<float*>(t.lse);
+        p.item_begin = step.begin;
+        p.num_qo_heads = spec.num_qo_heads;
+        p.num_kv_heads = spec.num_kv_heads;
+        p.group = spec.num_qo_heads / spec.num_kv_heads;
+        p.page_size = spec.page_size;
+        p.page_shift = s->page_shift;
+        p.out_dtype = families::dtype_code(spec.o_dtype);
+        p.sm_scale = s->sm_scale;
+        p.soft_cap = s->soft_cap;
+        args[0] = &p;
+        break;
+      case families::ParamsBlock::kMerge:
+        m.partial_o = partial_o;
+        m.partial_lse = partial_lse;
+        m.merge_requests = reinterpret_cast<const int*>(s->metadata_at(L.merge_requests));
+        m.merge_indptr = reinterpret_cast<const int*>(s->metadata_at(L.merge_indptr));
+        m.merge_parts =
+            reinterpret_cast<const canopy_abi::DeviceMergePart*>(s->metadata_at(L.merge_parts));
+        m.out = reinterpret_cast<void*>(t.out);
+        m.lse = reinterpret_cast<float*>(t.lse);
+        m.num_rows = grid_items;
+        m.num_qo_heads = spec.num_qo_heads;
+        m.group = spec.num_qo_heads / spec.num_kv_heads;
+        args[0] = &m;
+        break;
     }
+    check(args[0] != nullptr, ErrorKind::kInvalidArgument,
+          fmt::format("kernel {}: unknown parameter block {}", k.name, static_cast<int>(k.params)));
+    // Work items one per block; merge entries merge_rows_per_block per block.
+    const unsigned grid =
+        static_cast<unsigned>((grid_items + k.rows_per_block - 1) / k.rows_per_block);
     driver::check(a.launch_kernel(k.function, grid, 1, 1, static_cast<unsigned>(k.threads), 1, 1,
                                   static_cast<unsigned>(k.smem_bytes), st, args, nullptr),
                   fmt::format("cuLaunchKernel({}, grid {}, block {}, smem {})", k.name, grid,

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "canopy/error.hpp"
+#include "families/kernel_families.hpp"
 #include "generator/kernel_source.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
 #include "runtime/jit/sha256.hpp"
@@ -252,8 +253,8 @@ CompiledKernel CubinCache::build(const KernelSpec& spec) {
   k.name = spec.kernel_name();
   k.options = join(options);
   k.key = cubin_cache_key(source, options, nvrtc_version(), spec.arch, CANOPY_VERSION);
-  k.threads = generator::kernel_threads(spec);
-  k.smem_bytes = generator::kernel_smem_bytes(spec);
+  k.threads = families::kernel_threads(spec);
+  k.smem_bytes = families::kernel_smem_bytes(spec);
 
   const std::string dir = this->dir();
   const std::string base =

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "canopy/error.hpp"
+#include "families/kernel_families.hpp"
 #include "generator/kernel_source.hpp"
 #include "runtime/jit/elf_reader.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
@@ -27,13 +28,13 @@ std::string inspect_kernel(const KernelSpec& spec, KernelArtifact what) {
     return std::string(ptx.binary.begin(), ptx.binary.end());
   }
   const NvrtcResult cubin = nvrtc_compile(source, spec.kernel_name(), spec.to_string(), spec.arch);
-  const int smem = generator::kernel_smem_bytes(spec);
+  const int smem = families::kernel_smem_bytes(spec);
   const int limit = spec.arch.max_smem_per_block();
   std::string out = fmt::format(
       "spec        {}\nkernel      {}\nthreads     {}\nsmem_bytes  {} ({} allows {}: {})\n"
       "source      {} bytes\ncubin       {} bytes, compiled in {:.0f} ms by NVRTC {}\n"
       "options     ",
-      spec.to_string(), spec.kernel_name(), generator::kernel_threads(spec), smem,
+      spec.to_string(), spec.kernel_name(), families::kernel_threads(spec), smem,
       spec.arch.to_string(), limit, smem <= limit ? "fits" : "TOO BIG", source.size(),
       cubin.binary.size(), cubin.compile_ms, nvrtc_version());
   for (const std::string& o : cubin.options) out += o + " ";

@@ -10,7 +10,7 @@
 
 #include "canopy/error.hpp"
 #include "core/json_number.hpp"
-#include "generator/kernel_families.hpp"
+#include "families/kernel_families.hpp"
 
 namespace canopy {
 namespace {

@@ -8,7 +8,7 @@
 #include <limits>
 
 #include "canopy/error.hpp"
-#include "generator/kernel_families.hpp"
+#include "families/kernel_families.hpp"
 
 namespace canopy {
 
@@ -132,7 +132,7 @@ void Plan::validate() const {
   // exactly once (by a direct item or one merge entry), and the launches
   // tile the items by config, then merge.
   for (const KernelConfig& c : configs) {
-    CANOPY_CHECK(generator::is_partial_family(c.family), ErrorKind::kInvalidArgument,
+    CANOPY_CHECK(families::is_partial_family(c.family), ErrorKind::kInvalidArgument,
                  "plan: config {} is not a partial-attention kernel", c.to_string());
   }
   const std::int64_t rows = static_cast<std::int64_t>(batch_size) * spec.num_qo_heads;
@@ -147,7 +147,7 @@ void Plan::validate() const {
                  ErrorKind::kInvalidArgument, "plan: item {} has config {} of {}", i, it.config,
                  configs.size());
     const KernelConfig& c = configs[it.config];
-    const generator::FamilyInfo& family = generator::family_info(c.family);
+    const families::FamilyInfo& family = families::family_info(c.family);
     const std::vector<int> tiles = family.row_tiles(spec.head_dim, c);
     CANOPY_CHECK(std::find(tiles.begin(), tiles.end(), it.row_tile) != tiles.end(),
                  ErrorKind::kInvalidArgument,

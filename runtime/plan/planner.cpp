@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "canopy/error.hpp"
-#include "generator/kernel_families.hpp"
+#include "families/kernel_families.hpp"
 #include "runtime/plan/planner_core.hpp"
 #include "runtime/tree/tree_builder.hpp"
 
@@ -17,7 +17,7 @@ namespace canopy {
 
 std::vector<KernelConfig> shipped_kernel_configs(const AttentionSpec& spec) {
   std::vector<KernelConfig> configs;
-  for (const generator::FamilyInfo& f : generator::all_families()) {
+  for (const families::FamilyInfo& f : families::all_families()) {
     const std::vector<KernelConfig> mine = f.shipped_configs(spec);
     configs.insert(configs.end(), mine.begin(), mine.end());
   }
@@ -28,7 +28,7 @@ std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec) {
   // The tensor-core kernels: the general one runs every item shape, the wide
   // one 128-row tiles of long shared prefixes (plan_tree keeps the second
   // only when its launch pays for itself).
-  return generator::family_info(KernelFamily::kMmaAttention).shipped_configs(spec);
+  return families::family_info(KernelFamily::kMmaAttention).shipped_configs(spec);
 }
 
 namespace {

@@ -11,8 +11,8 @@
 
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
-#include "generator/kernel_families.hpp"
-#include "generator/kernel_source.hpp"
+#include "families/kernel_families.hpp"
+#include "families/occupancy.hpp"
 #include "runtime/plan/planner_core.hpp"
 
 namespace canopy::planning {
@@ -34,7 +34,7 @@ void PlannerSetup::build(const AttentionSpec& spec, const PlannerOptions& opt) {
     // Defaults the device cannot take (shared memory) are dropped.
     configs = default_kernel_configs(spec);
     std::erase_if(configs, [&](const KernelConfig& c) {
-      return !generator::can_implement(partial_kernel_spec(spec, c, arch), arch).ok() ||
+      return !families::can_implement(partial_kernel_spec(spec, c, arch)).ok() ||
              !model.fits(spec, c);
     });
   } else {
@@ -44,8 +44,8 @@ void PlannerSetup::build(const AttentionSpec& spec, const PlannerOptions& opt) {
     std::string skipped;
     for (const KernelConfig& c : opt.candidates) {
       const KernelSpec k = partial_kernel_spec(spec, c, arch);
-      const generator::Verdict v = generator::can_implement(k, arch);
-      if (v.support != generator::Support::kSharedMemory) generator::validate_kernel_spec(k);
+      const families::Verdict v = families::can_implement(k);
+      if (v.support != families::Support::kSharedMemory) families::validate_kernel_spec(k);
       if (v.ok() && model.fits(spec, c)) {
         configs.push_back(c);
       } else {
@@ -65,7 +65,7 @@ void PlannerSetup::build(const AttentionSpec& spec, const PlannerOptions& opt) {
   for (int c = 0; c < static_cast<int>(configs.size()); ++c) {
     kernels.push_back(model.coefficients().kernel(configs[c]));
     for (int row_tile :
-         generator::family_info(configs[c].family).row_tiles(spec.head_dim, configs[c])) {
+         families::family_info(configs[c].family).row_tiles(spec.head_dim, configs[c])) {
       const bool allowed =
           opt.row_tiles.empty() ||
           std::find(opt.row_tiles.begin(), opt.row_tiles.end(), row_tile) != opt.row_tiles.end();
@@ -74,7 +74,7 @@ void PlannerSetup::build(const AttentionSpec& spec, const PlannerOptions& opt) {
       variants.push_back({c, row_tile, 1});
       unpacked.push_back(single);
       const int pack =
-          std::min(generator::family_info(configs[c].family).head_pack(spec, configs[c], row_tile),
+          std::min(families::family_info(configs[c].family).head_pack(spec, configs[c], row_tile),
                    spec.num_kv_heads);
       if (pack > 1 && opt.head_packs) {
         variants.push_back({c, row_tile, pack});

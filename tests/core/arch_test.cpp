@@ -63,6 +63,21 @@ TEST(Arch, Features) {
   EXPECT_FALSE(kSm89.has_wgmma());
 }
 
+TEST(Arch, OrderAndArchSpecificTargets) {
+  EXPECT_TRUE(kSm90.at_least(kSm80));
+  EXPECT_TRUE(kSm90a.at_least(kSm90));  // the `a` suffix aside
+  EXPECT_TRUE(kSm90.at_least(kSm90a));
+  EXPECT_TRUE(kSm86.at_least(kSm80));
+  EXPECT_FALSE(kSm80.at_least(kSm86));
+  EXPECT_FALSE((Arch{7, 5}).at_least(kSm80));
+  EXPECT_TRUE((Arch{10, 0}).at_least(kSm90));
+  EXPECT_TRUE(kSm90.same_sm(kSm90a));
+  EXPECT_FALSE(kSm90.same_sm(kSm89));
+  EXPECT_EQ(kSm90.specific(), kSm90a);
+  EXPECT_EQ(kSm90a.specific(), kSm90a);
+  EXPECT_EQ((Arch{10, 0}).specific().to_string(), "sm_100a");
+}
+
 TEST(Arch, Limits) {
   EXPECT_EQ(kSm80.max_smem_per_block(), 163 * 1024);
   EXPECT_EQ(kSm86.max_smem_per_block(), 99 * 1024);

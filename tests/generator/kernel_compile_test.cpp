@@ -1,5 +1,8 @@
 // Every kernel the planner can choose compiles with NVRTC for sm_80 and sm_90
-// and exports its kernel name. docs/kernels.md lists the set and its timing.
+// devices (each family's kernel_arch there: sm_90a for an arch-specific one),
+// exports its kernel name, keeps to the registers its family's
+// __launch_bounds__ allow (so the planner's block slots hold) and spills
+// nothing. docs/kernels.md lists the set and its timing.
 #include <gtest/gtest.h>
 #include <time.h>
 
@@ -15,8 +18,10 @@
 
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
-#include "generator/kernel_families.hpp"
+#include "families/kernel_families.hpp"
+#include "families/occupancy.hpp"
 #include "generator/kernel_source.hpp"
+#include "runtime/jit/cubin_resources.hpp"
 #include "runtime/jit/elf_reader.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
 
@@ -34,7 +39,7 @@ double thread_cpu_ms() {
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
 }
 
-/// Every partial-attention kernel shipped for `arch`: head dim x q dtype x KV
+/// Every partial-attention kernel shipped for a device of `arch`: head dim x q dtype x KV
 /// dtype x layout x soft cap x every shipped config of every family (the
 /// registry's rows) that the arch can implement.
 /// (partial_kernel_spec normalises o dtype and lse away: the kernel writes
@@ -53,8 +58,9 @@ std::vector<KernelSpec> partial_specs(Arch arch) {
             a.kv_layout = layout;
             a.logits_soft_cap = soft_cap;
             for (const KernelConfig& c : shipped_kernel_configs(a)) {
+              // k.arch = families::kernel_arch(c.family, arch): the target it compiles for.
               const KernelSpec k = partial_kernel_spec(a, c, arch);
-              if (generator::can_implement(k, arch).ok()) specs.push_back(k);
+              if (families::can_implement(k).ok()) specs.push_back(k);
             }
           }
         }
@@ -84,6 +90,32 @@ std::vector<KernelSpec> merge_specs(Arch arch) {
   return specs;
 }
 
+/// "" when the compiled kernel reaches the occupancy the registry plans by
+/// registers (its family's __launch_bounds__ held) without spilling;
+/// otherwise what is wrong (tests/families/family_registers_test.cpp says why).
+std::string resource_problem(const KernelSpec& k, const std::vector<char>& cubin) {
+  for (const KernelResources& r : cubin_resources(cubin)) {
+    if (r.name != k.kernel_name()) continue;
+    const int threads = families::kernel_threads(k);
+    const families::Occupancy real =
+        families::occupancy(k.arch, threads, r.registers, families::kernel_smem_bytes(k),
+                            static_cast<std::int64_t>(r.static_smem));
+    const families::Occupancy planned = families::occupancy(k, k.arch);
+    if (r.registers <= 0 || real.by_registers < planned.by_registers) {
+      return "uses " + std::to_string(r.registers) +
+             " registers: " + std::to_string(real.by_registers) +
+             " blocks per SM by registers, the registry plans " +
+             std::to_string(planned.by_registers);
+    }
+    if (r.frame_bytes != 0) {
+      return "has a " + std::to_string(r.frame_bytes) +
+             "-byte stack frame (spills or local arrays)";
+    }
+    return "";
+  }
+  return "cubin has no resources for " + k.kernel_name();
+}
+
 /// Compiles `specs` on two threads (CI has two cores); checks each cubin.
 void compile_all(const std::vector<KernelSpec>& specs, const char* label) {
   std::atomic<std::size_t> next{0};
@@ -101,12 +133,14 @@ void compile_all(const std::vector<KernelSpec>& specs, const char* label) {
                                             k.to_string(), k.arch);
         const std::vector<std::string> names = elf_function_names(r.binary);
         const double cpu = thread_cpu_ms() - cpu_start;
+        const std::string problem = resource_problem(k, r.binary);
         std::lock_guard lock(mutex);
         times.push_back(r.compile_ms);
         cpu_ms += cpu;
         if (std::find(names.begin(), names.end(), k.kernel_name()) == names.end()) {
           failures.push_back(k.to_string() + ": cubin does not export " + k.kernel_name());
         }
+        if (!problem.empty()) failures.push_back(k.to_string() + ": " + problem);
       } catch (const std::exception& e) {
         std::lock_guard lock(mutex);
         failures.push_back(k.to_string() + ": " + e.what());

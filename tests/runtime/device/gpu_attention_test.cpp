@@ -26,7 +26,7 @@
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/runtime.hpp"
-#include "generator/kernel_families.hpp"
+#include "families/kernel_families.hpp"
 #include "runtime/jit/cubin_cache.hpp"
 #include "tests/runtime/device/gpu_test_util.hpp"
 #include "tests/test_data.hpp"
@@ -211,7 +211,7 @@ const std::vector<FamilyRun>& family_runs() {
     std::vector<FamilyRun> runs;
     for (const GpuCase& c : cases) {
       for (const KernelConfig& config : shipped_kernel_configs(c.spec)) {
-        const generator::FamilyInfo& family = generator::family_info(config.family);
+        const families::FamilyInfo& family = families::family_info(config.family);
         for (int row_tile : family.row_tiles(c.spec.head_dim, config)) {
           // Narrow tiles run both as head packs and one KV head per block.
           const bool packs = family.head_pack(c.spec, config, row_tile) > 1;

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "canopy/error.hpp"
+#include "families/kernel_families.hpp"
 #include "generator/kernel_source.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
 
@@ -107,7 +108,7 @@ TEST_F(CubinCacheTest, SecondGetCompilesNothingAndDiskServesANewProcess) {
     EXPECT_EQ(cache.stats().disk_writes, 1);
     EXPECT_FALSE(a.from_disk);
     EXPECT_EQ(a.name, spec().kernel_name());
-    EXPECT_EQ(a.threads, generator::kernel_threads(spec()));
+    EXPECT_EQ(a.threads, families::kernel_threads(spec()));
     first_cubin = a.cubin;
   }
   CubinCache again(dir());  // as a new process would

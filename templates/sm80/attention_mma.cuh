@@ -23,10 +23,10 @@
 // table (16-byte chunks, any page size).
 #pragma once
 
-#include "device_common.cuh"
-#include "kernel_abi.cuh"
-#include "kernel_layouts.cuh"
-#include "paged_kv.cuh"
+#include "../common/device_common.cuh"
+#include "../common/kernel_abi.cuh"
+#include "../common/kernel_layouts.cuh"
+#include "../common/paged_kv.cuh"
 #include "tensor_core.cuh"
 
 namespace canopy_dev {
@@ -602,6 +602,10 @@ __device__ __forceinline__ void partial_attention_mma(const canopy_abi::PartialP
   static_assert(T::kSmem.total == S::kSmemBytes,
                 "device shared-memory layout must match the host's (kernel_layouts.cuh)");
   static_assert(T::kCombineFits, "the warp-combine area must fit in the K/V stages it reuses");
+  static_assert(
+      S::kMaxRegisters == canopy_abi::mma_max_registers(S::kHeadDim) &&
+          S::kMinBlocksPerSm == canopy_abi::blocks_by_registers(S::kMaxRegisters, S::kThreads),
+      "__launch_bounds__ must hold the host's register cap (kernel_layouts.cuh)");
   static_assert(S::kQDtype != kDtF32 && S::kKvDtype != kDtF32, "q and KV are fp16 or bf16");
   extern __shared__ __align__(128) unsigned char canopy_smem[];
   const canopy_abi::DeviceWorkItem item = p.items[p.item_begin + blockIdx.x];

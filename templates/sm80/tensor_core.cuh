@@ -10,7 +10,7 @@
 // P V once packed: no shuffles between the two products.
 #pragma once
 
-#include "device_common.cuh"
+#include "../common/device_common.cuh"
 
 namespace canopy_dev {
 

@@ -1,8 +1,13 @@
-// Shared-memory layouts of the partial-attention kernel families, as
-// constexpr functions compiled by both NVRTC (the kernels carve their dynamic
-// shared memory with them) and g++ (the host sizes launches and checks limits
-// with them): one definition, so the two can never disagree. Byte offsets,
-// every region 16-byte aligned. Plain C++17, no CUDA headers.
+// The resources of every kernel family as constexpr functions compiled by
+// both NVRTC and g++, so host and device can never disagree:
+//  - shared-memory layouts of the partial-attention families (the kernels
+//    carve their dynamic shared memory with them, the host sizes launches and
+//    checks limits with them): byte offsets, every region 16-byte aligned;
+//  - register caps per family: the generated kernel's
+//    __launch_bounds__(threads, blocks_by_registers(cap, threads)) holds ptxas
+//    to them, and the host's occupancy (families::occupancy, the planner's
+//    block slots) counts with them, before anything is compiled.
+// Plain C++17, no CUDA headers.
 #pragma once
 
 // Callable from host and device code: NVRTC (JIT mode) rejects functions
@@ -79,6 +84,44 @@ CANOPY_HOST_DEVICE constexpr MmaSmemLayout mma_smem_layout(int head_dim, int til
 CANOPY_HOST_DEVICE constexpr bool mma_combine_fits(int head_dim, int tile_kv, int warps,
                                                    int stages) {
   return warps * 16 * mma_combine_row_floats(head_dim) * 4 <= 2 * stages * tile_kv * head_dim * 2;
+}
+
+// ---- registers ---------------------------------------------------------------
+
+/// Registers per SM on every arch Canopy compiles for (sm_80 .. sm_120;
+/// Arch::registers_per_sm()).
+CANOPY_HOST_DEVICE constexpr int registers_per_sm() { return 65536; }
+
+/// Thread blocks of `threads` threads one SM holds when each thread has
+/// `registers` registers: registers are allocated per warp in units of 256
+/// (8 per thread). What __launch_bounds__(threads, N) asks for, inverted:
+/// with N = blocks_by_registers(cap, threads), ptxas keeps each thread to at
+/// most 65536 / (N * threads) registers (rounded down to 8), which is >= cap,
+/// and any count it settles on gives >= N blocks here.
+CANOPY_HOST_DEVICE constexpr int blocks_by_registers(int registers, int threads) {
+  const int warps = (threads + 31) / 32;
+  const int per_warp = (registers + 7) / 8 * 8 * 32;
+  return per_warp * warps > 0 ? registers_per_sm() / (per_warp * warps) : 0;
+}
+
+/// FMA reference: 128 registers (4 blocks of 4 warps by registers; shared
+/// memory allows fewer). ptxas (CUDA 13.0) uses 40: O lives in shared memory.
+CANOPY_HOST_DEVICE constexpr int fma_max_registers(int /*head_dim*/) { return 128; }
+
+/// Tensor-core family, by head dim (4 warps: 3 blocks per SM at D = 64, 2 at
+/// D = 128 and 256, where shared memory allows 1). O, the Q fragments and the
+/// softmax state of a warp's m16 tiles live in registers; ptxas (CUDA 13.0)
+/// uses 128-158 / 224-245 / 254-255 (docs/kernels.md, "Resources").
+CANOPY_HOST_DEVICE constexpr int mma_max_registers(int head_dim) {
+  return head_dim <= 64 ? 168 : 255;
+}
+
+/// Merge, by head dim (4 warps: 8 / 5 / 3 blocks per SM). A lane owns
+/// head_dim / 32 columns of up to 8 partials in flight; ptxas (CUDA 13.0)
+/// uses 32-48 / 40-70 / 54-128 unbounded. Each cap leaves a quarter or more
+/// of headroom: held to exactly 128 at D = 256, ptxas spills.
+CANOPY_HOST_DEVICE constexpr int merge_max_registers(int head_dim) {
+  return head_dim <= 64 ? 64 : (head_dim <= 128 ? 96 : 168);
 }
 
 }  // namespace canopy_abi

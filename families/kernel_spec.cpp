@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "canopy/error.hpp"
+#include "families/kernel_families.hpp"
 
 namespace canopy {
 
@@ -107,7 +108,7 @@ KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& ti
   k.soft_cap = spec.logits_soft_cap > 0;
   k.with_lse = false;
   k.merge_fan_in = 0;
-  k.arch = arch;
+  k.arch = families::kernel_arch(tile.family, arch);
   return k;
 }
 
@@ -136,7 +137,7 @@ KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, Arch arc
   k.soft_cap = false;
   k.with_lse = spec.with_lse;
   k.merge_fan_in = fan_in_bucket(max_fan_in);
-  k.arch = arch;
+  k.arch = families::kernel_arch(KernelFamily::kMergeStates, arch);
   return k;
 }
 

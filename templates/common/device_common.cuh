@@ -3,10 +3,15 @@
 // NVRTC needs no include paths; 16-bit elements are stored as unsigned short.
 #pragma once
 
+#include "kernel_abi.cuh"
+
 namespace canopy_dev {
 
-/// Element type codes, matching the generator's constants.
-enum DTypeCode : int { kDtF16 = 0, kDtBF16 = 1, kDtF32 = 2 };
+/// Element type codes (kernel_abi.cuh, shared with the host).
+using canopy_abi::DTypeCode;
+using canopy_abi::kDtBF16;
+using canopy_abi::kDtF16;
+using canopy_abi::kDtF32;
 
 /// Sixteen bytes: eight 16-bit elements, moved with one vector load/store.
 struct alignas(16) Chunk16 {

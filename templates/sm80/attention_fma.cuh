@@ -13,10 +13,10 @@
 // the tensor-core family (attention_mma.cuh) is measured and tested against.
 #pragma once
 
-#include "device_common.cuh"
-#include "kernel_abi.cuh"
-#include "kernel_layouts.cuh"
-#include "paged_kv.cuh"
+#include "../common/device_common.cuh"
+#include "../common/kernel_abi.cuh"
+#include "../common/kernel_layouts.cuh"
+#include "../common/paged_kv.cuh"
 
 namespace canopy_dev {
 
@@ -240,6 +240,10 @@ __device__ __forceinline__ void partial_attention_fma(const canopy_abi::PartialP
   static_assert(S::kThreads == S::kWarps * 32, "a block is kWarps whole warps");
   static_assert(S::kStages >= 1 && S::kStages <= 4, "the KV pipeline holds 1 to 4 stages");
   static_assert(S::kTileKV % 32 == 0, "tile_kv must be a multiple of the warp size");
+  static_assert(
+      S::kMaxRegisters == canopy_abi::fma_max_registers(S::kHeadDim) &&
+          S::kMinBlocksPerSm == canopy_abi::blocks_by_registers(S::kMaxRegisters, S::kThreads),
+      "__launch_bounds__ must hold the host's register cap (kernel_layouts.cuh)");
   extern __shared__ __align__(16) unsigned char canopy_smem[];
   const PartialTiles t = carve_shared<S>(canopy_smem);
   constexpr int kTileElems = S::kTileKV * S::kHeadDim;

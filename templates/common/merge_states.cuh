@@ -9,6 +9,7 @@
 
 #include "device_common.cuh"
 #include "kernel_abi.cuh"
+#include "kernel_layouts.cuh"
 
 namespace canopy_dev {
 
@@ -49,6 +50,10 @@ __device__ __forceinline__ void merge_states(const canopy_abi::MergeParams& p) {
   static_assert(S::kHeadDim % 64 == 0, "a lane owns head_dim / 32 columns, at least two");
   static_assert(S::kMergeFanIn >= 0 && S::kMergeFanIn <= 16, "unrolled fan-in is 0..16");
   static_assert(S::kThreads % 32 == 0, "a block is whole warps, one row each");
+  static_assert(
+      S::kMaxRegisters == canopy_abi::merge_max_registers(S::kHeadDim) &&
+          S::kMinBlocksPerSm == canopy_abi::blocks_by_registers(S::kMaxRegisters, S::kThreads),
+      "__launch_bounds__ must hold the host's register cap (kernel_layouts.cuh)");
   constexpr int kPerLane = S::kHeadDim / 32;
   // Partials accumulated per round: the row's fan-in bucket, at most 8 (a
   // round issues that many independent loads per lane before the FMAs).

@@ -5,6 +5,10 @@
 
 namespace canopy_abi {
 
+/// Element type codes of the generated kernels (CanopySpec::kQDtype etc.,
+/// PartialParams::out_dtype); the host's families::dtype_code maps DType here.
+enum DTypeCode : int { kDtF16 = 0, kDtBF16 = 1, kDtF32 = 2 };
+
 /// DeviceWorkItem::flags bits.
 enum : int {
   /// Every row of the item has this item as its only partial state: the
@@ -64,7 +68,7 @@ struct PartialParams {
   int group;  // num_qo_heads / num_kv_heads
   int page_size;
   int page_shift;  // log2(page_size) when it is a power of two, else -1
-  int out_dtype;   // canopy_dev::DTypeCode of out
+  int out_dtype;   // DTypeCode of out
   float sm_scale;
   float soft_cap;  // used only when the spec has soft_cap
 };
