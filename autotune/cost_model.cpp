@@ -22,6 +22,14 @@ std::map<std::string, KernelCoefficients> default_kernel_coefficients() {
       // twice): 280 TFLOP/s on long prefixes; its 32-token stages keep half
       // the bytes in flight, and a 128-row block costs more to start and end.
       {"mma_q128_kv32_w4_s3", {3.0, 2.8e8, 0.6}},
+      // wgmma on Hopper (sm_90a), a prior until measured (perf notes, v2):
+      // warpgroup MMA from shared memory at about 60% of the dense rate with
+      // two consumer warpgroups, the producer's 2-stage ring streaming like
+      // the mma kernels; a block owns its SM, so an item costs more to start.
+      {"wgmma", {2.0, 4.5e8, 0.85}},
+      // One consumer warpgroup: half the math in flight per SM.
+      {"wgmma_q64_kv128_w8_s2", {2.0, 3.0e8, 0.8}},
+      {"wgmma_q64_kv64_w8_s2", {2.0, 3.0e8, 0.8}},
   };
 }
 

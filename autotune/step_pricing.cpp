@@ -37,8 +37,9 @@ int StepPricer::blocks_per_sm(const AttentionSpec& spec, const KernelConfig& con
 
 int StepPricer::blocks_per_sm(const AttentionSpec& spec, std::span<const KernelConfig> configs,
                               Arch arch) {
-  int per_sm = arch.max_blocks_per_sm();
-  for (const KernelConfig& c : configs) per_sm = std::min(per_sm, blocks_per_sm(spec, c, arch));
+  if (configs.empty()) return arch.max_blocks_per_sm();
+  int per_sm = 1;
+  for (const KernelConfig& c : configs) per_sm = std::max(per_sm, blocks_per_sm(spec, c, arch));
   return per_sm;
 }
 

@@ -31,8 +31,12 @@ class StepPricer {
   /// Thread blocks of `config` resident on one SM of `arch` (shared memory,
   /// registers, threads, the block limit: the kernel registry's occupancy).
   static int blocks_per_sm(const AttentionSpec& spec, const KernelConfig& config, Arch arch);
-  /// The least blocks_per_sm over `configs` (the arch's block limit if none):
-  /// one slot layout serves every launch of the step.
+  /// The most blocks_per_sm over `configs` (the arch's block limit if none):
+  /// one slot layout serves every launch of the step, and an item of a kernel
+  /// that keeps fewer blocks resident (the wgmma kernels own a whole SM)
+  /// costs its SM time times the slots per SM on its slot, the same
+  /// throughput as its launch's own grid. (With the v1 kernels, all of a
+  /// spec's configs keep the same number of blocks.)
   static int blocks_per_sm(const AttentionSpec& spec, std::span<const KernelConfig> configs,
                            Arch arch);
 

@@ -135,6 +135,55 @@ std::vector<KernelConfig> mma_configs(const AttentionSpec& spec) {
           {KernelFamily::kMmaAttention, 128, 32, 4, 3}};
 }
 
+// ---- wgmma (Hopper warpgroup MMA) -------------------------------------------
+
+// A producer warpgroup and tile_q / 64 consumer warpgroups of 64 rows.
+int wgmma_threads(const KernelSpec& s) { return 128 * (s.tile.tile_q / 64 + 1); }
+
+int wgmma_smem(const KernelSpec& s) {
+  const KernelConfig& t = s.tile;
+  return canopy_abi::wgmma_smem_layout(s.head_dim, t.tile_q, t.tile_kv, t.stages).total;
+}
+
+Verdict wgmma_can_implement(const KernelSpec& s, Arch arch) noexcept {
+  const KernelConfig& t = s.tile;
+  if (t.tile_q != 64 && t.tile_q != 128) {
+    return {Support::kTileShape, "tile_q", t.tile_q, "64 or 128 (one or two consumer warpgroups)"};
+  }
+  // Two consumers at D = 256 would need more than their 224 registers each
+  // (O alone is 128): ptxas spills.
+  if (s.head_dim > 128 && t.tile_q != 64) {
+    return {Support::kTileShape, "tile_q", t.tile_q, "64 at head dim 256 (registers)"};
+  }
+  if (t.tile_kv != 64 && t.tile_kv != 128) {
+    return {Support::kTileShape, "tile_kv", t.tile_kv, "64 or 128 (wgmma n64 / n128 score tiles)"};
+  }
+  if (t.warps != 4 * (t.tile_q / 64 + 1)) {
+    return {Support::kTileShape, "warps", t.warps,
+            "4 per warpgroup: a producer and tile_q / 64 consumers (8 or 12)"};
+  }
+  if (t.stages < 2 || t.stages > 4) return {Support::kTileShape, "stages", t.stages, "2..4"};
+  if (wgmma_smem(s) > arch.max_smem_per_block()) {
+    return {Support::kSharedMemory, "shared memory bytes", wgmma_smem(s), "within the arch limit"};
+  }
+  return {};
+}
+
+// A block is shaped for tile_q rows; an item of fewer rows leaves a consumer idle.
+std::vector<int> wgmma_row_tiles(int, const KernelConfig& c) { return {c.tile_q}; }
+
+int wgmma_registers(const KernelSpec& s) {
+  return canopy_abi::wgmma_max_registers(wgmma_threads(s));
+}
+
+std::vector<KernelConfig> wgmma_configs(const AttentionSpec& spec) {
+  // 128 rows of a shared prefix per block (two consumers) and 64 rows (one),
+  // 128-token tiles in two stages (64-token ones in two at D = 256: 160 KB).
+  if (spec.head_dim > 128) return {{KernelFamily::kWgmmaAttention, 64, 64, 8, 2}};
+  return {{KernelFamily::kWgmmaAttention, 128, 128, 12, 2},
+          {KernelFamily::kWgmmaAttention, 64, 128, 8, 2}};
+}
+
 // ---- merge ------------------------------------------------------------------
 
 constexpr int kMergeThreads = 128;  // 4 warps, one output row each
@@ -157,18 +206,25 @@ std::vector<KernelConfig> no_configs(const AttentionSpec&) { return {}; }
 
 constexpr std::string_view kFmaTemplates[] = {"common/kernel_layouts.cuh", "common/paged_kv.cuh",
                                               "sm80/attention_fma.cuh"};
-constexpr std::string_view kMmaTemplates[] = {"common/kernel_layouts.cuh", "common/paged_kv.cuh",
-                                              "sm80/tensor_core.cuh", "sm80/attention_mma.cuh"};
-constexpr std::string_view kMergeTemplates[] = {"common/kernel_layouts.cuh",
+constexpr std::string_view kMmaTemplates[] = {
+    "common/kernel_layouts.cuh",   "common/paged_kv.cuh",   "common/merge_states.cuh",
+    "common/register_softmax.cuh", "common/item_queue.cuh", "sm80/tensor_core.cuh",
+    "sm80/attention_mma.cuh"};
+constexpr std::string_view kWgmmaTemplates[] = {
+    "common/kernel_layouts.cuh",   "common/paged_kv.cuh",      "common/merge_states.cuh",
+    "common/register_softmax.cuh", "common/item_queue.cuh",    "sm90a/hopper_sync.cuh",
+    "sm90a/wgmma_ops.cuh",         "sm90a/attention_wgmma.cuh"};
+constexpr std::string_view kMergeTemplates[] = {"common/kernel_layouts.cuh", "common/paged_kv.cuh",
                                                 "common/merge_states.cuh"};
 
-const std::array<FamilyInfo, 3> kFamilies = {{
+const std::array<FamilyInfo, 4> kFamilies = {{
     {.family = KernelFamily::kFmaAttention,
      .name = "fma",
      .min_arch = kSm80,  // cp.async, bf16 conversions
      .needs_arch_specific = false,
      .instruction = Instruction::kFma,
      .params = ParamsBlock::kPartial,
+     .fused_merge = false,
      .templates = kFmaTemplates,
      .device_entry = "canopy_dev::partial_attention_fma",
      .threads = block_threads,
@@ -184,6 +240,7 @@ const std::array<FamilyInfo, 3> kFamilies = {{
      .needs_arch_specific = false,
      .instruction = Instruction::kMmaSync,
      .params = ParamsBlock::kPartial,
+     .fused_merge = true,
      .templates = kMmaTemplates,
      .device_entry = "canopy_dev::partial_attention_mma",
      .threads = block_threads,
@@ -193,12 +250,29 @@ const std::array<FamilyInfo, 3> kFamilies = {{
      .row_tiles = mma_row_tiles,
      .shipped_configs = mma_configs,
      .head_pack = mma_head_pack},
+    {.family = KernelFamily::kWgmmaAttention,
+     .name = "wgmma",
+     .min_arch = kSm90a,  // wgmma.mma_async, setmaxnreg, mbarrier try_wait
+     .needs_arch_specific = true,
+     .instruction = Instruction::kWgmma,
+     .params = ParamsBlock::kPartial,
+     .fused_merge = true,
+     .templates = kWgmmaTemplates,
+     .device_entry = "canopy_dev::partial_attention_wgmma",
+     .threads = wgmma_threads,
+     .smem_bytes = wgmma_smem,
+     .max_registers = wgmma_registers,
+     .can_implement = wgmma_can_implement,
+     .row_tiles = wgmma_row_tiles,
+     .shipped_configs = wgmma_configs,
+     .head_pack = no_head_pack},
     {.family = KernelFamily::kMergeStates,
      .name = "merge",
      .min_arch = kSm80,  // bf16 conversions
      .needs_arch_specific = false,
      .instruction = Instruction::kNone,
      .params = ParamsBlock::kMerge,
+     .fused_merge = false,
      .templates = kMergeTemplates,
      .device_entry = "canopy_dev::merge_states",
      .threads = merge_threads,

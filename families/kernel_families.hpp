@@ -78,6 +78,10 @@ struct FamilyInfo {
   bool needs_arch_specific;
   Instruction instruction;
   ParamsBlock params;
+  /// Partial families: the kernel walks a queue of items per block (a
+  /// persistent launch) and merges the rows its items complete in place
+  /// (templates/common/item_queue.cuh), so a step needs no merge launch.
+  bool fused_merge;
   /// Paths under templates/ ("sm80/attention_mma.cuh"), inlined in this
   /// order after kCommonTemplates.
   std::span<const std::string_view> templates;

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "canopy/error.hpp"
+#include "canopy/plan.hpp"
 #include "families/kernel_families.hpp"
 
 namespace canopy {
@@ -19,17 +20,19 @@ const char* to_string(KernelFamily family) noexcept {
       return "mma";
     case KernelFamily::kMergeStates:
       return "merge";
+    case KernelFamily::kWgmmaAttention:
+      return "wgmma";
   }
   return "unknown";
 }
 
 KernelFamily kernel_family_from_string(const std::string& name) {
-  for (KernelFamily f :
-       {KernelFamily::kFmaAttention, KernelFamily::kMmaAttention, KernelFamily::kMergeStates}) {
+  for (KernelFamily f : {KernelFamily::kFmaAttention, KernelFamily::kMmaAttention,
+                         KernelFamily::kMergeStates, KernelFamily::kWgmmaAttention}) {
     if (name == to_string(f)) return f;
   }
   throw Error(ErrorKind::kInvalidArgument,
-              fmt::format("unknown kernel family '{}' (expected fma, mma or merge)", name));
+              fmt::format("unknown kernel family '{}' (expected fma, mma, wgmma or merge)", name));
 }
 
 std::string KernelConfig::to_string() const {
@@ -139,6 +142,16 @@ KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, Arch arc
   k.merge_fan_in = fan_in_bucket(max_fan_in);
   k.arch = families::kernel_arch(KernelFamily::kMergeStates, arch);
   return k;
+}
+
+std::vector<KernelSpec> plan_kernel_specs(const Plan& plan, Arch arch) {
+  std::vector<KernelSpec> specs;
+  for (const KernelConfig& c : plan.configs)
+    specs.push_back(partial_kernel_spec(plan.spec, c, arch));
+  if (!plan.merge_requests.empty() && !plan.fused_merge) {
+    specs.push_back(merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch));
+  }
+  return specs;
 }
 
 }  // namespace canopy

@@ -16,7 +16,8 @@
 # Environment: OUT (log folder, default ./device-out), PREWARM_ARCH (build
 # step with PREWARM=1, default 90), GPU_TESTS (gtest filter, default Gpu*),
 # SANITIZERS (tools, default "memcheck racecheck initcheck synccheck"; empty:
-# none), GPU_TEST_TIMEOUT (s, default 300), SANITIZER_TIMEOUT (s
+# none), SANITIZER_SUBSET (gtest filter the sanitizers run; default below),
+# GPU_TEST_TIMEOUT (s, default 300), SANITIZER_TIMEOUT (s
 # per tool, default 100; the defaults keep a whole run under 10 minutes),
 # CANOPY_GPU_REF_BUDGET / CANOPY_GPU_KV_BUDGET (tests/runtime/device/gpu_attention_test.cpp).
 # docs/gpu-correctness.md has the commands and the last results.
@@ -82,6 +83,7 @@ SUBSET+=':GpuRuntime.GraphCaptureAndReplay:GpuRuntime.CallerWorkspace'
 SUBSET+=':GpuKernels/GpuFamilies.MatchesReference/two_level_3_small*'
 SUBSET+=':GpuKernels/GpuFamilies.MatchesReference/flat_8x300*'
 SUBSET+=':GpuKernels/GpuFamilies.MatchesReference/bf16_hnd_d256*'
+SUBSET=${SANITIZER_SUBSET:-$SUBSET}
 read -r -a TOOLS <<<"${SANITIZERS-memcheck racecheck initcheck synccheck}"
 for tool in "${TOOLS[@]}"; do
   step "$tool" "${SANITIZER_TIMEOUT:-100}" "$OUT/$tool.log" \

@@ -164,21 +164,11 @@ void print_plan_summary(const canopy::Plan& plan, const canopy::PrefixTree& tree
                             merge ? "merge" : plan.configs[g.config].to_string(), g.end - g.begin);
   }
   std::cout << fmt::format(
-      "plan         {} work items, {} launches ({}); {} partial states, {} merged rows, max "
+      "plan         {} work items, {} launches ({}{}); {} partial states, {} merged rows, max "
       "fan-in {}; predicted {:.2f} us on {} SMs\n",
-      plan.items.size(), plan.launches.size(), launches, plan.num_partial_slots,
+      plan.items.size(), plan.device_launches(), launches,
+      plan.fused_merge ? ", the merge fused into the partial launches" : "", plan.num_partial_slots,
       plan.merge_entries(), plan.max_merge_fan_in, plan.predicted_us, plan.num_sms);
-}
-
-std::vector<canopy::KernelSpec> plan_kernels(const canopy::Plan& plan, canopy::Arch arch) {
-  std::vector<canopy::KernelSpec> specs;
-  for (const canopy::KernelConfig& c : plan.configs) {
-    specs.push_back(canopy::partial_kernel_spec(plan.spec, c, arch));
-  }
-  if (!plan.merge_requests.empty()) {
-    specs.push_back(canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch));
-  }
-  return specs;
 }
 
 // ---------------------------------------------------------------------------
@@ -211,7 +201,7 @@ int run_cpu(const Args& args, canopy::workload::Workload w, const std::string& h
 
   canopy::CubinCache cache(args.get("--cache-dir", ""));
   const canopy::Arch arch = options.cost_model.coefficients().arch;
-  for (const canopy::KernelSpec& spec : plan_kernels(plan, arch)) {
+  for (const canopy::KernelSpec& spec : canopy::plan_kernel_specs(plan, arch)) {
     t0 = Clock::now();
     const canopy::CompiledKernel& k = cache.get(spec);
     std::cout << fmt::format("kernel       {}: {} bytes of {} cubin, {}\n", k.spec.to_string(),

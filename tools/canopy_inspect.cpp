@@ -555,12 +555,8 @@ int run_plan(const std::vector<std::string>& argv) {
   const double unique_bytes = canopy::cli::unique_kv_bytes(w.spec, unique_pages);
   const canopy::GpuCoefficients& gpu = options.cost_model.coefficients();
   std::vector<std::string> kernels;
-  for (const canopy::KernelConfig& config : plan.configs) {
-    kernels.push_back(canopy::partial_kernel_spec(plan.spec, config, arch).to_string());
-  }
-  if (!plan.merge_requests.empty()) {
-    kernels.push_back(
-        canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch).to_string());
+  for (const canopy::KernelSpec& k : canopy::plan_kernel_specs(plan, arch)) {
+    kernels.push_back(k.to_string());
   }
   const MergeSummary merges = merge_summary(plan);
   std::int64_t path_tokens = 0;

@@ -123,24 +123,14 @@ void reject_unknown(const json& j, std::initializer_list<const char*> known, con
 /// Kernel launches one Runtime::run makes for `plan`: every non-empty step of
 /// its launch schedule (partial launches, then the merge when there is one).
 /// Mirrors Runtime::run.
-int kernel_launches(const canopy::Plan& plan) {
-  int n = 0;
-  for (const canopy::LaunchStep& step : plan.launches) n += step.end > step.begin ? 1 : 0;
-  return n;
-}
+int kernel_launches(const canopy::Plan& plan) { return plan.device_launches(); }
 
-/// The kernels Runtime::prepare compiles for `plan` (by spec string): one per
-/// partial config, and the merge when the plan merges any row.
+/// The kernels Runtime::prepare compiles for `plan`, by spec string.
 std::map<std::string, canopy::KernelSpec> plan_kernels(const canopy::Plan& plan,
                                                        canopy::Arch arch) {
   std::map<std::string, canopy::KernelSpec> specs;
-  for (const canopy::KernelConfig& config : plan.configs) {
-    const canopy::KernelSpec k = canopy::partial_kernel_spec(plan.spec, config, arch);
+  for (const canopy::KernelSpec& k : canopy::plan_kernel_specs(plan, arch)) {
     specs.emplace(k.to_string(), k);
-  }
-  if (!plan.merge_requests.empty()) {
-    const canopy::KernelSpec m = canopy::merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch);
-    specs.emplace(m.to_string(), m);
   }
   return specs;
 }
@@ -250,6 +240,7 @@ json plan_summary(const PlanHandle& h) {
               {"num_sms", p.num_sms},
               {"kernel_launches", kernel_launches(p)},
               {"launch_steps", p.launches.size()},
+              {"fused_merge", p.fused_merge},
               {"items", p.items.size()},
               {"direct_items", direct},
               {"merge_rows", p.merge_entries()},

@@ -14,12 +14,13 @@ namespace canopy {
 /// (families/kernel_families.hpp): templates, entry point, launch shape,
 /// shared-memory layout and what it can implement.
 enum class KernelFamily : std::uint8_t {
-  kFmaAttention,  ///< partial attention, FP32 FMA reference (sm_80+)
-  kMmaAttention,  ///< partial attention on tensor cores, mma.sync m16n8k16 (sm_80+)
-  kMergeStates,   ///< partial states -> output rows (log-sum-exp merge)
+  kFmaAttention,    ///< partial attention, FP32 FMA reference (sm_80+)
+  kMmaAttention,    ///< partial attention on tensor cores, mma.sync m16n8k16 (sm_80+)
+  kMergeStates,     ///< partial states -> output rows (log-sum-exp merge)
+  kWgmmaAttention,  ///< partial attention on Hopper warpgroup MMA (wgmma, sm_90a)
 };
 
-const char* to_string(KernelFamily family) noexcept;  ///< "fma", "mma", "merge"
+const char* to_string(KernelFamily family) noexcept;  ///< "fma", "mma", "merge", "wgmma"
 KernelFamily kernel_family_from_string(const std::string& name);
 
 /// One compiled partial-attention kernel: its family and tile shape. A
@@ -40,7 +41,7 @@ struct KernelConfig {
 };
 /// Batch size, lengths and tree shape stay out: they are run-time data.
 /// `family` says which kernel (families/kernel_families.hpp); partial
-/// attention families (kFmaAttention, kMmaAttention) read `tile` (whose
+/// attention families (kFmaAttention, kMmaAttention, kWgmmaAttention) read `tile` (whose
 /// family equals this one). For kMergeStates, `merge_fan_in`
 /// (1..kMaxUnrolledFanIn) makes the number of partials a compile-time constant
 /// (the tree depth bounds it); 0 is the general loop used for deeper trees.

@@ -88,6 +88,10 @@ struct PlanLayout {
   std::int64_t metadata_bytes = 0;
   std::int64_t partial_o = 0;    ///< float32 [num_partial_slots][head_dim], in the workspace
   std::int64_t partial_lse = 0;  ///< float32 [num_partial_slots], in the workspace
+  /// int32 [merged requests][num_kv_heads], in the workspace, for a fused
+  /// merge (0 bytes otherwise): zeroed when a plan is prepared, and back to 0
+  /// at the end of every launch.
+  std::int64_t merge_counters = 0;
   std::int64_t workspace_bytes = 0;
 };
 
@@ -99,6 +103,12 @@ struct Plan {
   std::vector<KernelConfig> configs;  ///< the partial kernels the step launches
   std::vector<WorkItem> items;        ///< grouped by config; longest first within a group
   std::vector<LaunchStep> launches;   ///< the launch schedule, in order
+  /// The step runs as persistent launches with the merge fused in
+  /// (PlannerOptions::fuse_merge, and every config's family supports it):
+  /// each partial launch is one block per block slot walking a queue of
+  /// items, and the item completing a merged row merges it; the merge launch
+  /// of `launches` then runs inside them and is not launched.
+  bool fused_merge = false;
   /// Per task, its rows under KV head 0: request * num_qo_heads + g for its
   /// requests (ascending) and g < group, request-major (see WorkItem).
   std::vector<std::int32_t> task_rows;
@@ -126,6 +136,9 @@ struct Plan {
     return task_rows[static_cast<std::size_t>(it.task_row_begin + i)] +
            (it.kv_head + head) * group();
   }
+  /// Kernel launches Runtime::run issues for the step: one per partial
+  /// launch with items, plus the merge launch unless it is fused.
+  int device_launches() const;
   /// Merge entries: one per (merged request, qo head).
   std::int64_t merge_entries() const {
     return static_cast<std::int64_t>(merge_requests.size()) * spec.num_qo_heads;
@@ -145,6 +158,12 @@ struct Plan {
   /// written twice, an empty item, launches not tiling the items).
   void validate() const;
 };
+
+/// The kernels a device of arch `arch` runs for `plan`: one partial kernel
+/// per config (in Plan::configs order), then the merge when some row is
+/// merged outside the partial kernels (not Plan::fused_merge). What
+/// Runtime::prepare compiles, the tools list and the benchmark prewarms.
+std::vector<KernelSpec> plan_kernel_specs(const Plan& plan, Arch arch);
 
 /// Throws Error(kInvalidArgument) unless every (request, qo head, KV token)
 /// of `tables` is covered by exactly one work item row, with the right page,

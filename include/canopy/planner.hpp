@@ -31,6 +31,13 @@ struct PlannerOptions {
   /// Plan each request alone over its whole KV, as if nothing were shared
   /// (split-KV decode): the ablation for prefix-aware planning.
   bool prefix_blind = false;
+  /// Run the step as persistent launches (a queue of items per block slot)
+  /// with the merge fused into them: the item that completes a merged row
+  /// merges it, so the step needs no merge launch (Plan::fused_merge). Takes
+  /// effect when every kernel the plan launches supports it (mma, wgmma; not
+  /// the FMA reference). false: v1's launches, one block per item and a
+  /// separate merge kernel (the ablation).
+  bool fuse_merge = true;
 };
 
 /// Field by field; cost models compare their coefficients.

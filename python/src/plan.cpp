@@ -192,9 +192,8 @@ void bind_plan(nb::module_& m) {
       .def_prop_ro("tree_depth", [](const PyPlan& p) { return p.plan().tree_depth; })
       .def_prop_ro("num_items",
                    [](const PyPlan& p) { return static_cast<std::int64_t>(p.plan().items.size()); })
-      .def_prop_ro(
-          "num_launches",
-          [](const PyPlan& p) { return static_cast<std::int64_t>(p.plan().launches.size()); })
+      .def_prop_ro("num_launches", [](const PyPlan& p) { return p.plan().device_launches(); })
+      .def_prop_ro("fused_merge", [](const PyPlan& p) { return p.plan().fused_merge; })
       .def_prop_ro("configs",
                    [](const PyPlan& p) {
                      std::vector<std::string> names;

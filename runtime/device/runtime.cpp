@@ -14,9 +14,11 @@
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "families/kernel_families.hpp"
+#include "families/occupancy.hpp"
 #include "runtime/device/device_buffer.hpp"
 #include "runtime/device/driver.hpp"
 #include "runtime/jit/cubin_cache.hpp"
+#include "runtime/plan/persistent_schedule.hpp"
 #include "templates/common/kernel_abi.cuh"
 
 namespace canopy {
@@ -119,6 +121,11 @@ struct PreparedPlan::State {
   std::vector<LoadedKernel> partial;  ///< per plan.configs entry
   LoadedKernel merge;                 ///< loaded when the plan has a merge launch
   DeviceBuffer metadata;
+  /// Plan::fused_merge: the persistent launches and the fused merge's groups
+  /// (runtime/plan/persistent_schedule.hpp), uploaded into `schedule`.
+  PersistentSchedule persistent;
+  DeviceBuffer schedule;
+  std::int64_t queue_at = 0, indptr_at = 0, touches_at = 0, touch_indptr_at = 0;
   DeviceBuffer owned_workspace;
   CUdeviceptr workspace = 0;
   std::int64_t workspace_bytes = 0;
@@ -198,6 +205,61 @@ PreparedPlan Runtime::plan(const AttentionSpec& spec, const PrefixTree& tree,
   return prepare(make_plan(spec, tree, impl_->device_options(options)), workspace);
 }
 
+namespace {
+
+// Plan::fused_merge: each partial launch gets one block per block slot of the
+// GPU (SMs x resident blocks of its kernel), walking a queue of items, and
+// the items count their rows into the fused merge's groups. The queues and
+// groups go up in one buffer; the groups' counters (in the workspace) start
+// at 0 and every launch leaves them at 0.
+void prepare_persistent(const Plan& plan, Arch arch, PreparedPlan::State& s) {
+  const driver::DeviceContext& dev = *s.dev;
+  std::vector<int> slots(plan.launches.size(), 0);
+  for (std::size_t k = 0; k < plan.launches.size(); ++k) {
+    const LaunchStep& step = plan.launches[k];
+    if (step.family == KernelFamily::kMergeStates) continue;
+    const KernelSpec spec =
+        partial_kernel_spec(plan.spec, plan.configs[static_cast<std::size_t>(step.config)], arch);
+    check(families::family_info(spec.family).fused_merge, ErrorKind::kInvalidArgument,
+          fmt::format("plan: fused_merge is set but kernel {} cannot fuse the merge",
+                      spec.to_string()));
+    slots[k] = families::blocks_per_sm(spec, arch) * dev.num_sms;
+  }
+  s.persistent = make_persistent_schedule(plan, slots);
+  const PersistentSchedule& ps = s.persistent;
+  std::int64_t at = 0;
+  auto section = [&](std::int64_t bytes) {
+    const std::int64_t offset = at;
+    at += (std::max<std::int64_t>(bytes, 1) + 255) / 256 * 256;
+    return offset;
+  };
+  s.queue_at = section(static_cast<std::int64_t>(ps.queue.size()) * 4);
+  s.indptr_at = section(static_cast<std::int64_t>(ps.queue_indptr.size()) * 4);
+  s.touches_at = section(static_cast<std::int64_t>(ps.touches.size()) * 16);
+  s.touch_indptr_at = section(static_cast<std::int64_t>(ps.item_touch_indptr.size()) * 4);
+  std::vector<unsigned char> host(static_cast<std::size_t>(at), 0);
+  auto copy = [&](std::int64_t offset, const auto& v) {
+    if (!v.empty()) std::memcpy(host.data() + offset, v.data(), v.size() * sizeof(v[0]));
+  };
+  copy(s.queue_at, ps.queue);
+  copy(s.indptr_at, ps.queue_indptr);
+  auto* touches = reinterpret_cast<canopy_abi::DeviceMergeTouch*>(host.data() + s.touches_at);
+  for (std::size_t i = 0; i < ps.touches.size(); ++i) {
+    const MergeTouch& t = ps.touches[i];
+    touches[i] = {t.entry, t.kv_head, t.rows, t.target};
+  }
+  copy(s.touch_indptr_at, ps.item_touch_indptr);
+  s.schedule = DeviceBuffer(dev.context, host.size(), "persistent schedule");
+  s.schedule.upload(host.data(), host.size());
+  if (ps.counters > 0) {
+    driver::check(api().memset_d32(s.workspace + s.layout.merge_counters, 0,
+                                   static_cast<std::size_t>(ps.counters)),
+                  "cuMemsetD32(merge counters)");
+  }
+}
+
+}  // namespace
+
 PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
   plan.validate();
   const driver::DeviceContext& dev = *impl_->dev;
@@ -209,13 +271,14 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
   s->sm_scale = static_cast<float>(plan.spec.effective_sm_scale());
   s->soft_cap = static_cast<float>(plan.spec.logits_soft_cap);
 
-  // Kernels: one partial kernel per config, and the merge if the plan merges.
+  // Kernels: one partial kernel per config, and the merge if the plan merges
+  // outside them.
   const Arch arch = dev.arch();
   for (const KernelConfig& config : plan.configs) {
     s->partial.push_back(ModuleRegistry::instance().get(
         dev, partial_kernel_spec(plan.spec, config, arch), *impl_->cache));
   }
-  if (!plan.merge_requests.empty()) {
+  if (!plan.merge_requests.empty() && !plan.fused_merge) {
     s->merge = ModuleRegistry::instance().get(
         dev, merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch), *impl_->cache);
   }
@@ -271,6 +334,7 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
         DeviceBuffer(dev.context, static_cast<std::size_t>(s->workspace_bytes), "workspace");
     s->workspace = s->owned_workspace.get();
   }
+  if (plan.fused_merge) prepare_persistent(plan, arch, *s);
   s->plan = std::move(plan);
 
   PreparedPlan prepared;
@@ -318,11 +382,15 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
   float* partial_o = reinterpret_cast<float*>(s->workspace + L.partial_o);
   float* partial_lse = reinterpret_cast<float*>(s->workspace + L.partial_lse);
 
-  // The schedule, in order: partial launches, then the merge if any.
+  // The schedule, in order: partial launches, then the merge if any (fused
+  // into the partial launches when the plan says so: one block per slot,
+  // each walking its queue).
+  const PersistentSchedule::Launch* persistent = s->persistent.launches.data();
   for (const LaunchStep& step : plan.launches) {
     const int grid_items = step.end - step.begin;
     if (grid_items <= 0) continue;
     const bool merge = step.family == KernelFamily::kMergeStates;
+    if (merge && plan.fused_merge) continue;
     const LoadedKernel& k = merge ? s->merge : s->partial[static_cast<std::size_t>(step.config)];
     // The parameter block is the kernel's family's (the registry row; the
     // generator wrote the kernel's signature from the same field).
@@ -350,6 +418,23 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
         p.out_dtype = families::dtype_code(spec.o_dtype);
         p.sm_scale = s->sm_scale;
         p.soft_cap = s->soft_cap;
+        if (plan.fused_merge) {
+          const CUdeviceptr sched = s->schedule.get();
+          p.queue = reinterpret_cast<const int*>(sched + s->queue_at);
+          // Block b of this launch runs queue first_queue + b.
+          p.queue_indptr =
+              reinterpret_cast<const int*>(sched + s->indptr_at) + persistent->first_queue;
+          if (!plan.merge_requests.empty()) {
+            p.merge_touches =
+                reinterpret_cast<const canopy_abi::DeviceMergeTouch*>(sched + s->touches_at);
+            p.item_touch_indptr = reinterpret_cast<const int*>(sched + s->touch_indptr_at);
+            p.merge_counters = reinterpret_cast<int*>(s->workspace + L.merge_counters);
+            p.merge_requests = reinterpret_cast<const int*>(s->metadata_at(L.merge_requests));
+            p.merge_indptr = reinterpret_cast<const int*>(s->metadata_at(L.merge_indptr));
+            p.merge_parts =
+                reinterpret_cast<const canopy_abi::DeviceMergePart*>(s->metadata_at(L.merge_parts));
+          }
+        }
         args[0] = &p;
         break;
       case families::ParamsBlock::kMerge:
@@ -369,9 +454,12 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
     }
     check(args[0] != nullptr, ErrorKind::kInvalidArgument,
           fmt::format("kernel {}: unknown parameter block {}", k.name, static_cast<int>(k.params)));
-    // Work items one per block; merge entries merge_rows_per_block per block.
+    // Work items one per block (a persistent launch: one per queue); merge
+    // entries merge_rows_per_block per block.
     const unsigned grid =
-        static_cast<unsigned>((grid_items + k.rows_per_block - 1) / k.rows_per_block);
+        plan.fused_merge && !merge
+            ? static_cast<unsigned>((persistent++)->blocks)
+            : static_cast<unsigned>((grid_items + k.rows_per_block - 1) / k.rows_per_block);
     driver::check(a.launch_kernel(k.function, grid, 1, 1, static_cast<unsigned>(k.threads), 1, 1,
                                   static_cast<unsigned>(k.smem_bytes), st, args, nullptr),
                   fmt::format("cuLaunchKernel({}, grid {}, block {}, smem {})", k.name, grid,

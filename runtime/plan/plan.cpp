@@ -37,23 +37,36 @@ PlanLayout Plan::layout() const {
   l.metadata_bytes = at;
   l.partial_o = 0;
   l.partial_lse = align_up(num_partial_slots * spec.head_dim * 4);
-  l.workspace_bytes = l.partial_lse + align_up(num_partial_slots * 4);
+  l.merge_counters = l.partial_lse + align_up(num_partial_slots * 4);
+  const std::int64_t counters =
+      fused_merge ? static_cast<std::int64_t>(merge_requests.size()) * spec.num_kv_heads : 0;
+  l.workspace_bytes = l.merge_counters + align_up(counters * 4);
   return l;
+}
+
+int Plan::device_launches() const {
+  int n = 0;
+  for (const LaunchStep& g : launches) {
+    n += g.end > g.begin && !(fused_merge && g.family == KernelFamily::kMergeStates);
+  }
+  return n;
 }
 
 std::string plan_to_text(const Plan& plan) {
   std::string out = fmt::format(
       "plan: {} requests, {}, tree depth {}\n"
-      "  {} work items, {} launches, {} partial states, {} merged rows, max merge fan-in {}\n"
+      "  {} work items, {} launches ({} on the device), {} partial states, {} merged rows, max "
+      "merge fan-in {}\n"
       "  workspace {:.2f} MiB, predicted {:.2f} us on {} SMs\n",
       plan.batch_size, plan.spec.to_string(), plan.tree_depth, plan.items.size(),
-      plan.launches.size(), plan.num_partial_slots, plan.merge_entries(), plan.max_merge_fan_in,
-      plan.workspace_bytes() / 1048576.0, plan.predicted_us, plan.num_sms);
+      plan.launches.size(), plan.device_launches(), plan.num_partial_slots, plan.merge_entries(),
+      plan.max_merge_fan_in, plan.workspace_bytes() / 1048576.0, plan.predicted_us, plan.num_sms);
   out += "  launches:\n";
   for (const LaunchStep& g : plan.launches) {
     if (g.family == KernelFamily::kMergeStates) {
-      out += fmt::format("    {:<22} {:>6} rows, {} partial states\n", "merge", g.end - g.begin,
-                         plan.merge_parts.size() * plan.spec.num_qo_heads);
+      out += fmt::format("    {:<22} {:>6} rows, {} partial states{}\n", "merge", g.end - g.begin,
+                         plan.merge_parts.size() * plan.spec.num_qo_heads,
+                         plan.fused_merge ? " (fused into the partial launches)" : "");
       continue;
     }
     std::map<int, int> per_node;
@@ -131,6 +144,7 @@ std::string plan_to_json(const Plan& plan, int indent) {
       "node",         "config",    "row_tile",          "kv_head",   "kv_heads",  "kv_page_offset",
       "token_begin",  "token_end", "path_token_offset", "row_begin", "row_count", "direct",
       "predicted_us", "sm",        "task_row_begin"};
+  j["fused_merge"] = plan.fused_merge;
   j["launches"] = json::array();
   for (const LaunchStep& g : plan.launches) {
     j["launches"].push_back({{"family", to_string(g.family)},
@@ -210,6 +224,12 @@ Plan plan_from_json(const std::string& text) {
       it.sm = json_int<std::int32_t>(a.at(13), "item.sm");
       it.task_row_begin = json_int<std::int32_t>(a.at(14), "item.task_row_begin");
       plan.items.push_back(it);
+    }
+    // Plans written before fused merges ran one block per item and a merge launch.
+    if (const auto it = j.find("fused_merge"); it != j.end()) {
+      check(it->is_boolean(), ErrorKind::kInvalidArgument,
+            "plan JSON: fused_merge is not a boolean");
+      plan.fused_merge = it->get<bool>();
     }
     for (const json& g : j.at("launches")) {
       plan.launches.push_back({kernel_family_from_string(g.at("family").get<std::string>()),

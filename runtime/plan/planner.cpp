@@ -25,10 +25,17 @@ std::vector<KernelConfig> shipped_kernel_configs(const AttentionSpec& spec) {
 }
 
 std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec) {
-  // The tensor-core kernels: the general one runs every item shape, the wide
-  // one 128-row tiles of long shared prefixes (plan_tree keeps the second
-  // only when its launch pays for itself).
-  return families::family_info(KernelFamily::kMmaAttention).shipped_configs(spec);
+  // The tensor-core kernels: the general mma one first (it runs every item
+  // shape on every arch), then the wide one for 128-row tiles of long shared
+  // prefixes, then the Hopper wgmma ones, which the planner drops where the
+  // arch lacks them (plan_tree keeps more than one kernel only when the
+  // launches pay for themselves).
+  std::vector<KernelConfig> configs =
+      families::family_info(KernelFamily::kMmaAttention).shipped_configs(spec);
+  const std::vector<KernelConfig> hopper =
+      families::family_info(KernelFamily::kWgmmaAttention).shipped_configs(spec);
+  configs.insert(configs.end(), hopper.begin(), hopper.end());
+  return configs;
 }
 
 namespace {
@@ -106,19 +113,20 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
   }
   Planner both(spec, tree, options, first);
   both.make_tasks();
-  // Default kernels: a plan that launches two partial kernels is compared
-  // with the general kernel alone (one launch fewer), and the faster kept
-  // (ties: both kernels). Both are priced; only the winner is written. The
-  // split choice never changes a task's kernel, so the walk already tells
-  // whether both kernels launch, and a pass whose lower bound cannot beat the
-  // other's prediction is not priced at all (the same verdict, sooner).
-  if (!options.candidates.empty() || both.task_configs() < 2) {
+  // A plan that launches several partial kernels is compared with the first
+  // candidate alone (the general kernel of the defaults: one launch, every
+  // item shape), and the faster kept (ties: several). Both are priced; only
+  // the winner is written. The split choice never changes a task's kernel,
+  // so the walk already tells whether several kernels launch, and a pass
+  // whose lower bound cannot beat the other's prediction is not priced at
+  // all (the same verdict, sooner).
+  if (both.task_configs() < 2) {
     both.price();
     emit(both);
     return;
   }
   PlannerOptions single = options;
-  single.candidates = {default_kernel_configs(spec).front()};
+  single.candidates = {both.configs().front()};
   Planner alone(spec, tree, single, second);
   alone.make_tasks(&first);
   // predicted_us() is a float: the bounds keep a margin for its rounding.

@@ -215,8 +215,9 @@ class Planner {
   int last_best_tokens_ = -1;
   std::pair<int, double> last_best_{};
   int launched_configs_ = 0;
-  std::int64_t merged_ = 0;  // partial states merged
-  int step_launches_ = 0;    // partial launches plus the merge
+  std::int64_t merged_ = 0;   // partial states merged
+  int step_launches_ = 0;     // partial launches plus the merge
+  bool fused_merge_ = false;  // Plan::fused_merge
   float predicted_us_ = 0;
 };
 

@@ -218,6 +218,7 @@ void Planner::emit(Plan& out) {
   build_merge_schedule(out);
   keep_launched_configs(out);
   out.predicted_us = predicted_us_;
+  out.fused_merge = fused_merge_;
 }
 
 // A request may grow (its next decode tokens) without changing the tree when

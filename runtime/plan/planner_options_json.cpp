@@ -31,9 +31,9 @@ constexpr std::int64_t kMaxWaves = 1024;
 constexpr std::int64_t kMaxMinSplitTokens = std::int64_t{1} << 20;
 constexpr std::int64_t kMaxRowTile = 4096;
 
-constexpr std::array<const char*, 10> kKeys = {
-    "format", "candidates",       "row_tiles",  "allow_absorb", "allow_split",
-    "waves",  "min_split_tokens", "head_packs", "prefix_blind", "coefficients"};
+constexpr std::array<const char*, 11> kKeys = {
+    "format",           "candidates", "row_tiles",    "allow_absorb", "allow_split", "waves",
+    "min_split_tokens", "head_packs", "prefix_blind", "fuse_merge",   "coefficients"};
 
 [[noreturn]] void fail(const std::string& message) {
   throw Error(ErrorKind::kInvalidArgument, "planner options: " + message);
@@ -126,7 +126,7 @@ bool operator==(const PlannerOptions& a, const PlannerOptions& b) {
          a.candidates == b.candidates && a.row_tiles == b.row_tiles &&
          a.allow_absorb == b.allow_absorb && a.allow_split == b.allow_split && a.waves == b.waves &&
          a.min_split_tokens == b.min_split_tokens && a.head_packs == b.head_packs &&
-         a.prefix_blind == b.prefix_blind;
+         a.prefix_blind == b.prefix_blind && a.fuse_merge == b.fuse_merge;
 }
 
 std::string planner_options_to_json(const PlannerOptions& options, int indent) {
@@ -145,6 +145,7 @@ std::string planner_options_to_json(const PlannerOptions& options, int indent) {
       {"min_split_tokens", options.min_split_tokens},
       {"head_packs", options.head_packs},
       {"prefix_blind", options.prefix_blind},
+      {"fuse_merge", options.fuse_merge},
       {"coefficients", c == GpuCoefficients{} ? ordered(nullptr) : ordered::parse(c.to_json(-1))}};
   return j.dump(indent);
 }
@@ -183,6 +184,8 @@ PlannerOptions planner_options_from_json(std::string_view text) {
   }
   if (const auto it = j.find("head_packs"); it != j.end())
     o.head_packs = read_bool(*it, "head_packs");
+  if (const auto it = j.find("fuse_merge"); it != j.end())
+    o.fuse_merge = read_bool(*it, "fuse_merge");
   if (const auto it = j.find("prefix_blind"); it != j.end()) {
     o.prefix_blind = read_bool(*it, "prefix_blind");
   }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/ceil_div.hpp"
+#include "families/kernel_families.hpp"
 #include "runtime/plan/planner_core.hpp"
 
 namespace canopy::planning {
@@ -132,11 +133,17 @@ void Planner::place() {
     }
   }
   launched_configs_ = static_cast<int>(std::count(used.begin(), used.end(), 1));
+  fused_merge_ = opt_.fuse_merge;
+  for (std::size_t c = 0; c < used.size(); ++c) {
+    if (used[c])
+      fused_merge_ = fused_merge_ && families::family_info(configs_[c].family).fused_merge;
+  }
   // As emit() computes it: the busiest slot's load as stored (float), the
-  // merge of every merged partial state, one launch per config plus the merge.
+  // merge of every merged partial state, one launch per config plus the merge
+  // unless it is fused into them.
   const float busiest = static_cast<float>(s_.loads.max_load());
   merged_ = merged;
-  step_launches_ = launched_configs_ + (any_merged ? 1 : 0);
+  step_launches_ = launched_configs_ + (any_merged && !fused_merge_ ? 1 : 0);
   predicted_us_ = static_cast<float>(pricer_.step_us(busiest, merged_, step_launches_));
 }
 

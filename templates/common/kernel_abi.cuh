@@ -43,6 +43,18 @@ struct DeviceMergePart {
 };
 static_assert(sizeof(DeviceMergePart) == 8, "DeviceMergePart must stay 2 int32");
 
+/// One (merged request, KV head) group an item writes rows of, for the fused
+/// merge (canopy::MergeTouch): the item adds `rows` to the group's counter;
+/// the item that brings it to `target` (the group's partial states times the
+/// GQA group) merges the group's output rows.
+struct DeviceMergeTouch {
+  int entry;  // index into merge_requests
+  int kv_head;
+  int rows;
+  int target;
+};
+static_assert(sizeof(DeviceMergeTouch) == 16, "DeviceMergeTouch must stay 4 int32");
+
 /// Partial attention over items[item_begin + blockIdx.x]; one thread block per item.
 ///   q          [batch, num_qo_heads, head_dim]             q dtype
 ///   k/v_cache  paged, layout and dtype from the KernelSpec
@@ -71,6 +83,21 @@ struct PartialParams {
   int out_dtype;   // DTypeCode of out
   float sm_scale;
   float soft_cap;  // used only when the spec has soft_cap
+  // Persistent launch (queue_indptr set): block b runs the items
+  // queue[queue_indptr[b] .. queue_indptr[b + 1]) (plan indices), else the
+  // single item item_begin + b.
+  const int* queue;
+  const int* queue_indptr;
+  // Fused merge (merge_touches set): item i counts its rows into the groups
+  // merge_touches[item_touch_indptr[i] .. item_touch_indptr[i + 1]);
+  // merge_counters holds one int per (merged request, KV head), 0 between
+  // launches; the merge schedule is MergeParams'.
+  const DeviceMergeTouch* merge_touches;
+  const int* item_touch_indptr;
+  int* merge_counters;
+  const int* merge_requests;
+  const int* merge_indptr;
+  const DeviceMergePart* merge_parts;
 };
 
 /// Merge: entry e is request r = merge_requests[e / num_qo_heads], qo head

@@ -86,6 +86,35 @@ CANOPY_HOST_DEVICE constexpr bool mma_combine_fits(int head_dim, int tile_kv, in
   return warps * 16 * mma_combine_row_floats(head_dim) * 4 <= 2 * stages * tile_kv * head_dim * 2;
 }
 
+/// Hopper warpgroup-MMA family (wgmma, sm_90a). Q, K and V are stored as the
+/// wgmma operands want them: column blocks of 64 elements (128 bytes) per
+/// row, each block [rows][128 B] with the 128-byte swizzle (16-byte chunk c
+/// of row r at chunk c ^ (r % 8)), every block 1024-byte aligned. K and V
+/// share one layout: K is a K-major B operand of S = Q K^T, V an MN-major B
+/// operand of O = P V. Each pipeline stage has a full and an empty mbarrier.
+/// The kernel aligns its base to 1024 bytes, so the total includes 1024
+/// bytes of slack.
+struct WgmmaSmemLayout {
+  int q;         ///< [D / 64][tile_q][64] KV dtype
+  int k;         ///< [stages][D / 64][tile_kv][64] KV dtype
+  int v;         ///< [stages][D / 64][tile_kv][64] KV dtype
+  int barriers;  ///< full[stages], empty[stages]: 8-byte mbarriers
+  int total;
+};
+
+CANOPY_HOST_DEVICE constexpr int align1024(int bytes) { return (bytes + 1023) / 1024 * 1024; }
+
+CANOPY_HOST_DEVICE constexpr WgmmaSmemLayout wgmma_smem_layout(int head_dim, int tile_q,
+                                                               int tile_kv, int stages) {
+  WgmmaSmemLayout s{};
+  s.q = 0;
+  s.k = align1024(tile_q * head_dim * 2);
+  s.v = s.k + stages * tile_kv * head_dim * 2;
+  s.barriers = s.v + stages * tile_kv * head_dim * 2;
+  s.total = s.barriers + 16 * stages + 1024;
+  return s;
+}
+
 // ---- registers ---------------------------------------------------------------
 
 /// Registers per SM on every arch Canopy compiles for (sm_80 .. sm_120;
@@ -116,12 +145,22 @@ CANOPY_HOST_DEVICE constexpr int mma_max_registers(int head_dim) {
   return head_dim <= 64 ? 168 : 255;
 }
 
-/// Merge, by head dim (4 warps: 8 / 5 / 3 blocks per SM). A lane owns
+/// Merge, by head dim (4 warps: 7 / 5 / 3 blocks per SM). A lane owns
 /// head_dim / 32 columns of up to 8 partials in flight; ptxas (CUDA 13.0)
-/// uses 32-48 / 40-70 / 54-128 unbounded. Each cap leaves a quarter or more
-/// of headroom: held to exactly 128 at D = 256, ptxas spills.
+/// uses 32-48 / 40-70 / 54-128 unbounded. Each cap leaves headroom: held to
+/// exactly 128 at D = 256, ptxas spills, and at 64 for D = 64 the merge
+/// shared with the fused path (merge_output_row) spilled 8 bytes.
 CANOPY_HOST_DEVICE constexpr int merge_max_registers(int head_dim) {
-  return head_dim <= 64 ? 64 : (head_dim <= 128 ? 96 : 168);
+  return head_dim <= 64 ? 72 : (head_dim <= 128 ? 96 : 168);
+}
+
+/// Hopper warpgroup-MMA family: one producer warpgroup and tile_q / 64
+/// consumer warpgroups, one block per SM (shared memory), launched with
+/// __launch_bounds__(threads, 1) as setmaxnreg needs. With two consumers the
+/// producer gives registers to them (56 and 224: 128 x 56 + 256 x 224 <= 64K);
+/// the cap here is what every thread gets at entry.
+CANOPY_HOST_DEVICE constexpr int wgmma_max_registers(int threads) {
+  return registers_per_sm() / threads / 8 * 8 > 255 ? 255 : registers_per_sm() / threads / 8 * 8;
 }
 
 }  // namespace canopy_abi

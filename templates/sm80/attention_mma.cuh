@@ -24,12 +24,24 @@
 #pragma once
 
 #include "../common/device_common.cuh"
+#include "../common/item_queue.cuh"
 #include "../common/kernel_abi.cuh"
 #include "../common/kernel_layouts.cuh"
 #include "../common/paged_kv.cuh"
+#include "../common/register_softmax.cuh"
 #include "tensor_core.cuh"
 
 namespace canopy_dev {
+
+/// threadIdx.x, read where it is used: a persistent block runs many items,
+/// and values derived from a plain threadIdx.x are hoisted out of the item
+/// loop and kept live across it, which the register caps cannot afford (the
+/// wide kernel at D = 64 spilled them).
+__device__ __forceinline__ int thread_index() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
+  return t;
+}
 
 /// Compile-time facts of the specialization.
 template <class S>
@@ -87,7 +99,7 @@ __device__ __forceinline__ void stage_q(const canopy_abi::PartialParams& p,
   constexpr int kChunks = MmaTraits<S>::kChunks;
   const Chunk16* q = static_cast<const Chunk16*>(p.q);
   const int heads = kHeadPack ? item_heads(item) : 1;
-  for (int u = threadIdx.x; u < rows * kChunks; u += S::kThreads) {
+  for (int u = thread_index(); u < rows * kChunks; u += S::kThreads) {
     const int r = u / kChunks;
     const int c = u % kChunks;
     const int head = kHeadPack ? r / 16 : 0;
@@ -120,8 +132,8 @@ __device__ __forceinline__ void load_kv_tile(const canopy_abi::PartialParams& p,
                 "a tile is a whole number of passes of the block over 16-byte chunks");
   const unsigned short* k_src = static_cast<const unsigned short*>(p.k_cache);
   const unsigned short* v_src = static_cast<const unsigned short*>(p.v_cache);
-  const int chunk = threadIdx.x % kChunks;
-  const int row0 = threadIdx.x / kChunks;
+  const int chunk = thread_index() % kChunks;
+  const int row0 = thread_index() / kChunks;
   const int heads = kHeadPack ? item_heads(item) : 1;
   long long offset[kPasses];
 #pragma unroll
@@ -158,7 +170,7 @@ struct FragmentOffsets {
 template <class S>
 __device__ __forceinline__ FragmentOffsets fragment_offsets() {
   constexpr unsigned kRowBytes = S::kHeadDim * 2;
-  const unsigned lane = threadIdx.x % 32;
+  const unsigned lane = thread_index() % 32;
   const unsigned x = lane & 7;   // the row modulo 8: the XOR of the swizzle
   const unsigned m = lane >> 3;  // which 8x8 matrix this lane addresses
   FragmentOffsets f;
@@ -229,92 +241,6 @@ __device__ __forceinline__ void compute_scores(float (&s)[R::kMTiles][R::kTokenT
   }
 }
 
-/// The soft cap (when the spec has one) and, on a partial tile, -inf for
-/// tokens at or past `valid` (warp-slice relative). Full tiles without a cap
-/// skip the pass: the scale is folded into the exponent.
-template <class S, class R>
-__device__ __forceinline__ void cap_and_mask(float (&s)[R::kMTiles][R::kTokenTiles][4],
-                                             const canopy_abi::PartialParams& p, int valid) {
-  const int t = threadIdx.x % 4;
-#pragma unroll
-  for (int mt = 0; mt < R::kMTiles; ++mt) {
-    if constexpr (S::kSoftCap) {
-#pragma unroll
-      for (int nt = 0; nt < R::kTokenTiles; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[mt][nt][e] = p.soft_cap * tanhf(s[mt][nt][e] * p.sm_scale / p.soft_cap);
-        }
-      }
-    }
-    if (valid < R::kWarpTokens) {
-#pragma unroll
-      for (int nt = 0; nt < R::kTokenTiles; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (8 * nt + 2 * t + (e & 1) >= valid) s[mt][nt][e] = neg_inf();
-        }
-      }
-    }
-  }
-}
-
-/// Online softmax over the tile for the thread's two rows (g and g + 8), with
-/// m kept in raw score units and exponents taken in the log2 domain
-/// (`scale` = sm_scale * log2 e, or log2 e after a soft cap):
-/// m' = max(m, max s), p = 2^(s scale - m' scale), l' = 2^((m - m') scale) l
-/// + sum p (this thread's columns only; the quad's sums are added at the end),
-/// and O scaled by 2^((m - m') scale) when any row's max moved.
-template <class S, class R>
-__device__ __forceinline__ void online_softmax(float (&s)[R::kMTiles][R::kTokenTiles][4],
-                                               float (&m)[R::kMTiles][2], float (&l)[R::kMTiles][2],
-                                               float (&o)[R::kMTiles][MmaTraits<S>::kDimTiles][4],
-                                               float scale) {
-  float alpha[R::kMTiles][2];
-  bool moved = false;
-#pragma unroll
-  for (int mt = 0; mt < R::kMTiles; ++mt) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float tile_max = neg_inf();
-#pragma unroll
-      for (int nt = 0; nt < R::kTokenTiles; ++nt) {
-        tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][2 * i], s[mt][nt][2 * i + 1]));
-      }
-      // The four threads of a quad hold one row's columns.
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      const float m_new = fmaxf(m[mt][i], tile_max);
-      // A row with no valid token yet keeps m = -inf; subtract 0 then, not -inf.
-      const float m_scaled = m_new == neg_inf() ? 0.f : m_new * scale;
-      alpha[mt][i] = fast_exp2(m[mt][i] * scale - m_scaled);  // 0 from -inf, 1 if unchanged
-      moved |= alpha[mt][i] != 1.f;
-      m[mt][i] = m_new;
-      float sum = 0.f;
-#pragma unroll
-      for (int nt = 0; nt < R::kTokenTiles; ++nt) {
-        s[mt][nt][2 * i] = fast_exp2(fmaf(s[mt][nt][2 * i], scale, -m_scaled));
-        s[mt][nt][2 * i + 1] = fast_exp2(fmaf(s[mt][nt][2 * i + 1], scale, -m_scaled));
-        sum += s[mt][nt][2 * i] + s[mt][nt][2 * i + 1];
-      }
-      l[mt][i] = l[mt][i] * alpha[mt][i] + sum;
-    }
-  }
-  // Once the running max settles (most tiles), the rescale is skipped.
-  if (__any_sync(0xffffffffu, moved)) {
-#pragma unroll
-    for (int mt = 0; mt < R::kMTiles; ++mt) {
-#pragma unroll
-      for (int nd = 0; nd < MmaTraits<S>::kDimTiles; ++nd) {
-        o[mt][nd][0] *= alpha[mt][0];
-        o[mt][nd][1] *= alpha[mt][0];
-        o[mt][nd][2] *= alpha[mt][1];
-        o[mt][nd][3] *= alpha[mt][1];
-      }
-    }
-  }
-}
-
 /// O[m][16 x D] += P[m][16 x kWarpTokens] V over the warp's tokens of the
 /// stage at shared address v_tile; each V fragment feeds every m16 tile.
 template <class S, class R>
@@ -350,36 +276,6 @@ __device__ __forceinline__ void accumulate_pv(float (&o)[R::kMTiles][MmaTraits<S
   }
 }
 
-/// Natural-log lse of a row from its log2-domain max and sum.
-__device__ __forceinline__ float row_lse(float m, float l) {
-  constexpr float kLn2 = 0.6931471805599453f;
-  return l > 0.f ? m * kLn2 + logf(l) : neg_inf();
-}
-
-/// Items the warp finishes alone: it writes its rows straight from registers.
-/// Its 16 rows are rows row0 .. row0 + 15 of the item's KV head kv_head +
-/// head, of which those below `rows` exist.
-template <class S>
-__device__ __forceinline__ void write_rows_from_registers(
-    const canopy_abi::PartialParams& p, const canopy_abi::DeviceWorkItem& item, int head, int row0,
-    int rows, const float (&o)[MmaTraits<S>::kDimTiles][4], const float (&m)[2],
-    const float (&l)[2]) {
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int k = lane / 4 + 8 * i;
-    if (row0 + k >= rows) continue;
-    const RowDestination dst = row_destination(p, item, head, row0 + k);
-    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
-#pragma unroll
-    for (int nd = 0; nd < MmaTraits<S>::kDimTiles; ++nd) {
-      const float v[2] = {o[nd][2 * i] * inv, o[nd][2 * i + 1] * inv};
-      store_row_values<S>(p, dst, 8 * nd + 2 * (lane % 4), v);
-    }
-    if (lane % 4 == 0) store_row_lse(p, dst, row_lse(m[i], l[i]));
-  }
-}
-
 /// Token-split items: the warps of one row group combine their states in
 /// shared memory (reusing the K/V stages), weighted by 2^(m_w - max m).
 template <class S, class R>
@@ -392,8 +288,8 @@ __device__ __forceinline__ void combine_and_write_rows(const canopy_abi::Partial
   constexpr int kStride = T::kCombineStride;
   float* combine_o = reinterpret_cast<float*>(smem + T::kSmem.combine_o);
   float* combine_ml = reinterpret_cast<float*>(smem + T::kSmem.combine_ml);
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
+  const int warp = thread_index() / 32;
+  const int lane = thread_index() % 32;
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with the K/V stages the area aliases
 #pragma unroll
@@ -413,7 +309,7 @@ __device__ __forceinline__ void combine_and_write_rows(const canopy_abi::Partial
   // Row r of the item is row r % 16 of row warp r / 16, whose kKvWarps warps
   // are warps (r / 16) * kKvWarps + w.
   constexpr int kQuads = T::kD / 4;
-  for (int u = threadIdx.x; u < R::kRowWarps * 16 * kQuads; u += S::kThreads) {
+  for (int u = thread_index(); u < R::kRowWarps * 16 * kQuads; u += S::kThreads) {
     const int r = u / kQuads;
     const int col = 4 * (u % kQuads);
     if (r >= item.row_count) continue;
@@ -460,7 +356,7 @@ __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
   const unsigned v_tiles = shared_address(v_s);
   constexpr unsigned kStageBytes = T::kTileElems * 2;
   const FragmentOffsets f = fragment_offsets<S>();
-  const int warp = threadIdx.x / 32;
+  const int warp = thread_index() / 32;
   const int q_row0 = kHeadPack ? 16 * warp : (warp / R::kKvWarps) * R::kRowsPerWarp;
   const int slice0 = (warp % R::kKvWarps) * R::kWarpTokens;  // its tokens of each stage
   // Tokens of the segment each stage advances by: a head pack's stage holds
@@ -523,32 +419,27 @@ __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
     if (valid > 0) {  // warp-uniform: a slice past the last token has nothing to do
       float s[R::kMTiles][R::kTokenTiles][4];
       compute_scores<S, R>(s, q_frag, q_tile, q_row0, k_tiles + stage_offset, slice0, f);
-      cap_and_mask<S, R>(s, p, valid);
-      online_softmax<S, R>(s, m, l, o, scale);
+#pragma unroll
+      for (int mt = 0; mt < R::kMTiles; ++mt) {
+        cap_and_mask_tile<S::kSoftCap, R::kTokenTiles>(s[mt], p.sm_scale, p.soft_cap, valid);
+        softmax_update_tile<R::kTokenTiles, T::kDimTiles>(s[mt], m[mt], l[mt], o[mt], scale);
+      }
       accumulate_pv<S, R>(o, s, v_tiles + stage_offset, slice0, f);
     }
   }
 
 #pragma unroll
-  for (int mt = 0; mt < R::kMTiles; ++mt) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      // The epilogue works in the log2 domain: m * scale (-inf stays -inf).
-      m[mt][i] *= scale;
-      // Each thread summed only its own columns: add the quad's sums.
-      l[mt][i] += __shfl_xor_sync(0xffffffffu, l[mt][i], 1);
-      l[mt][i] += __shfl_xor_sync(0xffffffffu, l[mt][i], 2);
-    }
-  }
+  for (int mt = 0; mt < R::kMTiles; ++mt) finish_row_states(m[mt], l[mt], scale);
   if constexpr (kHeadPack) {
     // Warp h holds the rows of KV head kv_head + h.
     if (warp_has_head)
-      write_rows_from_registers<S>(p, item, warp, 0, item.row_count, o[0], m[0], l[0]);
+      write_rows_from_registers<S, T::kDimTiles>(p, item, warp, 0, item.row_count, o[0], m[0],
+                                                 l[0]);
   } else if constexpr (R::kKvWarps == 1) {
 #pragma unroll
     for (int mt = 0; mt < R::kMTiles; ++mt) {
-      write_rows_from_registers<S>(p, item, 0, q_row0 + 16 * mt, item.row_count, o[mt], m[mt],
-                                   l[mt]);
+      write_rows_from_registers<S, T::kDimTiles>(p, item, 0, q_row0 + 16 * mt, item.row_count,
+                                                 o[mt], m[mt], l[mt]);
     }
   } else {
     static_assert(R::kMTiles == 1, "token-split arrangements own one m16 tile per warp");
@@ -608,10 +499,21 @@ __device__ __forceinline__ void partial_attention_mma(const canopy_abi::PartialP
       "__launch_bounds__ must hold the host's register cap (kernel_layouts.cuh)");
   static_assert(S::kQDtype != kDtF32 && S::kKvDtype != kDtF32, "q and KV are fp16 or bf16");
   extern __shared__ __align__(128) unsigned char canopy_smem[];
-  const canopy_abi::DeviceWorkItem item = p.items[p.item_begin + blockIdx.x];
-  // The host validates row tiles against the kernel; an unknown one is a bug
-  // that must not pass silently as unwritten rows.
-  if (!dispatch_row_tile<S, 1>(p, item, canopy_smem)) __trap();
+  const ItemRange range = block_items(p);
+  // Only the position stays live across an item (the register caps are
+  // tight): the end and the item's index are read again after it.
+  for (int i = range.begin; i < block_items(p).end; ++i) {
+    // The host validates row tiles against the kernel; an unknown one is a
+    // bug that must not pass silently as unwritten rows.
+    if (!dispatch_row_tile<S, 1>(p, p.items[queue_item(p, i)], canopy_smem)) __trap();
+    // Every warp is done with this item's stages before the next item's
+    // tiles land in them.
+    __syncthreads();
+    count_finished_rows(p, queue_item(p, i), thread_index(), S::kThreads, 0);
+  }
+  // The stages are free: they hold the merge's scratch.
+  merge_completed_groups<S>(p, range, thread_index(), S::kThreads, 0,
+                            reinterpret_cast<int*>(canopy_smem + T::kSmem.k));
 }
 
 }  // namespace canopy_dev

@@ -94,38 +94,4 @@ __device__ __forceinline__ void mma_16x8x16_first(float (&c)[4], const unsigned 
   }
 }
 
-/// (lo, hi) -> one register of two 16-bit values, lo in the low half (the
-/// element with the smaller k index), round to nearest even.
-template <int DT>
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-  static_assert(DT == kDtF16 || DT == kDtBF16, "tensor-core operands are fp16 or bf16");
-  unsigned r;
-  if constexpr (DT == kDtF16) {
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  } else {
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  }
-  return r;
-}
-
-/// 2^x, approximate (one MUFU op); 2^-inf = +0.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-/// Eight 16-bit values re-encoded from dtype FROM to dtype TO (through float).
-template <int FROM, int TO>
-__device__ __forceinline__ Chunk16 convert_chunk(const Chunk16& in) {
-  if constexpr (FROM == TO) {
-    return in;
-  } else {
-    float f[8];
-    unpack8<FROM>(in, f);
-    return Chunk16{pack2<TO>(f[0], f[1]), pack2<TO>(f[2], f[3]), pack2<TO>(f[4], f[5]),
-                   pack2<TO>(f[6], f[7])};
-  }
-}
-
 }  // namespace canopy_dev

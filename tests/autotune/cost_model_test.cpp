@@ -17,8 +17,10 @@ const KernelConfig kFma = KernelConfig::parse("fma_q16_kv64_w4_s2");
 TEST(CostModel, DefaultKernelCoefficients) {
   // docs/cost-model.md quotes these (calibrated on the H200, docs/perf-notes.md).
   const auto k = default_kernel_coefficients();
-  ASSERT_EQ(k.size(), 3u);
+  ASSERT_EQ(k.size(), 6u);
   EXPECT_EQ(k.at("mma"), (KernelCoefficients{1.0, 2.2e8, 0.9}));
+  EXPECT_EQ(k.at("wgmma"), (KernelCoefficients{2.0, 4.5e8, 0.85}));
+  EXPECT_EQ(k.at("wgmma_q64_kv128_w8_s2"), (KernelCoefficients{2.0, 3.0e8, 0.8}));
   EXPECT_EQ(k.at("mma_q128_kv32_w4_s3"), (KernelCoefficients{3.0, 2.8e8, 0.6}));
   EXPECT_EQ(k.at("fma"), (KernelCoefficients{1.5, 8.0e6, 0.4}));
 }

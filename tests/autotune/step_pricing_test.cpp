@@ -48,13 +48,17 @@ TEST(StepPricer, BlockSlotsOfTheShippedKernels) {
     EXPECT_EQ(pricer.slots_per_sm(), per_sm) << "D = " << head_dim;
     EXPECT_EQ(pricer.slots(), h100.num_sms * per_sm) << "D = " << head_dim;
   }
-  // No config: the arch's block limit; several: the fewest any leaves.
+  // No config: the arch's block limit; several: the most any keeps.
   EXPECT_EQ(StepPricer::blocks_per_sm(d128, std::span<const KernelConfig>{}, kSm90),
             kSm90.max_blocks_per_sm());
   const std::vector<KernelConfig> mixed = {kGeneral, kWide};
   EXPECT_EQ(StepPricer::blocks_per_sm(spec_with_head_dim(64), mixed, kSm80),
-            std::min(StepPricer::blocks_per_sm(spec_with_head_dim(64), kGeneral, kSm80),
+            std::max(StepPricer::blocks_per_sm(spec_with_head_dim(64), kGeneral, kSm80),
                      StepPricer::blocks_per_sm(spec_with_head_dim(64), kWide, kSm80)));
+  // A Hopper kernel owns its SM; the slot layout keeps the mma kernels' two.
+  const KernelConfig hopper[] = {kGeneral, KernelConfig::parse("wgmma_q128_kv128_w12_s2")};
+  EXPECT_EQ(StepPricer::blocks_per_sm(d128, hopper[1], kSm90), 1);
+  EXPECT_EQ(StepPricer::blocks_per_sm(d128, hopper, kSm90), 2);
 }
 
 TEST(StepPricer, SlotsComeFromTheGpu) {

@@ -51,6 +51,10 @@ TEST(FamilyRegisters, CompiledKernelsReachTheOccupancyTheRegistryPlans) {
       partial(256, "mma_q64_kv64_w4_s2", kSm90),
       partial(128, "fma_q16_kv64_w4_s2", kSm90),
       merge(256, 8, kSm90),
+      // The Hopper kernels: two consumer warpgroups (registers reallocated
+      // from the producer by setmaxnreg) and one at D = 256.
+      partial(128, "wgmma_q128_kv128_w12_s2", kSm90a),
+      partial(256, "wgmma_q64_kv64_w8_s2", kSm90a),
   };
   for (const KernelSpec& k : specs) {
     SCOPED_TRACE(k.to_string());

@@ -39,7 +39,7 @@ std::string expect_verdict(const Verdict& v, Support support, const std::string&
 
 TEST(KernelFamilies, EveryFamilyHasOneRow) {
   const KernelFamily families[] = {KernelFamily::kFmaAttention, KernelFamily::kMmaAttention,
-                                   KernelFamily::kMergeStates};
+                                   KernelFamily::kMergeStates, KernelFamily::kWgmmaAttention};
   ASSERT_EQ(all_families().size(), std::size(families));
   for (KernelFamily f : families) {
     const FamilyInfo& info = family_info(f);
@@ -121,16 +121,21 @@ TEST(KernelFamilies, ShippedConfigsCanBeImplementedOnSm90) {
       const std::vector<KernelConfig> configs = shipped_kernel_configs(a);
       EXPECT_FALSE(configs.empty());
       for (const KernelConfig& c : configs) {
-        const Verdict v = can_implement(partial_kernel_spec(a, c, kSm90), kSm90);
+        // On its own target: sm_90a for the wgmma family (kernel_arch).
+        const Verdict v = can_implement(partial_kernel_spec(a, c, kSm90));
         EXPECT_TRUE(v.ok()) << c.to_string() << " hd" << head_dim << ": " << v.field;
       }
     }
   }
-  // The defaults are the tensor-core kernels: both configs up to D = 128.
-  EXPECT_EQ(default_kernel_configs(spec_with_head_dim(128)),
-            (std::vector<KernelConfig>{kGeneral, kWide}));
+  // The defaults are the tensor-core kernels, the general mma one first (the
+  // planner weighs it alone), then the Hopper ones (dropped before sm_90).
+  EXPECT_EQ(
+      default_kernel_configs(spec_with_head_dim(128)),
+      (std::vector<KernelConfig>{kGeneral, kWide, KernelConfig::parse("wgmma_q128_kv128_w12_s2"),
+                                 KernelConfig::parse("wgmma_q64_kv128_w8_s2")}));
   EXPECT_EQ(default_kernel_configs(spec_with_head_dim(256)),
-            (std::vector<KernelConfig>{KernelConfig::parse("mma_q64_kv64_w4_s2")}));
+            (std::vector<KernelConfig>{KernelConfig::parse("mma_q64_kv64_w4_s2"),
+                                       KernelConfig::parse("wgmma_q64_kv64_w8_s2")}));
 }
 
 TEST(KernelFamilies, MmaTileQIs16Or32RowsPerWarp) {

@@ -117,14 +117,14 @@ struct RandomCaseSpec {
 
 std::vector<RandomCaseSpec> random_case_specs() {
   std::vector<RandomCaseSpec> out;
-  const int page_sizes[] = {1, 16, 64};
+  const int page_sizes[] = {1, 16, 64, 256};
   int i = 0;
   for (DType dtype : {DType::kF16, DType::kBF16}) {
     for (KvLayout layout : {KvLayout::kNHD, KvLayout::kHND}) {
       for (int head_dim : {64, 128, 256}) {
         for (int group : {1, 4, 7, 5, 16}) {
           RandomCaseSpec r{
-              dtype,           layout, head_dim, group, page_sizes[i % 3], (i / 3) % 2 == 1,
+              dtype,           layout, head_dim, group, page_sizes[i % 4], (i / 3) % 2 == 1,
               (i / 2) % 2 == 0};
           out.push_back(r);
           ++i;
@@ -282,14 +282,7 @@ TEST(GpuPrewarm, CompileKernels) {
   std::map<std::string, KernelSpec> specs;
   auto add_plan_kernels = [&](const GpuCase& c, const PlannerOptions& o) {
     const Plan plan = make_plan(c.spec, c.tables, o);
-    for (const KernelConfig& config : plan.configs) {
-      const KernelSpec k = partial_kernel_spec(c.spec, config, arch);
-      specs.emplace(k.to_string(), k);
-    }
-    if (!plan.merge_requests.empty()) {
-      const KernelSpec m = merge_kernel_spec(c.spec, plan.max_merge_fan_in, arch);
-      specs.emplace(m.to_string(), m);
-    }
+    for (const KernelSpec& k : plan_kernel_specs(plan, arch)) specs.emplace(k.to_string(), k);
   };
   for (const GpuCase* c : all) {
     add_plan_kernels(*c, options);
@@ -299,6 +292,16 @@ TEST(GpuPrewarm, CompileKernels) {
       o.allow_split = !blind;
       add_plan_kernels(*c, o);
     }
+    PlannerOptions unfused = options;  // v1's launches: the merge kernel
+    unfused.fuse_merge = false;
+    unfused.min_split_tokens = 16;
+    add_plan_kernels(*c, unfused);
+    unfused.candidates =
+        families::family_info(KernelFamily::kMmaAttention).shipped_configs(c->spec);
+    add_plan_kernels(*c, unfused);
+    unfused.min_split_tokens = 256;
+    unfused.candidates.clear();
+    add_plan_kernels(*c, unfused);
   }
   for (const FamilyRun& run : family_runs()) {
     PlannerOptions o = run.options.planner;
@@ -411,18 +414,43 @@ INSTANTIATE_TEST_SUITE_P(GpuTrees, GpuRandom,
 TEST(GpuRuntime, PlannerVariantsMatchReference) {
   CANOPY_REQUIRE_GPU();
   GpuCase c = small_case(true);
-  for (int variant = 0; variant < 5; ++variant) {
+  for (int variant = 0; variant < 7; ++variant) {
     CheckOptions o;
     o.planner.allow_split = variant != 0 && variant != 4;
     o.planner.allow_absorb = variant != 1;
-    o.planner.min_split_tokens = variant == 2 ? 16 : 256;
-    o.planner.prefix_blind = variant >= 3;
+    o.planner.min_split_tokens = variant == 2 || variant >= 5 ? 16 : 256;
+    o.planner.prefix_blind = variant == 3 || variant == 4;
+    // v1's launches: one block per item and a merge kernel, on the default
+    // kernels and on the mma family alone.
+    o.planner.fuse_merge = variant < 5;
+    if (variant == 6) {
+      o.planner.candidates =
+          families::family_info(KernelFamily::kMmaAttention).shipped_configs(c.spec);
+    }
     c.name = fmt::format("two-level-3-small/{}", variant == 0   ? "no-split"
                                                  : variant == 1 ? "no-absorb"
                                                  : variant == 2 ? "split-16"
                                                  : variant == 3 ? "prefix-blind"
-                                                                : "prefix-blind-direct");
+                                                 : variant == 4 ? "prefix-blind-direct"
+                                                 : variant == 5 ? "unfused-merge"
+                                                                : "unfused-merge-mma");
     run_case("planner", c, o);
+  }
+}
+
+// The persistent, fused path on every random tree with the merge kernel
+// instead (v1's launches): the same results within the tolerance, so the
+// fused merge and the queues lose nothing.
+TEST(GpuRuntime, UnfusedMergeMatchesReferenceOnRandomTrees) {
+  CANOPY_REQUIRE_GPU();
+  int n = 0;
+  for (const GpuCase& r : random_cases()) {
+    if (n++ % 5 != 0) continue;  // a fifth of them: every dtype, layout and head dim
+    GpuCase c = r;
+    c.name += "/unfused";
+    CheckOptions o;
+    o.planner.fuse_merge = false;
+    run_case("unfused", c, o);
   }
 }
 
@@ -567,9 +595,7 @@ TEST(GpuRuntime, RunCompilesAndAllocatesNothing) {
   EXPECT_EQ(stats_after.compiles, stats_before.compiles);
   EXPECT_EQ(stats_after.disk_hits, stats_before.disk_hits);
   EXPECT_EQ(stats_after.memory_hits, stats_before.memory_hits);
-  int nonempty = 0;
-  for (const LaunchStep& g : p.plan.plan().launches) nonempty += g.end > g.begin;
-  EXPECT_EQ(c.launches.load() - launches, 3 * nonempty);
+  EXPECT_EQ(c.launches.load() - launches, 3 * p.plan.plan().device_launches());
   // Planning the same spec again loads nothing new either: modules are per process.
   PreparedPlan again = rt.plan(p.problem.spec, p.problem.tables);
   EXPECT_EQ(c.cubin_requests.load(), requests);

@@ -149,7 +149,7 @@ CheckResult check_problem(const HostProblem& problem, const CheckOptions& option
     prepared = rt.plan(spec, problem.tables, options.planner);
   }
   result.items = static_cast<int>(prepared.plan().items.size());
-  result.launches = static_cast<int>(prepared.plan().launches.size());
+  result.launches = prepared.plan().device_launches();
 
   DeviceProblem d = upload(problem);
   poison_outputs(d, spec);

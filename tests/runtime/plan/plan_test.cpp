@@ -229,7 +229,7 @@ TEST(Plan, ValidateRejectsInconsistentPlans) {
 /// Plans with every feature of the format: two partial launches and a merge
 /// (both tensor-core configs), head packs, direct items (no merge launch).
 struct FeaturePlans {
-  Plan two_configs;  ///< 1,32|2048,64 with mma_q64_kv64_w4_s3 and mma_q128_kv32_w4_s3
+  Plan two_configs;  ///< 1,64|4096,256 with mma_q128_kv32_w4_s3 and mma_q64_kv64_w4_s3
   Plan packed;       ///< 1,256|256,32, unsplit: narrow leaves in packs of 4 KV heads
   Plan direct;       ///< 64|1000, unsplit: every item writes its output rows
   workload::Workload two_configs_w, packed_w, direct_w;
@@ -238,10 +238,13 @@ struct FeaturePlans {
 const FeaturePlans& feature_plans() {
   static const FeaturePlans p = [] {
     FeaturePlans f;
-    f.two_configs_w = workload::workload_from_tree("1,32|2048,64");
+    f.two_configs_w = workload::workload_from_tree("1,64|4096,256");
     PlannerOptions o;
-    o.candidates = {KernelConfig::parse("mma_q64_kv64_w4_s3"),
-                    KernelConfig::parse("mma_q128_kv32_w4_s3")};
+    // The wide kernel first: the planner weighs the first candidate alone
+    // too, and the wide one alone (128-row tiles only) loses to both.
+    o.candidates = {KernelConfig::parse("mma_q128_kv32_w4_s3"),
+                    KernelConfig::parse("mma_q64_kv64_w4_s3")};
+    o.row_tiles = {16, 128};
     f.two_configs = make_plan(f.two_configs_w.spec, f.two_configs_w.tables, o);
     f.packed_w = workload::workload_from_tree("1,256|256,32");
     o = {};
@@ -291,7 +294,8 @@ TEST(Plan, JsonRoundTripKeepsPacksDirectItemsAndTheSchedule) {
   EXPECT_EQ(merge.at("config"), -1);
   EXPECT_EQ(merge.at("end"), f.two_configs.merge_entries());
   EXPECT_EQ(j.at("item_fields").size(), j.at("items").at(0).size());
-  EXPECT_EQ(j.at("configs").at(1), "mma_q128_kv32_w4_s3");
+  EXPECT_EQ(j.at("configs").at(0), "mma_q128_kv32_w4_s3");
+  EXPECT_EQ(j.at("fused_merge"), true);
 }
 
 TEST(Plan, ValidateRejectsAHeadPackTheKernelCannotRun) {

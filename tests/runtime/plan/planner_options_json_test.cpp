@@ -44,7 +44,8 @@ TEST(PlannerOptionsJson, DefaultsRoundTripAndEmptyObjectIsDefaults) {
   EXPECT_EQ(j.at("candidates"), nlohmann::json::array());
   EXPECT_EQ(j.at("waves"), 8);
   EXPECT_EQ(j.at("min_split_tokens"), 256);
-  EXPECT_EQ(j.size(), 10u);  // every field of PlannerOptions, and the format
+  EXPECT_EQ(j.at("fuse_merge"), true);
+  EXPECT_EQ(j.size(), 11u);  // every field of PlannerOptions, and the format
 }
 
 TEST(PlannerOptionsJson, EveryFieldRoundTrips) {
@@ -88,6 +89,7 @@ TEST(PlannerOptionsJson, RandomOptionsRoundTrip) {
     o.min_split_tokens = 1 + pick(1 << 20);
     o.head_packs = pick(2) == 0;
     o.prefix_blind = pick(2) == 0;
+    o.fuse_merge = pick(2) == 0;
     if (pick(2) == 0) {
       GpuCoefficients c = tuned();
       c.num_sms = 1 + pick(200);
@@ -138,6 +140,7 @@ TEST(PlannerOptionsJson, BadInputNamesTheKeyAndValue) {
             "");
   EXPECT_EQ(bad(R"({"head_packs": null})", {"'head_packs' must be true or false, got null"}), "");
   EXPECT_EQ(bad(R"({"prefix_blind": []})", {"'prefix_blind' must be true or false, got []"}), "");
+  EXPECT_EQ(bad(R"({"fuse_merge": 0})", {"'fuse_merge' must be true or false, got 0"}), "");
   EXPECT_EQ(bad(R"({"waves": 0})", {"'waves' must be an integer in [1, 1024], got 0"}), "");
   EXPECT_EQ(bad(R"({"waves": 2.5})", {"'waves' must be an integer in [1, 1024], got 2.5"}), "");
   EXPECT_EQ(bad(R"({"waves": 1e300})", {"'waves' must be an integer in [1, 1024]"}), "");

@@ -38,14 +38,20 @@ TEST(Planner, SharedPrefixIsReadOncePerRowTile) {
   PlannerOptions options;
   options.allow_split = false;
   const Plan plan = plan_for("1,64|4096,256", options);
-  // The 4096-token root serves 64 requests x 4 group heads = 256 rows in 64-row
-  // tiles: 4 reads instead of 64. Leaves read their own 256 tokens.
+  // The 4096-token root serves 64 requests x 4 group heads = 256 rows in
+  // row tiles of 64 (mma) or 128 (wgmma, on Hopper): 4 or 2 reads instead of
+  // 64. Leaves read their own 256 tokens.
   std::int64_t root_tokens = 0;
+  int root_tile = 0;
   for (const WorkItem& it : plan.items) {
-    if (it.node == 0) root_tokens += std::int64_t{it.token_end - it.token_begin} * it.kv_heads;
+    if (it.node != 0) continue;
+    root_tokens += std::int64_t{it.token_end - it.token_begin} * it.kv_heads;
+    root_tile = it.row_tile;
   }
-  EXPECT_EQ(root_tokens, 4 * 4096 * plan.spec.num_kv_heads);
-  EXPECT_EQ(tokens_read(plan), 4 * 4096 + 64 * 256);
+  ASSERT_TRUE(root_tile == 64 || root_tile == 128) << root_tile;
+  const int reads = 256 / root_tile;
+  EXPECT_EQ(root_tokens, std::int64_t{reads} * 4096 * plan.spec.num_kv_heads);
+  EXPECT_EQ(tokens_read(plan), reads * 4096 + 64 * 256);
   EXPECT_EQ(plan.max_merge_fan_in, 2);
 }
 
