@@ -23,6 +23,13 @@ import statistics
 # Names
 
 CANOPY, BLIND = "canopy", "canopy-blind"
+# The ablations of issue 14's pieces, each against "canopy" (default kernels,
+# persistent launches with the merge fused in): the v1 tensor-core kernels
+# (mma.sync) alone, and v1's launches (one block per item, a merge kernel).
+CANOPY_MMA, CANOPY_UNFUSED = "canopy-mma", "canopy-unfused"
+MMA_CONFIGS = {64: ["mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"],
+               128: ["mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"],
+               256: ["mma_q64_kv64_w4_s2"]}
 FI_DECODE, FI_DECODE_TC = "fi-decode", "fi-decode-tc"
 CASCADE_VARIANTS = {  # method name -> how its levels are cut (cascade_cuts)
     "fi-cascade-2level": "shared",  # everything a request shares with others / its private rest
@@ -35,9 +42,10 @@ FI_CASCADE, FI_BEST = "fi-cascade", "fi-best"  # derived: best correct variant /
 FI_BATCH_ATTENTION, FI_XQA = "fi-batch-attention", "fi-xqa"
 FI_EXTRA = [FI_BATCH_ATTENTION, FI_XQA]
 UNSUPPORTED = "UNSUPPORTED"
-ALL_METHODS = [CANOPY, BLIND, FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA
+ALL_METHODS = ([CANOPY, BLIND, CANOPY_MMA, CANOPY_UNFUSED, FI_DECODE, FI_DECODE_TC] +
+               list(CASCADE_VARIANTS) + FI_EXTRA)
 FI_METHODS = [FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA
-CANOPY_METHODS = [CANOPY, BLIND]
+CANOPY_METHODS = [CANOPY, BLIND, CANOPY_MMA, CANOPY_UNFUSED]
 # Extra Canopy methods for sweeps: name -> planner options, from the environment
 # (inherited by worker processes), e.g.
 #   CANOPY_BENCH_VARIANTS='{"canopy-w8": {"candidates": ["mma_q128_kv64_w8_s3"]}}'
@@ -46,9 +54,13 @@ CANOPY_METHODS += [n for n in CANOPY_VARIANTS if n not in CANOPY_METHODS]
 ALL_METHODS += [n for n in CANOPY_VARIANTS if n not in ALL_METHODS]
 
 
-def canopy_options(name):
-    """The planner options of a Canopy method."""
+def canopy_options(name, head_dim=128):
+    """The planner options of a Canopy method (for a spec of `head_dim`)."""
     options = {"prefix_blind": name == BLIND}
+    if name == CANOPY_MMA:
+        options["candidates"] = MMA_CONFIGS[head_dim]
+    if name == CANOPY_UNFUSED:
+        options["fuse_merge"] = False
     options.update(CANOPY_VARIANTS.get(name, {}))
     return options
 
@@ -446,8 +458,9 @@ def _fmt(x, spec=".1f"):
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
-TABLE_COLUMNS = ["workload", "floor us", "canopy", "graph", "blind", "fi-decode",
-                 "fi-decode-tc", "fi-cascade", "fi-batch-attn", "fi-xqa", "fi-best", "vs fi"]
+TABLE_COLUMNS = ["workload", "floor us", "canopy", "graph", "mma", "unfused", "blind",
+                 "fi-decode", "fi-decode-tc", "fi-cascade", "fi-batch-attn", "fi-xqa", "fi-best",
+                 "vs fi"]
 
 
 def table_rows(rows):
@@ -472,7 +485,8 @@ def table_rows(rows):
         floor = r.get("floor_us")
         floor_cell = (f"{floor:.1f}{'m' if r.get('floor_kind') == 'math' else ''}"
                       if _finite(floor) else "-")
-        out.append([r.get("workload", "?"), floor_cell, _cell(c), graph, _cell(m.get(BLIND)),
+        out.append([r.get("workload", "?"), floor_cell, _cell(c), graph, _cell(m.get(CANOPY_MMA)),
+                    _cell(m.get(CANOPY_UNFUSED)), _cell(m.get(BLIND)),
                     _cell(m.get(FI_DECODE)), _cell(m.get(FI_DECODE_TC)), casc_cell,
                     _cell(m.get(FI_BATCH_ATTENTION)), _cell(m.get(FI_XQA)), best_cell,
                     f"{sp:.2f}x" if sp else "-"])
@@ -487,8 +501,8 @@ def summary_lines(summary):
             continue
         n = summary["workloads"] if scope == "all" else summary["sharing_workloads"]
         parts = []
-        for name in [CANOPY, "canopy-graph", BLIND, FI_DECODE, FI_DECODE_TC, FI_CASCADE,
-                     FI_BATCH_ATTENTION, FI_XQA, FI_BEST]:
+        for name in [CANOPY, "canopy-graph", CANOPY_MMA, CANOPY_UNFUSED, BLIND, FI_DECODE,
+                     FI_DECODE_TC, FI_CASCADE, FI_BATCH_ATTENTION, FI_XQA, FI_BEST]:
             g = s["methods"].get(name, {})
             if g.get("geomean_frac_floor"):
                 parts.append(f"{name} {g['geomean_frac_floor']:.3f} (n={g['n']})")
@@ -508,7 +522,9 @@ def text_table(rows, summary=None):
                        for i, (c, w) in enumerate(zip(line, widths))) for line in body]
     lines.insert(1, "-" * len(lines[0]))
     lines.append("cells: median us (fraction of floor); floor 'm' = math-bound; graph = Canopy "
-                 "CUDA-graph replay us; vs fi = fi-best us / canopy us; FAIL = wrong output, "
+                 "CUDA-graph replay us; mma = Canopy on the v1 mma.sync kernels alone; unfused "
+                 "= Canopy with one block per item and a merge launch (v1's launches); vs fi = "
+                 "fi-best us / canopy us; FAIL = wrong output, "
                  "ERR = did not run (see JSON), n/a = a shape the method cannot take "
                  "(JSON note)")
     if summary:

@@ -206,7 +206,7 @@ def prewarm(args):
         try:
             w = Workload(ref, lib)
             for m in methods:
-                p = C.Plan(lib, w.handle, L.canopy_options(m))
+                p = C.Plan(lib, w.handle, L.canopy_options(m, w.info["head_dim"]))
                 pw.add(p)
                 p.close()
             w.close()
@@ -494,7 +494,8 @@ class CanopyMethod(Method):
         if runtime is None:
             raise RuntimeError("no Canopy runtime (see the env record's errors)")
         self.name, self.inp, self.wl = name, inp, wl
-        self.plan = C.Plan(lib, wl.handle, L.canopy_options(name), runtime=runtime)
+        self.plan = C.Plan(lib, wl.handle, L.canopy_options(name, wl.info["head_dim"]),
+                           runtime=runtime)
         self.info = self.plan.info()
         self.launches = self.info["kernel_launches"]
         B, hq, d = inp.q.shape
