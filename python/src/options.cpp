@@ -37,6 +37,8 @@ Args:
   min_split_tokens: never split a range into pieces shorter than this.
   head_packs: let narrow items take several KV heads per block.
   prefix_blind: plan every request alone, as if nothing were shared (the ablation).
+  fuse_merge: persistent launches with the merge fused in (default); False runs
+    one block per item and a merge launch (v1's launches, the ablation).
   coefficients: cost-model coefficients as JSON (GpuCoefficients, as canopy-tune
     writes them); None: the device's own (GPU plans) or H100 datasheet defaults
     (CPU plans).
@@ -86,7 +88,7 @@ void set_coefficients(PlannerOptions& o, const std::optional<std::string>& json)
 
 void init_options(PlannerOptions* self, const std::vector<std::string>& candidates,
                   const std::vector<int>& row_tiles, bool allow_absorb, bool allow_split, int waves,
-                  int min_split_tokens, bool head_packs, bool prefix_blind,
+                  int min_split_tokens, bool head_packs, bool prefix_blind, bool fuse_merge,
                   const std::optional<std::string>& coefficients) {
   PlannerOptions o;
   set_candidates(o, candidates);
@@ -97,6 +99,7 @@ void init_options(PlannerOptions* self, const std::vector<std::string>& candidat
   o.min_split_tokens = min_split_tokens;
   o.head_packs = head_packs;
   o.prefix_blind = prefix_blind;
+  o.fuse_merge = fuse_merge;
   set_coefficients(o, coefficients);
   new (self) PlannerOptions(validated(o));
 }
@@ -127,7 +130,8 @@ void bind_options(nb::module_& m) {
            nb::arg("row_tiles") = std::vector<int>{}, nb::arg("allow_absorb") = d.allow_absorb,
            nb::arg("allow_split") = d.allow_split, nb::arg("waves") = d.waves,
            nb::arg("min_split_tokens") = d.min_split_tokens, nb::arg("head_packs") = d.head_packs,
-           nb::arg("prefix_blind") = d.prefix_blind, nb::arg("coefficients").none() = nb::none())
+           nb::arg("prefix_blind") = d.prefix_blind, nb::arg("fuse_merge") = d.fuse_merge,
+           nb::arg("coefficients").none() = nb::none())
       .def_prop_rw("candidates", &candidate_names, &set_candidates,
                    "Kernel config names; [] means the defaults for the spec.")
       .def_prop_rw(
@@ -151,6 +155,9 @@ void bind_options(nb::module_& m) {
       .def_prop_rw(
           "prefix_blind", [](const PlannerOptions& o) { return o.prefix_blind; },
           checked_setter(&PlannerOptions::prefix_blind))
+      .def_prop_rw(
+          "fuse_merge", [](const PlannerOptions& o) { return o.fuse_merge; },
+          checked_setter(&PlannerOptions::fuse_merge))
       .def_prop_rw("coefficients", &coefficients_json, &set_coefficients,
                    "GpuCoefficients JSON, or None for the defaults.", nb::arg().none())
       .def_static(
