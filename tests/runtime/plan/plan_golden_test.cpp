@@ -3,8 +3,8 @@
 // by the planner before the speed work (commit 58bdac2); the speed work
 // (docs/planner.md, section 4) must not change a single plan. A deliberate
 // change of the planner's decisions updates them:
-//   CANOPY_PRINT_PLAN_HASHES=1 build/canopy_tests --gtest_filter='PlanGolden.*'
-// prints the new table to paste here (JSON floats are printed exactly, so the
+//   CANOPY_PRINT_PLAN_HASHES=1 build/canopy_tests --gtest_filter='PlanGolden.<test>'
+// prints the new table to paste into its .inc file (JSON floats are printed exactly, so the
 // hashes hold on any IEEE-754 host that does not contract a*b+c).
 #include <gtest/gtest.h>
 
@@ -98,8 +98,13 @@ PlannerOptions v1(const AttentionSpec& spec, PlannerOptions o) {
   return o;
 }
 
-// Name -> hash of every pinned plan.
-std::map<std::string, std::uint64_t> plan_hashes() {
+// The options as they are: the v2 defaults (the Hopper kernels where sm_90
+// has them, the fused merge).
+PlannerOptions v2(const AttentionSpec&, PlannerOptions o) { return o; }
+
+// Name -> hash of every pinned plan, with the options as `era` sets them.
+std::map<std::string, std::uint64_t> plan_hashes(
+    PlannerOptions (*era)(const AttentionSpec&, PlannerOptions)) {
   std::map<std::string, std::uint64_t> out;
   const std::vector<PlannerOptions> sets = option_sets();
   std::vector<workload::Workload> workloads = workload::load_suite();
@@ -111,7 +116,7 @@ std::map<std::string, std::uint64_t> plan_hashes() {
   for (const workload::Workload& w : workloads) {
     for (std::size_t o = 0; o < sets.size(); ++o) {
       const std::string key = w.name + "/o" + std::to_string(o);
-      out[key] = fnv1a(explicit_plan_json(make_plan(w.spec, w.tables, v1(w.spec, sets[o]))));
+      out[key] = fnv1a(explicit_plan_json(make_plan(w.spec, w.tables, era(w.spec, sets[o]))));
     }
   }
   // Random forests (inner requests, duplicates, partial pages), one hash per
@@ -126,7 +131,7 @@ std::map<std::string, std::uint64_t> plan_hashes() {
       ro.max_pages_per_node = 1 + seed % 40;
       ro.max_fanout = 1 + seed % 8;
       const BlockTables tables = test::random_tree_tables(rng, ro);
-      h = fnv1a(explicit_plan_json(make_plan(shape.spec, tables, v1(shape.spec, sets[o]))), h);
+      h = fnv1a(explicit_plan_json(make_plan(shape.spec, tables, era(shape.spec, sets[o]))), h);
     }
     out["random-120/o" + std::to_string(o)] = h;
   }
@@ -137,23 +142,33 @@ std::map<std::string, std::uint64_t> plan_hashes() {
 const std::map<std::string, std::uint64_t> kGolden = {
 #include "tests/runtime/plan/plan_golden_hashes.inc"
 };
+const std::map<std::string, std::uint64_t> kGoldenV2 = {
+#include "tests/runtime/plan/plan_golden_hashes_v2.inc"
+};
 // clang-format on
 
-TEST(PlanGolden, PlansAreUnchanged) {
-  const std::map<std::string, std::uint64_t> now = plan_hashes();
+void check_hashes(const std::map<std::string, std::uint64_t>& now,
+                  const std::map<std::string, std::uint64_t>& golden) {
   if (std::getenv("CANOPY_PRINT_PLAN_HASHES") != nullptr) {
     for (const auto& [name, h] : now) {
       std::printf("    {\"%s\", 0x%016llxull},\n", name.c_str(),
                   static_cast<unsigned long long>(h));
     }
   }
-  EXPECT_EQ(now.size(), kGolden.size());
-  for (const auto& [name, h] : kGolden) {
+  EXPECT_EQ(now.size(), golden.size());
+  for (const auto& [name, h] : golden) {
     const auto it = now.find(name);
     ASSERT_NE(it, now.end()) << name;
     EXPECT_EQ(it->second, h) << name << ": the plan changed";
   }
 }
+
+// The v1 planner's plans: pinned since before the speed work (58bdac2).
+TEST(PlanGolden, PlansAreUnchanged) { check_hashes(plan_hashes(v1), kGolden); }
+
+// The v2 defaults' plans (wgmma kernels, fused merge; issue 14), pinned when
+// they were introduced: a change of the defaults or the priors updates them.
+TEST(PlanGolden, V2DefaultPlansAreUnchanged) { check_hashes(plan_hashes(v2), kGoldenV2); }
 
 }  // namespace
 }  // namespace canopy
