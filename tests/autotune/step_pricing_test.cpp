@@ -66,14 +66,16 @@ TEST(StepPricer, SlotsComeFromTheGpu) {
   a100.arch = kSm80;
   a100.num_sms = 108;
   const AttentionSpec spec;
+  // On sm_80 at D = 128 the general mma kernel keeps one block per SM (115
+  // KB of shared memory), the wide one two: the slots are the wide one's.
   const StepPricer pricer(spec, a100, default_kernel_configs(spec));
-  EXPECT_EQ(pricer.slots_per_sm(), 1);
-  EXPECT_EQ(pricer.slots(), 108);
+  EXPECT_EQ(pricer.slots_per_sm(), 2);
+  EXPECT_EQ(pricer.slots(), 216);
   // An item on a slot costs slots-per-SM times its full-SM time.
   const StepPricer three(spec, a100, 3);
   EXPECT_EQ(three.slots(), 324);
   EXPECT_EQ(three.slot_us(1.5), 4.5);
-  EXPECT_EQ(pricer.slot_us(1.5), 1.5);
+  EXPECT_EQ(pricer.slot_us(1.5), 3.0);
 }
 
 TEST(StepPricer, MergeFollowsTheFormulaAndGrowsWithPartials) {
