@@ -298,7 +298,8 @@ inline std::vector<Option> planner_options() {
       {"--no-absorb", "", "never let children absorb a parent's KV"},
       {"--no-split", "", "never split long KV ranges"},
       {"--prefix-blind", "", "plan each request alone (the ablation of prefix-aware planning)"},
-      {"--no-fuse-merge", "", "one block per item and a merge launch (v1's launches, the ablation)"},
+      {"--fuse-merge", "",
+       "persistent launches with the merge fused in (issue 14; opt-in for now)"},
       {"--configs", "LIST", "candidate kernels, e.g. mma_q64_kv64_w4_s3,mma_q128_kv64_w8_s3"},
       {"--row-tiles", "LIST", "row tiles items may use, e.g. 16,64"},
       {"--no-head-packs", "", "one KV head per block for narrow items"},
@@ -355,7 +356,7 @@ inline nlohmann::json planner_options_json(const Args& args) {
   if (args.has("--no-absorb")) set("--no-absorb", "allow_absorb", false);
   if (args.has("--no-split")) set("--no-split", "allow_split", false);
   if (args.has("--prefix-blind")) set("--prefix-blind", "prefix_blind", true);
-  if (args.has("--no-fuse-merge")) set("--no-fuse-merge", "fuse_merge", false);
+  if (args.has("--fuse-merge")) set("--fuse-merge", "fuse_merge", true);
   if (args.has("--no-head-packs")) set("--no-head-packs", "head_packs", false);
   if (const auto n = args.value("--min-split-tokens")) {
     set("--min-split-tokens", "min_split_tokens",

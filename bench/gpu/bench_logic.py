@@ -23,13 +23,18 @@ import statistics
 # Names
 
 CANOPY, BLIND = "canopy", "canopy-blind"
-# The ablations of issue 14's pieces, each against "canopy" (default kernels,
-# persistent launches with the merge fused in): the v1 tensor-core kernels
-# (mma.sync) alone, and v1's launches (one block per item, a merge kernel).
-CANOPY_MMA, CANOPY_UNFUSED = "canopy-mma", "canopy-unfused"
+# Issue 14's planner (opt-in until validated on the GPU): the Hopper kernels
+# (wgmma, where the GPU has them) with the merge fused into persistent
+# launches; and the ablation of each piece against it: the v1 tensor-core
+# kernels (mma.sync) alone on the same fused launches, and the Hopper
+# kernels with v1's launches (one block per item, a merge kernel).
+CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED = "canopy-v2", "canopy-v2-mma", "canopy-v2-unfused"
 MMA_CONFIGS = {64: ["mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"],
                128: ["mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"],
                256: ["mma_q64_kv64_w4_s2"]}
+WGMMA_CONFIGS = {64: ["wgmma_q128_kv128_w12_s2", "wgmma_q64_kv128_w8_s2"],
+                 128: ["wgmma_q128_kv128_w12_s2", "wgmma_q64_kv128_w8_s2"],
+                 256: ["wgmma_q64_kv64_w8_s2"]}
 FI_DECODE, FI_DECODE_TC = "fi-decode", "fi-decode-tc"
 CASCADE_VARIANTS = {  # method name -> how its levels are cut (cascade_cuts)
     "fi-cascade-2level": "shared",  # everything a request shares with others / its private rest
@@ -42,10 +47,10 @@ FI_CASCADE, FI_BEST = "fi-cascade", "fi-best"  # derived: best correct variant /
 FI_BATCH_ATTENTION, FI_XQA = "fi-batch-attention", "fi-xqa"
 FI_EXTRA = [FI_BATCH_ATTENTION, FI_XQA]
 UNSUPPORTED = "UNSUPPORTED"
-ALL_METHODS = ([CANOPY, BLIND, CANOPY_MMA, CANOPY_UNFUSED, FI_DECODE, FI_DECODE_TC] +
-               list(CASCADE_VARIANTS) + FI_EXTRA)
+ALL_METHODS = ([CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, BLIND, FI_DECODE,
+                FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA)
 FI_METHODS = [FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA
-CANOPY_METHODS = [CANOPY, BLIND, CANOPY_MMA, CANOPY_UNFUSED]
+CANOPY_METHODS = [CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, BLIND]
 # Extra Canopy methods for sweeps: name -> planner options, from the environment
 # (inherited by worker processes), e.g.
 #   CANOPY_BENCH_VARIANTS='{"canopy-w8": {"candidates": ["mma_q128_kv64_w8_s3"]}}'
@@ -57,10 +62,12 @@ ALL_METHODS += [n for n in CANOPY_VARIANTS if n not in ALL_METHODS]
 def canopy_options(name, head_dim=128):
     """The planner options of a Canopy method (for a spec of `head_dim`)."""
     options = {"prefix_blind": name == BLIND}
-    if name == CANOPY_MMA:
+    if name in (CANOPY_V2, CANOPY_V2_UNFUSED):
+        options["candidates"] = MMA_CONFIGS[head_dim] + WGMMA_CONFIGS[head_dim]
+    if name == CANOPY_V2_MMA:
         options["candidates"] = MMA_CONFIGS[head_dim]
-    if name == CANOPY_UNFUSED:
-        options["fuse_merge"] = False
+    if name in (CANOPY_V2, CANOPY_V2_MMA):
+        options["fuse_merge"] = True
     options.update(CANOPY_VARIANTS.get(name, {}))
     return options
 
@@ -458,7 +465,7 @@ def _fmt(x, spec=".1f"):
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
-TABLE_COLUMNS = ["workload", "floor us", "canopy", "graph", "mma", "unfused", "blind",
+TABLE_COLUMNS = ["workload", "floor us", "canopy", "graph", "v2", "v2-mma", "v2-unfused", "blind",
                  "fi-decode", "fi-decode-tc", "fi-cascade", "fi-batch-attn", "fi-xqa", "fi-best",
                  "vs fi"]
 
@@ -485,8 +492,9 @@ def table_rows(rows):
         floor = r.get("floor_us")
         floor_cell = (f"{floor:.1f}{'m' if r.get('floor_kind') == 'math' else ''}"
                       if _finite(floor) else "-")
-        out.append([r.get("workload", "?"), floor_cell, _cell(c), graph, _cell(m.get(CANOPY_MMA)),
-                    _cell(m.get(CANOPY_UNFUSED)), _cell(m.get(BLIND)),
+        out.append([r.get("workload", "?"), floor_cell, _cell(c), graph, _cell(m.get(CANOPY_V2)),
+                    _cell(m.get(CANOPY_V2_MMA)), _cell(m.get(CANOPY_V2_UNFUSED)),
+                    _cell(m.get(BLIND)),
                     _cell(m.get(FI_DECODE)), _cell(m.get(FI_DECODE_TC)), casc_cell,
                     _cell(m.get(FI_BATCH_ATTENTION)), _cell(m.get(FI_XQA)), best_cell,
                     f"{sp:.2f}x" if sp else "-"])
@@ -501,7 +509,8 @@ def summary_lines(summary):
             continue
         n = summary["workloads"] if scope == "all" else summary["sharing_workloads"]
         parts = []
-        for name in [CANOPY, "canopy-graph", CANOPY_MMA, CANOPY_UNFUSED, BLIND, FI_DECODE,
+        for name in [CANOPY, "canopy-graph", CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, BLIND,
+                     FI_DECODE,
                      FI_DECODE_TC, FI_CASCADE, FI_BATCH_ATTENTION, FI_XQA, FI_BEST]:
             g = s["methods"].get(name, {})
             if g.get("geomean_frac_floor"):
@@ -522,8 +531,9 @@ def text_table(rows, summary=None):
                        for i, (c, w) in enumerate(zip(line, widths))) for line in body]
     lines.insert(1, "-" * len(lines[0]))
     lines.append("cells: median us (fraction of floor); floor 'm' = math-bound; graph = Canopy "
-                 "CUDA-graph replay us; mma = Canopy on the v1 mma.sync kernels alone; unfused "
-                 "= Canopy with one block per item and a merge launch (v1's launches); vs fi = "
+                 "CUDA-graph replay us; v2 = the Hopper kernels with the merge fused into "
+                 "persistent launches (issue 14); v2-mma = the same launches on the mma.sync "
+                 "kernels alone; v2-unfused = the Hopper kernels with v1's launches; vs fi = "
                  "fi-best us / canopy us; FAIL = wrong output, "
                  "ERR = did not run (see JSON), n/a = a shape the method cannot take "
                  "(JSON note)")

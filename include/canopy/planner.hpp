@@ -35,9 +35,9 @@ struct PlannerOptions {
   /// with the merge fused into them: the item that completes a merged row
   /// merges it, so the step needs no merge launch (Plan::fused_merge). Takes
   /// effect when every kernel the plan launches supports it (mma, wgmma; not
-  /// the FMA reference). false: v1's launches, one block per item and a
-  /// separate merge kernel (the ablation).
-  bool fuse_merge = true;
+  /// the FMA reference). Off by default until its GPU validation (issue 14):
+  /// v1's launches, one block per item and a separate merge kernel.
+  bool fuse_merge = false;
 };
 
 /// Field by field; cost models compare their coefficients.
@@ -56,6 +56,10 @@ PlannerOptions planner_options_from_json(std::string_view text);
 
 /// The configs the planner chooses among by default (PlannerOptions::candidates empty).
 std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec);
+/// Every tensor-core config the planner can weigh on Hopper: the defaults,
+/// then the wgmma family's (dropped where the arch lacks them). The v2
+/// candidates of issue 14, opt-in until validated on the GPU.
+std::vector<KernelConfig> hopper_kernel_configs(const AttentionSpec& spec);
 /// Every shipped partial-attention config of every family (compiled in CI;
 /// any of them may be offered as candidates).
 std::vector<KernelConfig> shipped_kernel_configs(const AttentionSpec& spec);

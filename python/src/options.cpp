@@ -37,8 +37,8 @@ Args:
   min_split_tokens: never split a range into pieces shorter than this.
   head_packs: let narrow items take several KV heads per block.
   prefix_blind: plan every request alone, as if nothing were shared (the ablation).
-  fuse_merge: persistent launches with the merge fused in (default); False runs
-    one block per item and a merge launch (v1's launches, the ablation).
+  fuse_merge: persistent launches with the merge fused in (issue 14; off by
+    default until validated on a GPU: one block per item and a merge launch).
   coefficients: cost-model coefficients as JSON (GpuCoefficients, as canopy-tune
     writes them); None: the device's own (GPU plans) or H100 datasheet defaults
     (CPU plans).

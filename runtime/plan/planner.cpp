@@ -25,19 +25,20 @@ std::vector<KernelConfig> shipped_kernel_configs(const AttentionSpec& spec) {
 }
 
 std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec) {
-  // The tensor-core kernels: the general mma one first (it runs every item
-  // shape on every arch), then the wide one for 128-row tiles of long shared
-  // prefixes, then the Hopper wgmma ones, which the planner drops where the
-  // arch lacks them (plan_tree keeps more than one kernel only when the
-  // launches pay for themselves).
-  std::vector<KernelConfig> configs =
-      families::family_info(KernelFamily::kMmaAttention).shipped_configs(spec);
+  // The tensor-core kernels: the general one runs every item shape, the wide
+  // one 128-row tiles of long shared prefixes (plan_tree keeps the second
+  // only when its launch pays for itself).
+  return families::family_info(KernelFamily::kMmaAttention).shipped_configs(spec);
+}
+
+std::vector<KernelConfig> hopper_kernel_configs(const AttentionSpec& spec) {
+  // The general mma kernel stays first: the planner also weighs it alone.
+  std::vector<KernelConfig> configs = default_kernel_configs(spec);
   const std::vector<KernelConfig> hopper =
       families::family_info(KernelFamily::kWgmmaAttention).shipped_configs(spec);
   configs.insert(configs.end(), hopper.begin(), hopper.end());
   return configs;
 }
-
 namespace {
 
 // The prefix-blind view of a tree: one root per request holding its whole

@@ -127,13 +127,18 @@ TEST(KernelFamilies, ShippedConfigsCanBeImplementedOnSm90) {
       }
     }
   }
-  // The defaults are the tensor-core kernels, the general mma one first (the
-  // planner weighs it alone), then the Hopper ones (dropped before sm_90).
+  // The defaults are the tensor-core kernels: both configs up to D = 128.
+  EXPECT_EQ(default_kernel_configs(spec_with_head_dim(128)),
+            (std::vector<KernelConfig>{kGeneral, kWide}));
+  EXPECT_EQ(default_kernel_configs(spec_with_head_dim(256)),
+            (std::vector<KernelConfig>{KernelConfig::parse("mma_q64_kv64_w4_s2")}));
+  // The Hopper candidates: the defaults first (the general one is weighed
+  // alone), then the wgmma ones.
   EXPECT_EQ(
-      default_kernel_configs(spec_with_head_dim(128)),
+      hopper_kernel_configs(spec_with_head_dim(128)),
       (std::vector<KernelConfig>{kGeneral, kWide, KernelConfig::parse("wgmma_q128_kv128_w12_s2"),
                                  KernelConfig::parse("wgmma_q64_kv128_w8_s2")}));
-  EXPECT_EQ(default_kernel_configs(spec_with_head_dim(256)),
+  EXPECT_EQ(hopper_kernel_configs(spec_with_head_dim(256)),
             (std::vector<KernelConfig>{KernelConfig::parse("mma_q64_kv64_w4_s2"),
                                        KernelConfig::parse("wgmma_q64_kv64_w8_s2")}));
 }

@@ -292,16 +292,15 @@ TEST(GpuPrewarm, CompileKernels) {
       o.allow_split = !blind;
       add_plan_kernels(*c, o);
     }
-    PlannerOptions unfused = options;  // v1's launches: the merge kernel
-    unfused.fuse_merge = false;
-    unfused.min_split_tokens = 16;
-    add_plan_kernels(*c, unfused);
-    unfused.candidates =
-        families::family_info(KernelFamily::kMmaAttention).shipped_configs(c->spec);
-    add_plan_kernels(*c, unfused);
-    unfused.min_split_tokens = 256;
-    unfused.candidates.clear();
-    add_plan_kernels(*c, unfused);
+    PlannerOptions fused = options;  // issue 14's path (GpuFused, the variants)
+    fused.fuse_merge = true;
+    for (int min_split : {16, 32}) {
+      fused.min_split_tokens = min_split;
+      fused.candidates = hopper_kernel_configs(c->spec);
+      add_plan_kernels(*c, fused);
+      fused.candidates = default_kernel_configs(c->spec);
+      add_plan_kernels(*c, fused);
+    }
   }
   for (const FamilyRun& run : family_runs()) {
     PlannerOptions o = run.options.planner;
@@ -420,39 +419,45 @@ TEST(GpuRuntime, PlannerVariantsMatchReference) {
     o.planner.allow_absorb = variant != 1;
     o.planner.min_split_tokens = variant == 2 || variant >= 5 ? 16 : 256;
     o.planner.prefix_blind = variant == 3 || variant == 4;
-    // v1's launches: one block per item and a merge kernel, on the default
-    // kernels and on the mma family alone.
-    o.planner.fuse_merge = variant < 5;
-    if (variant == 6) {
+    // Issue 14's path: persistent launches with the merge fused in, on the
+    // Hopper candidates (wgmma where the GPU has it) and on the mma family.
+    if (variant >= 5) {
+      o.planner.fuse_merge = true;
       o.planner.candidates =
-          families::family_info(KernelFamily::kMmaAttention).shipped_configs(c.spec);
+          variant == 5 ? hopper_kernel_configs(c.spec) : default_kernel_configs(c.spec);
     }
     c.name = fmt::format("two-level-3-small/{}", variant == 0   ? "no-split"
                                                  : variant == 1 ? "no-absorb"
                                                  : variant == 2 ? "split-16"
                                                  : variant == 3 ? "prefix-blind"
                                                  : variant == 4 ? "prefix-blind-direct"
-                                                 : variant == 5 ? "unfused-merge"
-                                                                : "unfused-merge-mma");
+                                                 : variant == 5 ? "fused-hopper"
+                                                                : "fused-mma");
     run_case("planner", c, o);
   }
 }
 
-// The persistent, fused path on every random tree with the merge kernel
-// instead (v1's launches): the same results within the tolerance, so the
-// fused merge and the queues lose nothing.
-TEST(GpuRuntime, UnfusedMergeMatchesReferenceOnRandomTrees) {
+// Issue 14's planner on every random tree: the Hopper candidates with the
+// merge fused into persistent launches (every dtype, layout, head dim, GQA
+// group, page size 1-256, soft cap and lse), against the float64 reference.
+class GpuFused : public ::testing::TestWithParam<int> {};
+
+TEST_P(GpuFused, MatchesReference) {
   CANOPY_REQUIRE_GPU();
-  int n = 0;
-  for (const GpuCase& r : random_cases()) {
-    if (n++ % 5 != 0) continue;  // a fifth of them: every dtype, layout and head dim
-    GpuCase c = r;
-    c.name += "/unfused";
-    CheckOptions o;
-    o.planner.fuse_merge = false;
-    run_case("unfused", c, o);
-  }
+  GpuCase c = random_cases()[std::size_t(GetParam())];
+  c.name += "/fused-hopper";
+  CheckOptions o;
+  o.planner.fuse_merge = true;
+  o.planner.candidates = hopper_kernel_configs(c.spec);
+  o.planner.min_split_tokens = 32;  // pieces, so that merges are fused
+  run_case("fused", c, o);
 }
+
+INSTANTIATE_TEST_SUITE_P(GpuTrees, GpuFused,
+                         ::testing::Range(0, static_cast<int>(random_cases().size())),
+                         [](const ::testing::TestParamInfo<int>& param_info) {
+                           return test_name(random_cases()[std::size_t(param_info.param)].name);
+                         });
 
 // Every kernel the families ship, at every warp arrangement (row tile).
 class GpuFamilies : public ::testing::TestWithParam<int> {};

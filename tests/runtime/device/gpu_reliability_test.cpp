@@ -52,7 +52,10 @@ TEST(GpuDeterminism, HundredRunsAndRebuiltPlansAreBitIdentical) {
   const HostResult ref = reference(problem, true);
   PlannerOptions split;  // many pieces: partial states merged in a fixed order
   split.min_split_tokens = 32;
-  for (const PlannerOptions& options : {PlannerOptions{}, split}) {
+  PlannerOptions fused = split;  // the merge fused into persistent launches (issue 14)
+  fused.fuse_merge = true;
+  fused.candidates = hopper_kernel_configs(spec);
+  for (const PlannerOptions& options : {PlannerOptions{}, split, fused}) {
     PreparedPlan plan = rt.plan(spec, problem.tables, options);
     poison_outputs(d, spec);
     rt.run(plan, d.tensors(true));
@@ -76,7 +79,9 @@ TEST(GpuDeterminism, HundredRunsAndRebuiltPlansAreBitIdentical) {
     }
     EXPECT_EQ(rebuilt_differing, 0) << "of 10 rebuilt plans differ from the first";
     std::printf("[ determin ] %s: %zu items, 100 runs + 10 rebuilt plans, %d differing\n",
-                options.min_split_tokens == split.min_split_tokens ? "split" : "default",
+                options.fuse_merge                                   ? "fused"
+                : options.min_split_tokens == split.min_split_tokens ? "split"
+                                                                     : "default",
                 plan.plan().items.size(), differing + rebuilt_differing);
   }
 }

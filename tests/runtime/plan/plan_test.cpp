@@ -245,6 +245,7 @@ const FeaturePlans& feature_plans() {
     o.candidates = {KernelConfig::parse("mma_q128_kv32_w4_s3"),
                     KernelConfig::parse("mma_q64_kv64_w4_s3")};
     o.row_tiles = {16, 128};
+    o.fuse_merge = true;  // the merge launch stays in the plan, run inside the partial ones
     f.two_configs = make_plan(f.two_configs_w.spec, f.two_configs_w.tables, o);
     f.packed_w = workload::workload_from_tree("1,256|256,32");
     o = {};

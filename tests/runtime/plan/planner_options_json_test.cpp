@@ -44,7 +44,7 @@ TEST(PlannerOptionsJson, DefaultsRoundTripAndEmptyObjectIsDefaults) {
   EXPECT_EQ(j.at("candidates"), nlohmann::json::array());
   EXPECT_EQ(j.at("waves"), 8);
   EXPECT_EQ(j.at("min_split_tokens"), 256);
-  EXPECT_EQ(j.at("fuse_merge"), true);
+  EXPECT_EQ(j.at("fuse_merge"), false);
   EXPECT_EQ(j.size(), 11u);  // every field of PlannerOptions, and the format
 }
 
