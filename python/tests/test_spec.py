@@ -127,12 +127,13 @@ def test_planner_options_errors():
 def test_planner_options_json_and_dict_forms():
     o = canopy.PlannerOptions(candidates=["mma_q64_kv64_w4_s3"], row_tiles=[16, 64],
                               allow_absorb=False, waves=2, min_split_tokens=128,
-                              head_packs=False, prefix_blind=True)
+                              head_packs=False, prefix_blind=True, fuse_merge=True)
     d = o.to_dict()
     assert d == {"format": "canopy-planner-options/1", "candidates": ["mma_q64_kv64_w4_s3"],
                  "row_tiles": [16, 64], "allow_absorb": False, "allow_split": True, "waves": 2,
                  "min_split_tokens": 128, "head_packs": False, "prefix_blind": True,
-                 "coefficients": None}
+                 "fuse_merge": True, "coefficients": None}
+    assert o.fuse_merge and not canopy.PlannerOptions().fuse_merge
     assert canopy.PlannerOptions.from_dict(d) == o
     assert canopy.PlannerOptions.from_json(o.to_json()) == o
     assert canopy.PlannerOptions.from_json(o.to_json(indent=2)) == o
