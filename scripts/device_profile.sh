@@ -18,9 +18,18 @@ mkdir -p "$OUT"
 export CANOPY_SUITE=$PWD/bench/workloads/suite.json
 export CANOPY_CACHE_DIR=${CANOPY_CACHE_DIR:-/tmp/canopy-profile-cache}
 export LD_LIBRARY_PATH=$PWD/$BUILD/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-CASES=${PROFILE_CASES:-"sys-32k-x256|;sys-32k-x256|--configs mma_q128_kv64_w8_s3;flat-64x4k|;ft-1-1024|"}
+# Default: v2's kernels (wgmma and mma, persistent with the merge fused in) on a
+# wide shared prefix, a head-dim-256 tree and a small step.
+V2=--fuse-merge
+CASES=${PROFILE_CASES:-"sys-16k-x128|$V2 --configs wgmma_q128_kv128_w12_s2;sys-16k-x128|$V2 --configs mma_q64_kv64_w4_s3;two-level-d256|$V2 --configs wgmma_q64_kv64_w8_s2,mma_q64_kv64_w4_s2;ft-1-2-64|$V2 --configs mma_q64_kv64_w4_s3,wgmma_q64_kv128_w8_s2"}
 METRICS=gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed
 METRICS+=,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+# wgmma (HGMMA) counts in its own pipe metric on Hopper; added only where this
+# ncu knows it, since an unknown metric name fails the whole run.
+GMMA=sm__pipe_tensor_op_gmma_cycles_active
+if ncu --query-metrics --chip gh100 2>/dev/null | grep -q "^$GMMA "; then
+  METRICS+=,$GMMA.avg.pct_of_peak_sustained_active
+fi
 METRICS+=,sm__warps_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum
 METRICS+=,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum
 METRICS+=,lts__throughput.avg.pct_of_peak_sustained_elapsed
@@ -50,13 +59,14 @@ for c in "${cases[@]}"; do
   summary+=("$(awk -v tag="$workload $opts" '
     function flush() {
       if (name != "")
-        printf "%-34s %-30s %9s ns  hmma %5s%%  occ %5s%%  dram %5s%%  l2 %5s%%  l1 %5s%%\n",
-               tag, substr(name, 1, 30), t, hmma, occ, dram, l2, l1
-      name = ""
+        printf "%-34s %-30s %9s ns  hmma %5s%%  gmma %5s%%  occ %5s%%  dram %5s%%  l2 %5s%%  l1 %5s%%\n",
+               tag, substr(name, 1, 30), t, hmma, gmma, occ, dram, l2, l1
+      name = ""; gmma = "-"
     }
     /^  canopy_/ { flush(); name = $1; sub(/canopy_/, "", name); sub(/_q_.*_nhd_/, "_", name) }
     /gpu__time_duration.sum/ { t = $NF }
     /sm__pipe_tensor_op_hmma_cycles_active/ { hmma = $NF }
+    /sm__pipe_tensor_op_gmma_cycles_active/ { gmma = $NF }
     /sm__warps_active.avg.pct/ { occ = $NF }
     /dram__throughput.avg.pct/ { dram = $NF }
     /lts__throughput.avg.pct/ { l2 = $NF }
