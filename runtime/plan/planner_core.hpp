@@ -188,7 +188,6 @@ class Planner {
   bool apply_split(double target);
   double makespan();
   double makespan_bound() const;
-  bool short_runs(std::size_t runs, std::int64_t items) const;
   void collect_runs();
   void mark_direct_tasks();
   void place();

@@ -28,13 +28,6 @@ void Planner::collect_runs() {
   }
 }
 
-// Whether a placement of `items` in `runs` of distinct costs goes faster on
-// SmSchedule's heap than on its queues: a queue merge per new cost costs
-// about a pass over the slots, the heap a few dozen steps per item.
-bool Planner::short_runs(std::size_t runs, std::int64_t items) const {
-  return static_cast<std::int64_t>(runs) * slots_ > 16 * items;
-}
-
 // A lower bound of makespan(): no slot is lighter than the average of all
 // items' costs nor than the longest item.
 double Planner::makespan_bound() const {
@@ -72,9 +65,7 @@ double Planner::makespan() {
   std::sort(runs.begin(), runs.end(), [](const TaskRun& a, const TaskRun& b) {
     return a.cost != b.cost ? a.cost > b.cost : a.begin < b.begin;
   });
-  std::int64_t items = 0;
-  for (const TaskRun& run : runs) items += run.items;
-  s_.loads.reset(slots_, false, short_runs(runs.size(), items));
+  s_.loads.reset(slots_, false);
   std::int64_t slots = 0;
   for (const TaskRun& run : runs) {
     // A run's tasks cost the same per item: place all their items at once.
@@ -113,9 +104,7 @@ void Planner::place() {
     if (a.cost != b.cost) return a.cost > b.cost;
     return a.config != b.config ? a.config < b.config : a.begin < b.begin;
   });
-  std::int64_t items = 0;
-  for (const Task& task : s_.tasks) items += task_items(task);
-  s_.loads.reset(slots_, true, short_runs(s_.runs.size(), items));
+  s_.loads.reset(slots_, true);
   s_.run_of.resize(s_.tasks.size());
   max_items_ = 0;
   max_rows_ = 0;

@@ -44,7 +44,7 @@ TEST(SmSchedule, MatchesSortingEveryRun) {
   for (int trial = 0; trial < 200; ++trial) {
     const int sms = 1 + static_cast<int>(rng() % 40);
     SmSchedule s;
-    s.reset(sms, true, trial % 2 == 1);  // both representations
+    s.reset(sms, true);
     Naive naive{std::vector<double>(sms, 0.0)};
     // Costs that repeat (runs of equal items) and ones that create rounding ties.
     const double costs[] = {3.0, 3.0, 1.0 / 3, 0.1, 0.2, 0.30000000000000004, 7.5, 1e-17};
@@ -76,7 +76,7 @@ TEST(SmSchedule, MatchesSortingWithDistinctFallingCosts) {
     SCOPED_TRACE(trial);
     const int sms = 1 + static_cast<int>(rng() % 300);
     SmSchedule s;
-    s.reset(sms, true, trial % 2 == 1);
+    s.reset(sms, true);
     Naive naive{std::vector<double>(sms, 0.0)};
     double cost = 100;
     for (int run = 0; run < 400; ++run) {
