@@ -6,7 +6,10 @@
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -86,21 +89,29 @@ std::shared_ptr<const std::vector<canopy::BlockTables>> decode_steps(const Workl
 // IncrementalPlanner over `steps` with the default ReplanOptions (a full plan
 // every 16 steps or once a task grew 25%: the amortized cost per step), and
 // (names[1]) the patch alone (full plans only when a patch is impossible).
+// names[2] (when given): the default options with append-only tables
+// (ReplanOptions::append_only_tables).
 void register_steps(const Workload& w, const std::string& tree,
                     std::shared_ptr<const std::vector<canopy::BlockTables>> steps,
-                    std::array<const char*, 2> names) {
-  for (const bool patch_only : {false, true}) {
+                    std::array<const char*, 3> names) {
+  for (const int mode : {0, 1, 2}) {
+    if (names[mode] == nullptr) continue;
     canopy::ReplanOptions replan;
-    if (patch_only) {
+    if (mode == 1) {
       replan.full_every = 1 << 30;
       replan.max_growth = 1e9;
     }
+    replan.append_only_tables = mode == 2;
     const std::string name =
-        fmt::format("{}/{}/batch:{}", names[patch_only ? 1 : 0], tree, w.tables.batch_size());
+        fmt::format("{}/{}/batch:{}", names[mode], tree, w.tables.batch_size());
     benchmark::RegisterBenchmark(name.c_str(), [w, steps, replan](benchmark::State& state) {
       canopy::IncrementalPlanner planner(w.spec, {}, replan);
       planner.plan((*steps)[0]);
       std::size_t next = 1;
+      // Per outcome: time and count of the steps (a patched step's cost
+      // apart from the full plans that a patch-only run still makes).
+      double patch_ns = 0, full_ns = 0;
+      std::int64_t patches = 0, fulls = 0;
       for (auto _ : state) {
         if (next == steps->size()) {  // back to the first step: not a decode step
           state.PauseTiming();
@@ -109,18 +120,47 @@ void register_steps(const Workload& w, const std::string& tree,
           next = 1;
           state.ResumeTiming();
         }
+        const auto start = std::chrono::steady_clock::now();
         const canopy::Plan& plan = planner.plan((*steps)[next++]);
         benchmark::DoNotOptimize(plan.items.data());
+        const double ns =
+            std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start)
+                .count();
+        if (planner.last_outcome() == canopy::ReplanOutcome::kFull) {
+          full_ns += ns;
+          ++fulls;
+        } else {
+          patch_ns += ns;
+          ++patches;
+        }
       }
       state.counters["full"] = static_cast<double>(planner.full_plans());
       state.counters["patched"] = static_cast<double>(planner.patched_plans());
+      state.counters["patch_us"] = patches > 0 ? patch_ns / patches / 1000 : 0;
+      state.counters["full_us"] = fulls > 0 ? full_ns / fulls / 1000 : 0;
+      // Staleness: over one pass of the steps, each patched plan's predicted
+      // step time against a fresh full plan's (max and mean, in percent).
+      canopy::IncrementalPlanner check(w.spec, {}, replan);
+      double worst = 0, sum = 0;
+      int n = 0;
+      for (const canopy::BlockTables& t : *steps) {
+        const canopy::Plan& plan = check.plan(t);
+        if (check.last_outcome() != canopy::ReplanOutcome::kPatched) continue;
+        const double fresh = canopy::make_plan(w.spec, t).predicted_us;
+        const double drift = 100 * std::abs(plan.predicted_us / fresh - 1);
+        worst = std::max(worst, drift);
+        sum += drift;
+        ++n;
+      }
+      state.counters["drift_max_pct"] = worst;
+      state.counters["drift_mean_pct"] = n > 0 ? sum / n : 0;
     })->Unit(benchmark::kMicrosecond);
   }
 }
 
 // BM_Replan/<tree> and BM_ReplanPatch/<tree>: one token per request and step.
 void register_replan(const Workload& w, const std::string& tree) {
-  register_steps(w, tree, decode_steps(w, 64), {"BM_Replan", "BM_ReplanPatch"});
+  register_steps(w, tree, decode_steps(w, 64), {"BM_Replan", "BM_ReplanPatch", nullptr});
 }
 
 // Decode steps of an irregular batch where, at random steps (one in four),
@@ -181,9 +221,10 @@ int main(int argc, char** argv) {
     w.name = fmt::format("{}-g{}-p{}", w.name, c.group, c.page_size);
     const int depth = canopy::workload::irregular_forest(c.seed, o).depth;
     register_workload(w, depth);
-    register_steps(w, w.name, decode_steps(w, 64), {"BM_Replan", "BM_ReplanPatch"});
+    register_steps(w, w.name, decode_steps(w, 64),
+                   {"BM_Replan", "BM_ReplanPatch", "BM_ReplanAppendOnly"});
     register_steps(w, w.name, churn_steps(w, 64, c.seed),
-                   {"BM_ReplanChurn", "BM_ReplanChurnPatch"});
+                   {"BM_ReplanChurn", "BM_ReplanChurnPatch", nullptr});
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

@@ -50,8 +50,9 @@ struct ReplanTask {
   std::int32_t item_count = 0;
   std::int32_t page_offset = 0;  // into Plan::kv_pages
   std::int32_t page_count = 0;
-  std::int32_t reader = 0;     // its first reader: the segment is that request's pages
-  std::int32_t path_page = 0;  // from page path_page of the reader's table
+  std::int32_t page_capacity = 0;  // entries of kv_pages the segment may grow into (a re-plan's)
+  std::int32_t reader = 0;         // its first reader: the segment is that request's pages
+  std::int32_t path_page = 0;      // from page path_page of the reader's table
   std::int32_t tokens = 0;
   std::int32_t base_tokens = 0;  // tokens when the plan was made from scratch
   std::int32_t pieces = 1;
