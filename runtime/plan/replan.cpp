@@ -296,9 +296,14 @@ bool IncrementalPlanner::Impl::tables_valid(const BlockTables& tables) const {
 // The tables of this step, for the next one's comparison: only the lengths
 // and the grown requests' newly used pages change.
 void IncrementalPlanner::Impl::remember(const BlockTables& tables) {
-  for (const std::int32_t r : grown)
-    last.grow(tables, r, pages_for(tables.seq_lens[r], spec.page_size));
-  last.compact_if_sparse();
+  bool appended = false;
+  for (const std::int32_t r : grown) {
+    const std::int32_t used = pages_for(tables.seq_lens[r], spec.page_size);
+    if (used == last.count[r]) continue;  // the same pages: nothing to keep
+    last.grow(tables, r, used);
+    appended = true;
+  }
+  if (appended) last.compact_if_sparse();
   last.lens = tables.seq_lens;
   last.num_pages = tables.num_pages;
 }
