@@ -21,6 +21,18 @@ struct ReplanOptions {
   /// last full plan by this fraction: its split and balance were chosen for
   /// the old length.
   double max_growth = 0.25;
+  /// ... or by this many tokens, whichever allows more: a leaf of a few
+  /// tokens would otherwise exceed max_growth within a step or two. On the
+  /// irregular decode benchmarks 8 halves the full plans at a mean drift of
+  /// the patched prediction of <= 0.8% (docs/planner.md, 4.5); 0: no floor.
+  int min_growth_tokens = 8;
+  /// The caller's promise that its block tables are append-only: a request's
+  /// used pages never change while it stays in the batch, except perhaps the
+  /// last, partly filled one (a copy-on-write). A patch then compares each
+  /// request's first and last used page instead of every used page: a decode
+  /// step costs O(requests + new pages), not O(all page ids). Off: every
+  /// used page is compared, and any change plans from scratch.
+  bool append_only_tables = false;
 };
 
 /// How the last plan() call made its plan.

@@ -129,6 +129,7 @@ void plan_tree(const AttentionSpec& spec, const PrefixTree& tree, const PlannerO
   PlannerOptions single = options;
   single.candidates = {both.configs().front()};
   Planner alone(spec, tree, single, second);
+  alone.borrow_costs(both);
   alone.make_tasks(&first);
   // predicted_us() is a float: the bounds keep a margin for its rounding.
   constexpr double kMargin = 1 - 1e-6;

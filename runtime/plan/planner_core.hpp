@@ -50,8 +50,9 @@ struct ReplanTask {
   std::int32_t item_count = 0;
   std::int32_t page_offset = 0;  // into Plan::kv_pages
   std::int32_t page_count = 0;
-  std::int32_t reader = 0;     // its first reader: the segment is that request's pages
-  std::int32_t path_page = 0;  // from page path_page of the reader's table
+  std::int32_t page_capacity = 0;  // entries of kv_pages the segment may grow into (a re-plan's)
+  std::int32_t reader = 0;         // its first reader: the segment is that request's pages
+  std::int32_t path_page = 0;      // from page path_page of the reader's table
   std::int32_t tokens = 0;
   std::int32_t base_tokens = 0;  // tokens when the plan was made from scratch
   std::int32_t pieces = 1;
@@ -99,6 +100,11 @@ class Planner {
   /// `same_tree`: the scratch of a pass over the same tree that already
   /// made its tasks (its requests in preorder are reused).
   void make_tasks(const PlannerScratch* same_tree = nullptr);
+  /// For 2g's second pass, whose candidates are `first`'s first kernel alone:
+  /// reads `first`'s cost answers (the same variants, questions and model)
+  /// instead of asking the model again. No-op unless the variants, block
+  /// slots and model agree.
+  void borrow_costs(const Planner& first);
   double lower_bound();
   int task_configs() const;
   void price();
@@ -130,15 +136,20 @@ class Planner {
   double item_us(int variant, int rows, int tokens) {
     CostMemo::Entry& e = s_.memo.slot(variant, rows, tokens);
     if (!s_.memo.holds(e, variant, rows, tokens)) {
-      const Variant& v = variants_[variant];
-      e = {s_.memo.pass(),
-           variant,
-           rows,
-           tokens,
-           variant,
-           model_.item_us(spec_, coefficients_[v.config], v.row_tile, rows, tokens, v.heads)};
+      double us = 0;
+      const CostMemo::Entry* lent = lent_ ? &lent_->slot(variant, rows, tokens) : nullptr;
+      if (lent != nullptr && lent_->holds(*lent, variant, rows, tokens)) {
+        us = lent->us;
+      } else {
+        us = model_us(variant, rows, tokens);
+      }
+      e = {s_.memo.pass(), variant, rows, tokens, variant, us};
     }
     return pricer_.slot_us(e.us);
+  }
+  double model_us(int variant, int rows, int tokens) const {
+    const Variant& v = variants_[variant];
+    return model_.item_us(spec_, coefficients_[v.config], v.row_tile, rows, tokens, v.heads);
   }
   double tile_cost(const Task& task, int variant, int tokens) {
     return item_us(variant, task.request_count * group_, tokens) / task.tiles;
@@ -211,7 +222,9 @@ class Planner {
   // From prepare(), for emit().
   std::int64_t max_items_ = 0;
   std::int64_t max_rows_ = 0;
-  int last_best_rows_ = -1;  // best_variant's last question and answer
+  int prefix_variants_ = 0;         // variants of the first kernel, when others follow
+  const CostMemo* lent_ = nullptr;  // borrow_costs()
+  int last_best_rows_ = -1;         // best_variant's last question and answer
   int last_best_tokens_ = -1;
   std::pair<int, double> last_best_{};
   int launched_configs_ = 0;

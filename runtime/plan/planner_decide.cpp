@@ -21,23 +21,60 @@ std::pair<int, double> Planner::best_variant(int rows, int tokens) {
 }
 
 std::pair<int, double> Planner::best_variant_memo(int rows, int tokens) {
-  if (const CostMemo::Entry& e = s_.memo.slot(-1, rows, tokens);
-      s_.memo.holds(e, -1, rows, tokens)) {
-    return {e.best, e.us};
-  }
-  int best = -1;
-  double best_us = 0;
-  for (int i = 0; i < static_cast<int>(variants_.size()); ++i) {
-    const Variant& v = variants_[i];
-    if (v.heads > 1 && rows > v.row_tile) continue;  // a head pack is one row tile per head
-    const double us = item_us(i, rows, tokens) / v.heads;
-    if (best < 0 || us < best_us) {
-      best = i;
-      best_us = us;
+  CostMemo::Entry& e = s_.memo.slot(-1, rows, tokens);
+  if (s_.memo.holds(e, -1, rows, tokens)) return {e.best, e.us};
+  if (lent_ != nullptr) {  // 2g's second pass: the first pass's answer for its first kernel
+    const CostMemo::Entry& l = lent_->slot(-1, rows, tokens);
+    if (lent_->holds(l, -1, rows, tokens) && l.prefix_best >= 0) {
+      e = {s_.memo.pass(), -1, rows, tokens, l.prefix_best, l.prefix_us};
+      return {e.best, e.us};
     }
   }
-  s_.memo.slot(-1, rows, tokens) = {s_.memo.pass(), -1, rows, tokens, best, best_us};
+  // The model is asked directly: storing every variant's answer would evict
+  // the answers asked again (the best variant's is kept, for tile_cost).
+  int best = -1;
+  double best_us = 0;
+  int prefix_best = -1;
+  double prefix_us = 0;
+  double best_model_us = 0;
+  for (int i = 0; i < static_cast<int>(variants_.size()); ++i) {
+    const Variant& v = variants_[i];
+    if (v.heads == 1 || rows <= v.row_tile) {  // a head pack is one row tile per head
+      const double model_us_i = model_us(i, rows, tokens);
+      const double us = pricer_.slot_us(model_us_i) / v.heads;
+      if (best < 0 || us < best_us) {
+        best = i;
+        best_us = us;
+        best_model_us = model_us_i;
+      }
+    }
+    if (i + 1 == prefix_variants_) {
+      prefix_best = best;
+      prefix_us = best_us;
+    }
+  }
+  e = {s_.memo.pass(), -1, rows, tokens, best, best_us, prefix_best, prefix_us};
+  CostMemo::Entry& b = s_.memo.slot(best, rows, tokens);
+  if (&b != &e) b = {s_.memo.pass(), best, rows, tokens, best, best_model_us};
   return {best, best_us};
+}
+
+void Planner::borrow_costs(const Planner& first) {
+  if (first.prefix_variants_ != static_cast<int>(variants_.size()) ||
+      first.pricer_.slots_per_sm() != pricer_.slots_per_sm() ||
+      first.model_.coefficients() != model_.coefficients() || !(first.spec_ == spec_)) {
+    return;
+  }
+  for (std::size_t i = 0; i < variants_.size(); ++i) {
+    const Variant& a = variants_[i];
+    const Variant& b = first.variants_[i];
+    if (a.config != 0 || b.config != 0 || a.row_tile != b.row_tile || a.heads != b.heads) return;
+  }
+  if (configs_.front() != first.configs_.front() ||
+      coefficients_.front() != first.coefficients_.front()) {
+    return;
+  }
+  lent_ = &first.s_.memo;
 }
 
 // Lists every node's subtree requests as one contiguous range, so a standalone

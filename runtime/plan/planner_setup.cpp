@@ -121,6 +121,14 @@ Planner::Planner(const AttentionSpec& spec, const PrefixTree& tree, const Planne
       slots_(pricer_.slots()),
       group_(spec.group_size()) {
   s_.memo.new_pass();
+  // With several kernels, each answer also keeps the first kernel's best
+  // alone: 2g's second pass asks exactly that (borrow_costs).
+  if (configs_.size() > 1) {
+    while (prefix_variants_ < static_cast<int>(variants_.size()) &&
+           variants_[prefix_variants_].config == 0) {
+      ++prefix_variants_;
+    }
+  }
 }
 
 }  // namespace canopy::planning

@@ -3,9 +3,10 @@
 // placement, and the memo of cost-model answers (docs/planner.md, 2a-2e).
 #pragma once
 
-#include <array>
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace canopy::planning {
 
@@ -56,7 +57,8 @@ struct TaskRun {
 };
 
 // Memo of cost-model answers per (variant, rows, tokens): the planner asks for
-// the same shapes over and over (sibling leaves usually look alike).
+// the same shapes over and over (sibling leaves usually look alike; on
+// irregular trees a parent's question about a child is the child's own).
 // Direct-mapped, so lookups are O(1); the answers are exactly the model's.
 // Entries carry the pass that wrote them, so a new pass starts empty without
 // clearing the table.
@@ -69,20 +71,20 @@ class CostMemo {
     int tokens = 0;
     int best = 0;  // for config -1: the best variant
     double us = 0;
+    // For config -1 when the candidates' first kernel has variants
+    // [0, prefix): the best of those alone, the question of 2g's second pass.
+    int prefix_best = -1;
+    double prefix_us = 0;
   };
   void new_pass() {
     if (++pass_ == 0) {  // wrapped: old stamps could look current
-      entries_.fill({});
+      std::fill(entries_.begin(), entries_.end(), Entry{});
       pass_ = 1;
     }
   }
-  Entry& slot(int config, int rows, int tokens) {
-    std::uint64_t x = (std::uint64_t{static_cast<std::uint32_t>(rows)} << 32 |
-                       static_cast<std::uint32_t>(tokens)) *
-                          0x9E3779B97F4A7C15ull +
-                      static_cast<std::uint32_t>(config);
-    x ^= x >> 29;
-    return entries_[(x * 0xBF58476D1CE4E5B9ull) >> (64 - kBits)];
+  Entry& slot(int config, int rows, int tokens) { return entries_[index(config, rows, tokens)]; }
+  const Entry& slot(int config, int rows, int tokens) const {
+    return entries_[index(config, rows, tokens)];
   }
   bool holds(const Entry& e, int config, int rows, int tokens) const {
     return e.pass == pass_ && e.config == config && e.rows == rows && e.tokens == tokens;
@@ -90,8 +92,18 @@ class CostMemo {
   std::uint32_t pass() const { return pass_; }
 
  private:
-  static constexpr int kBits = 9;
-  std::array<Entry, std::size_t{1} << kBits> entries_{};
+  // Irregular batches ask about thousands of shapes per pass: 512 entries
+  // evicted a node's answers before its children asked again.
+  static constexpr int kBits = 12;
+  static std::size_t index(int config, int rows, int tokens) {
+    std::uint64_t x = (std::uint64_t{static_cast<std::uint32_t>(rows)} << 32 |
+                       static_cast<std::uint32_t>(tokens)) *
+                          0x9E3779B97F4A7C15ull +
+                      static_cast<std::uint32_t>(config);
+    x ^= x >> 29;
+    return (x * 0xBF58476D1CE4E5B9ull) >> (64 - kBits);
+  }
+  std::vector<Entry> entries_ = std::vector<Entry>(std::size_t{1} << kBits);
   std::uint32_t pass_ = 0;
 };
 

@@ -43,6 +43,91 @@ std::uint64_t nonempty_pieces(std::int32_t tokens, int pieces, int tile_kv) {
   return mask;
 }
 
+// The used pages of the last step, per request, for the next step's
+// comparison: the first and last used page of each request, and with
+// `all`, every used page. Each request's pages lie in a segment with room to
+// grow by an eighth: a decode step appends the grown requests' new pages,
+// O(new pages), where a copy of the tables would be O(all pages) (their
+// layout shifts whenever a request takes a page). A segment that runs out
+// of room moves to the end; the list is compacted once the unread entries
+// pass a quarter of the live ones.
+struct UsedPages {
+  bool all = true;
+  std::vector<std::int32_t> first, last;  // per request
+  std::vector<std::int32_t> pages;        // with `all`
+  std::vector<std::int64_t> offset;       // per request
+  std::vector<std::int32_t> count;        // used pages per request
+  std::vector<std::int32_t> capacity;
+  std::vector<std::int32_t> lens;  // seq_lens
+  std::int64_t num_pages = 0;
+  std::int64_t live = 0;
+
+  int batch_size() const { return static_cast<int>(lens.size()); }
+  const std::int32_t* row(int r) const { return pages.data() + offset[r]; }
+
+  void assign(const BlockTables& t, int page_size, bool keep_all) {
+    all = keep_all;
+    const int batch = t.batch_size();
+    lens = t.seq_lens;
+    num_pages = t.num_pages;
+    first.resize(batch);
+    last.resize(batch);
+    count.resize(batch);
+    for (int r = 0; r < batch; ++r) {
+      count[r] = pages_for(t.seq_lens[r], page_size);
+      first[r] = t.indices[t.indptr[r]];
+      last[r] = t.indices[t.indptr[r] + count[r] - 1];
+    }
+    if (!all) return;
+    offset.resize(batch);
+    capacity.resize(batch);
+    std::int64_t at = 0;
+    live = 0;
+    for (int r = 0; r < batch; ++r) {
+      offset[r] = at;
+      capacity[r] = count[r] + std::max<std::int32_t>(2, count[r] / 8);
+      at += capacity[r];
+      live += count[r];
+    }
+    pages.resize(static_cast<std::size_t>(at));
+    for (int r = 0; r < batch; ++r) {
+      std::copy_n(t.indices.data() + t.indptr[r], count[r], pages.data() + offset[r]);
+    }
+  }
+
+  // Request r now uses `used` pages of its row in t (it used count[r]).
+  void grow(const BlockTables& t, int r, std::int32_t used) {
+    const std::int32_t* src = t.indices.data() + t.indptr[r];
+    last[r] = src[used - 1];
+    if (all) {
+      if (used > capacity[r]) {
+        const std::int32_t room = used + std::max<std::int32_t>(2, used / 8);
+        const auto at = static_cast<std::int64_t>(pages.size());
+        pages.resize(pages.size() + room);
+        std::copy_n(pages.data() + offset[r], count[r], pages.data() + at);
+        offset[r] = at;
+        capacity[r] = room;
+      }
+      std::copy(src + count[r], src + used, pages.data() + offset[r] + count[r]);
+      live += used - count[r];
+    }
+    count[r] = used;
+  }
+
+  void compact_if_sparse() {
+    if (!all || static_cast<std::int64_t>(pages.size()) <= 2 * live + 64) return;
+    std::vector<std::int32_t> tight;
+    tight.reserve(static_cast<std::size_t>(live + live / 8));
+    for (int r = 0; r < batch_size(); ++r) {
+      const auto at = static_cast<std::int64_t>(tight.size());
+      tight.insert(tight.end(), pages.begin() + offset[r], pages.begin() + offset[r] + count[r]);
+      offset[r] = at;
+      capacity[r] = count[r];
+    }
+    pages.swap(tight);
+  }
+};
+
 }  // namespace
 
 struct IncrementalPlanner::Impl {
@@ -51,7 +136,7 @@ struct IncrementalPlanner::Impl {
   ReplanOptions replan;
   Plan plan;
   bool have_plan = false;
-  BlockTables last;  // the tables `plan` was made for
+  UsedPages last;  // the used pages and lengths `plan` was made for
   planning::ReplanState state;
   planning::PlannerScratch first, second;
   TreeBuilderScratch discovery;
@@ -78,13 +163,18 @@ struct IncrementalPlanner::Impl {
   void remember(const BlockTables& tables);
   void patch_task(planning::ReplanTask& t, std::int32_t tokens);
   void rebuild_pages(const BlockTables& tables);
+  void grow_pages(const BlockTables& tables, planning::ReplanTask& t, std::int32_t pages);
+  void set_page_offset(planning::ReplanTask& t, std::int32_t offset);
+  std::int64_t live_pages = 0;  // pages the tasks' segments hold (kv_pages has more when patched)
 };
 
 const Plan& IncrementalPlanner::Impl::full(const BlockTables& tables, std::string why) {
   have_plan = false;  // a throw below leaves no plan to patch
   discover_prefix_tree(tables, spec.page_size, TreePages::kBorrowed, discovery, tree);
   planning::plan_tree(spec, tree, options, first, second, plan, &state);
-  last = tables;
+  last.assign(tables, spec.page_size, !replan.append_only_tables);
+  live_pages = static_cast<std::int64_t>(plan.kv_pages.size());
+  for (planning::ReplanTask& t : state.tasks) t.page_capacity = t.page_count;
   have_plan = true;
   steps_since_full = 0;
   outcome = ReplanOutcome::kFull;
@@ -138,7 +228,7 @@ void IncrementalPlanner::Impl::patch_task(planning::ReplanTask& t, std::int32_t 
 }
 
 // Every task's segment again, from the new tables, in task order (the
-// layout a full plan writes).
+// layout a full plan writes: no spare room, no holes).
 void IncrementalPlanner::Impl::rebuild_pages(const BlockTables& tables) {
   std::int32_t total = 0;
   for (const planning::ReplanTask& t : state.tasks) total += t.page_count;
@@ -147,12 +237,41 @@ void IncrementalPlanner::Impl::rebuild_pages(const BlockTables& tables) {
   for (planning::ReplanTask& t : state.tasks) {
     const std::int32_t* src = tables.indices.data() + tables.indptr[t.reader] + t.path_page;
     std::copy_n(src, t.page_count, plan.kv_pages.data() + offset);
-    if (t.page_offset != offset) {
-      t.page_offset = offset;
-      for (int k = 0; k < t.item_count; ++k) plan.items[t.first_item + k].kv_page_offset = offset;
-    }
+    set_page_offset(t, offset);
+    t.page_capacity = t.page_count;
     offset += t.page_count;
   }
+  live_pages = total;
+}
+
+void IncrementalPlanner::Impl::set_page_offset(planning::ReplanTask& t, std::int32_t offset) {
+  if (t.page_offset == offset) return;
+  t.page_offset = offset;
+  for (int k = 0; k < t.item_count; ++k) plan.items[t.first_item + k].kv_page_offset = offset;
+}
+
+// A grown task of `pages` pages (it had t.page_count): its new pages written
+// in place when its segment has room, else the segment moved to the end of
+// kv_pages with room to grow (the old place stays, unread). O(the task's
+// pages); the page list is compacted (rebuild_pages) once the unread entries
+// outnumber a quarter of the live ones, so it stays O(pages) amortized.
+void IncrementalPlanner::Impl::grow_pages(const BlockTables& tables, planning::ReplanTask& t,
+                                          std::int32_t pages) {
+  const std::int32_t* src = tables.indices.data() + tables.indptr[t.reader] + t.path_page;
+  live_pages += pages - t.page_count;
+  if (pages <= t.page_capacity) {
+    std::copy(src + t.page_count, src + pages, plan.kv_pages.data() + t.page_offset + t.page_count);
+  } else {
+    // Room for as many pages again as it grew by, at least two.
+    const std::int32_t capacity = pages + std::max<std::int32_t>(2, pages - t.page_count);
+    const auto offset = static_cast<std::int32_t>(plan.kv_pages.size());
+    // Spare entries repeat the last page: every entry stays a valid page id.
+    plan.kv_pages.resize(plan.kv_pages.size() + capacity, src[pages - 1]);
+    std::copy_n(src, pages, plan.kv_pages.data() + offset);
+    set_page_offset(t, offset);
+    t.page_capacity = capacity;
+  }
+  t.page_count = pages;
 }
 
 // BlockTables::validate for tables whose used pages of the last step were
@@ -174,21 +293,18 @@ bool IncrementalPlanner::Impl::tables_valid(const BlockTables& tables) const {
   return true;
 }
 
-// The tables of this step, for the next one's comparison: with the same
-// table layout only the lengths and the newly used pages change.
+// The tables of this step, for the next one's comparison: only the lengths
+// and the grown requests' newly used pages change.
 void IncrementalPlanner::Impl::remember(const BlockTables& tables) {
-  if (tables.indptr != last.indptr) {
-    last = tables;
-    return;
-  }
+  bool appended = false;
   for (const std::int32_t r : grown) {
-    const std::int32_t from = pages_for(last.seq_lens[r], spec.page_size);
-    const std::int32_t to = pages_for(tables.seq_lens[r], spec.page_size);
-    std::copy(tables.indices.begin() + tables.indptr[r] + from,
-              tables.indices.begin() + tables.indptr[r] + to,
-              last.indices.begin() + last.indptr[r] + from);
+    const std::int32_t used = pages_for(tables.seq_lens[r], spec.page_size);
+    if (used == last.count[r]) continue;  // the same pages: nothing to keep
+    last.grow(tables, r, used);
+    appended = true;
   }
-  last.seq_lens = tables.seq_lens;
+  if (appended) last.compact_if_sparse();
+  last.lens = tables.seq_lens;
   last.num_pages = tables.num_pages;
 }
 
@@ -211,15 +327,18 @@ bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string&
   const int page_size = spec.page_size;
   grown.clear();
   for (int r = 0; r < batch; ++r) {
-    const std::int32_t before = last.seq_lens[r];
+    const std::int32_t before = last.lens[r];
     const std::int32_t now = tables.seq_lens[r];
     if (now < before) {
       why = fmt::format("request {} shrank from {} to {} tokens", r, before, now);
       return false;
     }
     const std::int32_t used = pages_for(before, page_size);
-    if (std::memcmp(tables.indices.data() + tables.indptr[r], last.indices.data() + last.indptr[r],
-                    sizeof(std::int32_t) * used) != 0) {
+    const std::int32_t* held = tables.indices.data() + tables.indptr[r];
+    // With append-only tables only the first and the last used page (the
+    // one a copy-on-write would remap) are compared; else every used page.
+    if (held[0] != last.first[r] || held[used - 1] != last.last[r] ||
+        (last.all && std::memcmp(held, last.row(r), sizeof(std::int32_t) * used) != 0)) {
       why = fmt::format("request {}'s pages changed", r);
       return false;
     }
@@ -239,7 +358,8 @@ bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string&
     }
     const planning::ReplanTask& task = state.tasks[t];
     const std::int32_t tokens = task.tokens + (now - before);
-    if (tokens > task.base_tokens * (1 + replan.max_growth)) {
+    if (tokens > task.base_tokens + std::max(task.base_tokens * replan.max_growth,
+                                             static_cast<double>(replan.min_growth_tokens))) {
       why = fmt::format("request {}'s task grew from {} to {} tokens since the last full plan", r,
                         task.base_tokens, tokens);
       return false;
@@ -255,15 +375,15 @@ bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string&
   if (grown.empty()) {
     outcome = ReplanOutcome::kUnchanged;
   } else {
-    bool pages_changed = false;
     for (const std::int32_t r : grown) {
       planning::ReplanTask& task = state.tasks[state.growable_task[r]];
-      patch_task(task, task.tokens + (tables.seq_lens[r] - last.seq_lens[r]));
+      patch_task(task, task.tokens + (tables.seq_lens[r] - last.lens[r]));
       const std::int32_t pages = pages_for(task.tokens, page_size);
-      pages_changed |= pages != task.page_count;
-      task.page_count = pages;
+      if (pages != task.page_count) grow_pages(tables, task, pages);
     }
-    if (pages_changed) rebuild_pages(tables);
+    if (static_cast<std::int64_t>(plan.kv_pages.size()) > live_pages + live_pages / 4 + 64) {
+      rebuild_pages(tables);
+    }
     double busiest = 0;
     for (std::size_t i = 0; i < state.slot_load.size(); ++i) {
       plan.sm_load_us[i] = static_cast<float>(state.slot_load[i]);
@@ -288,6 +408,8 @@ IncrementalPlanner::IncrementalPlanner(const AttentionSpec& spec, PlannerOptions
                "ReplanOptions::full_every ({}) must be at least 1", replan.full_every);
   CANOPY_CHECK(replan.max_growth >= 0, ErrorKind::kInvalidArgument,
                "ReplanOptions::max_growth ({}) must be >= 0", replan.max_growth);
+  CANOPY_CHECK(replan.min_growth_tokens >= 0, ErrorKind::kInvalidArgument,
+               "ReplanOptions::min_growth_tokens ({}) must be >= 0", replan.min_growth_tokens);
   impl_->spec = spec;
   impl_->options = std::move(options);
   impl_->replan = replan;

@@ -24,6 +24,21 @@ struct Naive {
   }
 };
 
+// Places `count` items of `cost` on both and checks the snapshot and loads.
+void place_and_check(SmSchedule& s, Naive& naive, double cost, std::int64_t count) {
+  const int sms = static_cast<int>(naive.load.size());
+  const std::vector<int> before = naive.order();
+  const std::int32_t id = s.place(cost, count);
+  const std::int64_t rounds = count / sms;
+  const int rest = static_cast<int>(count % sms);
+  for (int k = 0; k < (rounds > 0 ? sms : rest); ++k) ASSERT_EQ(s.sm_order(id)[k], before[k]);
+  for (double& l : naive.load) l += static_cast<double>(rounds) * cost;
+  std::vector<int> after_rounds = naive.order();
+  for (int k = 0; k < rest; ++k) naive.load[after_rounds[k]] += cost;
+  for (int sm = 0; sm < sms; ++sm) ASSERT_EQ(s.load(sm), naive.load[sm]);
+  ASSERT_EQ(s.max_load(), *std::max_element(naive.load.begin(), naive.load.end()));
+}
+
 TEST(SmSchedule, MatchesSortingEveryRun) {
   std::mt19937_64 rng(7);
   for (int trial = 0; trial < 200; ++trial) {
@@ -48,6 +63,28 @@ TEST(SmSchedule, MatchesSortingEveryRun) {
       for (int k = 0; k < rest; ++k) naive.load[after_rounds[k]] += cost;
       for (int sm = 0; sm < sms; ++sm) ASSERT_EQ(s.load(sm), naive.load[sm]);
       ASSERT_EQ(s.max_load(), *std::max_element(naive.load.begin(), naive.load.end()));
+    }
+  }
+}
+
+// Irregular trees: a new cost with nearly every run, falling, mostly short
+// runs, for many more runs than there are SMs (the window of kept SMs drifts
+// and is compacted).
+TEST(SmSchedule, MatchesSortingWithDistinctFallingCosts) {
+  std::mt19937_64 rng(11);
+  for (int trial = 0; trial < 60; ++trial) {
+    SCOPED_TRACE(trial);
+    const int sms = 1 + static_cast<int>(rng() % 300);
+    SmSchedule s;
+    s.reset(sms, true);
+    Naive naive{std::vector<double>(sms, 0.0)};
+    double cost = 100;
+    for (int run = 0; run < 400; ++run) {
+      if (rng() % 5 != 0) cost *= 0.9 + 0.1 * static_cast<double>(rng() % 1000) / 1000;
+      const std::int64_t count =
+          rng() % 10 == 0 ? static_cast<std::int64_t>(rng() % (2 * sms)) : 1 + rng() % 16;
+      place_and_check(s, naive, cost, count);
+      if (HasFatalFailure()) return;
     }
   }
 }
