@@ -27,3 +27,8 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/canopyConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/canopyConfig.cmake ${PROJECT_BINARY_DIR}/canopyConfigVersion.cmake
         DESTINATION ${CANOPY_CMAKE_DIR})
+
+# Tuning databases made by canopy-tune (docs/tuning.md), searched by the Runtime.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/autotune/databases/
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/canopy/tuning
+        FILES_MATCHING PATTERN "*.json")

@@ -11,6 +11,7 @@
 #include "canopy/planner.hpp"
 #include "canopy/spec.hpp"
 #include "canopy/tree.hpp"
+#include "canopy/tuning.hpp"
 
 namespace canopy {
 
@@ -27,6 +28,10 @@ struct RuntimeOptions {
   int device = 0;         ///< CUDA device ordinal
   std::string cache_dir;  ///< empty: $CANOPY_CACHE_DIR, $XDG_CACHE_HOME/canopy, ~/.cache/canopy;
                           ///< "off" disables
+  /// The tuning database (docs/tuning.md): a file or folder searched first,
+  /// then $CANOPY_TUNING_DB, the user's config folder and the shipped ones;
+  /// "off": the built-in default coefficients.
+  std::string tuning_db;
 };
 
 class Runtime;
@@ -66,12 +71,19 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  /// The device's SM count and arch folded into the default cost model.
+  /// The device's cost model: its tuning database's coefficients, or the
+  /// defaults with the device's SM count, arch and bandwidth folded in.
   const CostModel& cost_model() const;
+  /// Which tuning database cost_model() came from, or why the defaults.
+  const TuningStatus& tuning_status() const;
+  /// The device's key, as tuning databases record it.
+  DeviceKey device_key() const;
   std::string device_name() const;
   Arch arch() const;  ///< e.g. sm_90
 
-  /// Discovers the tree, plans, compiles and loads every kernel the plan needs,
+  /// Discovers the tree, plans (with the planner options the tuning database
+  /// measured fastest for the batch's shape class, when it has some and
+  /// `options` are the defaults), compiles and loads every kernel the plan needs,
   /// and uploads the plan's metadata. `workspace` (device pointer of at least
   /// plan.workspace_bytes() bytes) may be given by the caller; 0 lets the
   /// prepared plan own it. May synchronize; never called inside capture.

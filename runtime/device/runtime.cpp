@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iostream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -156,10 +158,33 @@ struct Runtime::Impl {
   RuntimeOptions options;
   const driver::DeviceContext* dev = nullptr;
   CostModel cost_model;
+  TuningStatus tuning;
+  std::map<std::string, ShapeWinner> winners;  ///< the database's, by shape class
   std::unique_ptr<CubinCache> cache;
 
   PlannerOptions device_options(const PlannerOptions& requested) const;
+  Plan make_device_plan(const AttentionSpec& spec, const PrefixTree& tree,
+                        const PlannerOptions& requested) const;
 };
+
+namespace {
+
+DeviceKey key_of(const driver::DeviceContext& dev) {
+  return {dev.name,    dev.cc_major,         dev.cc_minor,
+          dev.num_sms, dev.memory_clock_khz, static_cast<std::int64_t>(dev.total_mem >> 20)};
+}
+
+// A refused database is said once per process on stderr (and always in
+// Runtime::tuning_status): never silently, never once per Runtime.
+void report_refusal(const TuningStatus& status) {
+  if (status.refused.empty()) return;
+  static std::mutex mutex;
+  static std::set<std::string> said;
+  std::lock_guard lock(mutex);
+  if (said.insert(status.message).second) std::cerr << "canopy: " << status.message << "\n";
+}
+
+}  // namespace
 
 Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
@@ -173,6 +198,21 @@ Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>()) {
   // Streaming reads reach about 92% of the DRAM peak (measured on the H100
   // and H200: 3.0-3.1 of 3.35 and 4.5 of 4.9 TB/s); canopy-tune measures it.
   if (dev.peak_dram_bytes_per_us() > 0) c.hbm_bytes_per_us = 0.92 * dev.peak_dram_bytes_per_us();
+  // The device's tuning database, when one matches, replaces every coefficient.
+  TuningSelection tuned = select_tuning_db(key_of(dev), impl_->options.tuning_db);
+  if (tuned.db) {
+    const GpuCoefficients& fitted = tuned.db->coefficients;
+    c.hbm_bytes_per_us = fitted.hbm_bytes_per_us;
+    c.l2_bytes_per_us = fitted.l2_bytes_per_us;
+    c.tensor_flops_per_us = fitted.tensor_flops_per_us;
+    c.launch_overhead_us = fitted.launch_overhead_us;
+    c.merge_bytes_per_us = fitted.merge_bytes_per_us;
+    c.kernels = fitted.kernels;
+    c.name = fmt::format("{} (tuned: {})", dev.name, tuned.status.database);
+    impl_->winners = std::move(tuned.db->winners);
+  }
+  impl_->tuning = std::move(tuned.status);
+  report_refusal(impl_->tuning);
   impl_->cost_model = CostModel(c);
   impl_->cache = std::make_unique<CubinCache>(impl_->options.cache_dir);
   std::lock_guard lock(runtime_caches_mutex);
@@ -185,6 +225,8 @@ Runtime::~Runtime() {
 }
 
 const CostModel& Runtime::cost_model() const { return impl_->cost_model; }
+const TuningStatus& Runtime::tuning_status() const { return impl_->tuning; }
+DeviceKey Runtime::device_key() const { return key_of(*impl_->dev); }
 std::string Runtime::device_name() const { return impl_->dev->name; }
 Arch Runtime::arch() const { return impl_->dev->arch(); }
 
@@ -195,14 +237,37 @@ PlannerOptions Runtime::Impl::device_options(const PlannerOptions& requested) co
   return o;
 }
 
+// A recorded winner for the batch's shape class replaces default options (a
+// caller's own options always win); if its options cannot plan this batch,
+// the defaults do.
+Plan Runtime::Impl::make_device_plan(const AttentionSpec& spec, const PrefixTree& tree,
+                                     const PlannerOptions& requested) const {
+  if (!winners.empty() && requested == PlannerOptions{}) {
+    if (auto it = winners.find(shape_class(spec, tree)); it != winners.end()) {
+      try {
+        PlannerOptions o = planner_options_from_json(it->second.options_json);
+        o.cost_model = cost_model;
+        return make_plan(spec, tree, o);
+      } catch (const Error&) {
+      }
+    }
+  }
+  return make_plan(spec, tree, device_options(requested));
+}
+
 PreparedPlan Runtime::plan(const AttentionSpec& spec, const BlockTables& tables,
                            const PlannerOptions& options, std::uint64_t workspace) {
-  return prepare(make_plan(spec, tables, impl_->device_options(options)), workspace);
+  if (impl_->winners.empty()) {
+    return prepare(make_plan(spec, tables, impl_->device_options(options)), workspace);
+  }
+  return prepare(
+      impl_->make_device_plan(spec, discover_prefix_tree(tables, spec.page_size), options),
+      workspace);
 }
 
 PreparedPlan Runtime::plan(const AttentionSpec& spec, const PrefixTree& tree,
                            const PlannerOptions& options, std::uint64_t workspace) {
-  return prepare(make_plan(spec, tree, impl_->device_options(options)), workspace);
+  return prepare(impl_->make_device_plan(spec, tree, options), workspace);
 }
 
 namespace {
