@@ -53,7 +53,8 @@ GpuCoefficients GpuCoefficients::from_json(const std::string& text) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorKind::kInvalidArgument, fmt::format("coefficients JSON: {}", e.what()));
   }
-  check(j.is_object() && j.value("format", "") == "canopy-coefficients/1",
+  // (j.value() would throw json's own exception for a format that is not a string.)
+  check(j.is_object() && j.contains("format") && j["format"] == "canopy-coefficients/1",
         ErrorKind::kInvalidArgument, "not a canopy-coefficients/1 document");
   c.name = field<std::string>(j, "name", "");
   c.num_sms = field<int>(j, "num_sms", "");

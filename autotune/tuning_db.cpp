@@ -155,10 +155,14 @@ void check_format(const json& j, const std::string& source) {
 // and arch).
 GpuCoefficients read_coefficients(const Reader& top, const DeviceKey& device) {
   const Reader r = top.object("coefficients");
+  // Integers first: from_json converts a number to int, and a huge float's
+  // conversion is undefined.
+  r.integer("num_sms", 1, 1 << 16);
+  r.integer("max_smem_per_block", 1, 1 << 30);
   GpuCoefficients c;
   try {
     c = GpuCoefficients::from_json(r.raw().dump());
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     r.fail("", e.what());
   }
   for (const char* key : {"hbm_bytes_per_us", "l2_bytes_per_us", "tensor_flops_per_us",

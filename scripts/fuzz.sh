@@ -16,7 +16,7 @@
 #                                         # there, else build-fuzz/; new corpus units,
 #                                         # crashers and logs under $FUZZ_OUT, a table last
 #
-# Targets: block_tables explicit_tree workload plan_json. A run grows
+# Targets: block_tables explicit_tree workload plan_json tuning_db. A run grows
 # fuzz-out/TARGET/ (a scratch corpus seeded from tests/fuzz/corpus/TARGET),
 # writes crashers to fuzz-out/crashes/TARGET/ and its log to
 # fuzz-out/TARGET.log; the last "#N DONE cov: C ft: F" line gives
@@ -50,7 +50,7 @@ case "${1:-build}" in
       -DCMAKE_EXE_LINKER_FLAGS="-Wl,--as-needed" \
       -DCANOPY_FUZZ=ON -DCANOPY_BUILD_TESTS=OFF -DCANOPY_BUILD_BENCH=OFF >/dev/null
     ninja -C "$BUILD" -j"$(nproc)" canopy_fuzz_block_tables canopy_fuzz_explicit_tree \
-      canopy_fuzz_workload canopy_fuzz_plan_json
+      canopy_fuzz_workload canopy_fuzz_plan_json canopy_fuzz_tuning_db
     ;;
   run)
     target=${2:?target name}
@@ -81,11 +81,11 @@ case "${1:-build}" in
     ;;
   campaign)
     seconds=${2:-1000}
-    for target in block_tables explicit_tree workload plan_json; do
+    for target in block_tables explicit_tree workload plan_json tuning_db; do
       FUZZ_FLAGS="-runs=1000000 ${FUZZ_FLAGS:-}" bash "$0" run "$target" "$seconds" >/dev/null
     done
     printf '%-14s %10s %8s %7s %6s %s\n' target executions seconds exec/s corpus crashers
-    for target in block_tables explicit_tree workload plan_json; do
+    for target in block_tables explicit_tree workload plan_json tuning_db; do
       log=$OUT/$target.log
       runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
       rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
@@ -97,7 +97,7 @@ case "${1:-build}" in
   pack)
     rm -rf "$ROOT/fuzz-carry"
     mkdir -p "$ROOT/fuzz-carry"
-    for target in block_tables explicit_tree workload plan_json; do
+    for target in block_tables explicit_tree workload plan_json tuning_db; do
       strip --strip-debug -o "$ROOT/fuzz-carry/canopy_fuzz_$target" \
         "$BUILD/tests/fuzz/canopy_fuzz_$target"
     done
@@ -109,7 +109,7 @@ case "${1:-build}" in
     bin=$ROOT/fuzz-carry
     [[ -d $bin ]] || bin=$BUILD/tests/fuzz
     pids=()
-    for target in block_tables explicit_tree workload plan_json; do
+    for target in block_tables explicit_tree workload plan_json tuning_db; do
       mkdir -p "$OUT/$target" "$OUT/crashes/$target"
       # JOBS independent fuzzers per target sharing one corpus directory, each
       # reloading the others' new units (-reload, every second by default).
@@ -126,7 +126,7 @@ case "${1:-build}" in
     # Executions per job: its final stat line, or its last "#N" status line if
     # it stopped on a crash (then listed under crashers).
     printf '%-14s %10s %8s %7s %6s %s\n' target executions seconds exec/s corpus crashers
-    for target in block_tables explicit_tree workload plan_json; do
+    for target in block_tables explicit_tree workload plan_json tuning_db; do
       runs=0
       for job in $(seq 1 "$jobs"); do
         log=$OUT/$target.$job.log

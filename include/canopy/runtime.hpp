@@ -31,7 +31,7 @@ struct RuntimeOptions {
   /// The tuning database (docs/tuning.md): a file or folder searched first,
   /// then $CANOPY_TUNING_DB, the user's config folder and the shipped ones;
   /// "off": the built-in default coefficients.
-  std::string tuning_db;
+  std::string tuning_db{};
 };
 
 class Runtime;

@@ -18,7 +18,8 @@ std::span<const Target> all_targets() {
   static const Target kTargets[] = {{"block_tables", fuzz_block_tables},
                                     {"explicit_tree", fuzz_explicit_tree},
                                     {"workload", fuzz_workload},
-                                    {"plan_json", fuzz_plan_json}};
+                                    {"plan_json", fuzz_plan_json},
+                                    {"tuning_db", fuzz_tuning_db}};
   return kTargets;
 }
 

@@ -44,6 +44,7 @@ void fuzz_block_tables(const std::uint8_t* data, std::size_t size);
 void fuzz_explicit_tree(const std::uint8_t* data, std::size_t size);
 void fuzz_workload(const std::uint8_t* data, std::size_t size);
 void fuzz_plan_json(const std::uint8_t* data, std::size_t size);
+void fuzz_tuning_db(const std::uint8_t* data, std::size_t size);
 
 /// Resource limits of one fuzz execution: inputs larger than these are valid
 /// but too slow to plan thousands of times a second, so they are skipped
