@@ -3,6 +3,7 @@
 //   canopy-inspect kernel    [options]   generated source, PTX, SASS, resources of one kernel
 //   canopy-inspect plan      [options]   discovered prefix tree and the plan for a batch
 //   canopy-inspect workloads             the workload suite
+//   canopy-inspect tuning    [options]   the tuning database a plan would use
 //
 // Exit codes: 0 success, 1 Canopy (or system) error, 2 bad command line.
 #include <fmt/format.h>
@@ -25,7 +26,9 @@
 #include "canopy/kernel_spec.hpp"
 #include "canopy/plan.hpp"
 #include "canopy/planner.hpp"
+#include "canopy/runtime.hpp"
 #include "canopy/tree.hpp"
+#include "canopy/tuning.hpp"
 #include "cli_args.hpp"
 #include "families/kernel_families.hpp"
 #include "families/occupancy.hpp"
@@ -54,6 +57,7 @@ std::string top_help() {
          "             shared memory, spills)\n"
          "  plan       the prefix tree discovered from a batch and the plan made for it\n"
          "  workloads  the workload suite (names for --workload)\n"
+         "  tuning     the tuning database for this GPU (or --db FILE): search, coefficients, fit\n"
          "\n"
          "`canopy-inspect COMMAND --help` describes each command's options.\n"
          "Exit codes: 0 success, 1 error reported by Canopy, 2 bad command line.\n";
@@ -443,6 +447,7 @@ std::vector<Option> plan_options() {
   std::vector<Option> o = canopy::cli::workload_options();
   o.push_back({"--sms", "N", "plan for N SMs (default: the cost model's 132, H100 SXM)"});
   o.push_back({"--arch", "SM", "GPU target of the kernel specs listed, e.g. 80, 90a (default 90)"});
+  o.push_back({"--db", "FILE", "plan with a tuning database's coefficients (docs/tuning.md)"});
   for (const Option& p : canopy::cli::planner_options()) o.push_back(p);
   o.push_back({"--json", "", "print JSON (plan_to_json plus tree summary) instead of text"});
   o.push_back({"--tree-lines", "N", "show at most N lines of the tree (default 40, 0: all)"});
@@ -540,6 +545,15 @@ int run_plan(const std::vector<std::string>& argv) {
   const canopy::Arch arch = arch_from_args(args);
   // --coefficients first: --sms overrides
   canopy::PlannerOptions options = canopy::cli::parse_planner_options(args);
+  args.at_most_one_of({"--db", "--coefficients"});
+  if (const auto db_path = args.value("--db")) {
+    // Read as the Runtime reads it: the file must parse and be complete.
+    const canopy::TuningDb db = canopy::load_tuning_db(*db_path);
+    canopy::check_tuning_db(db, db.device, *db_path);
+    canopy::GpuCoefficients c = db.coefficients;
+    c.name = fmt::format("{} (tuning database {})", db.device.name, *db_path);
+    options.cost_model = canopy::CostModel(c);
+  }
   if (args.has("--sms")) {
     canopy::GpuCoefficients c = options.cost_model.coefficients();
     c.num_sms = static_cast<int>(args.get_int("--sms", c.num_sms, 1, 4096));
@@ -675,6 +689,86 @@ int run_workloads(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------
+// canopy-inspect tuning
+
+std::string tuning_text(const canopy::TuningDb& db) {
+  std::string out;
+  out += fmt::format("device       {}\n", db.device.to_string());
+  out +=
+      fmt::format("made         {} by Canopy {}, NVRTC {}, driver {}{}{}\n", db.date,
+                  db.canopy_version, db.nvrtc_version, db.driver_version,
+                  db.synthetic ? "; SYNTHETIC timings" : "", db.complete ? "" : "; UNFINISHED run");
+  out += fmt::format("measurements {} items, {} merges; {} recorded winners\n", db.items.size(),
+                     db.merges.size(), db.winners.size());
+  const canopy::GpuCoefficients& c = db.coefficients;
+  out += fmt::format(
+      "gpu          {} SMs, HBM {:.3g} B/us, L2 {:.3g} B/us, launch {:.3g} us, "
+      "merge {:.3g} B/us\n",
+      c.num_sms, c.hbm_bytes_per_us, c.l2_bytes_per_us, c.launch_overhead_us, c.merge_bytes_per_us);
+  out += fmt::format("\n{:<26} {:>12} {:>12} {:>10}   fit (residual, samples), held-out error\n",
+                     "kernel", "overhead us", "flops/us", "bandwidth");
+  for (const auto& [key, k] : c.kernels) {
+    std::string fit = "  prior";
+    if (const auto it = db.fits.find(key); it != db.fits.end()) {
+      const canopy::KernelFit& f = it->second;
+      fit = fmt::format("  {:.1f}%/{:.1f}%/{:.1f}% ({}), {:.1f}% rho {:.3f}",
+                        100 * f.item_overhead_us.residual, 100 * f.flops_per_us.residual,
+                        100 * f.bandwidth_fraction.residual, f.samples,
+                        100 * f.holdout.median_abs_rel_error, f.holdout.spearman);
+    }
+    out += fmt::format("{:<26} {:>12.4g} {:>12.4g} {:>10.4g} {}\n", key, k.item_overhead_us,
+                       k.flops_per_us, k.bandwidth_fraction, fit);
+  }
+  return out;
+}
+
+int run_tuning(const std::vector<std::string>& argv) {
+  const std::vector<Option> options = {
+      {"--db", "FILE", "show this database (searched first on a GPU)"},
+      {"--device", "N", "CUDA device ordinal (default 0)"},
+      {"--json", "", "print the database's JSON"},
+  };
+  const Args args = Args::parse(argv, options);
+  if (args.help()) {
+    std::cout << "usage: canopy-inspect tuning [--db FILE] [--json]\n\nThe tuning database "
+                 "the Runtime uses on this GPU (docs/tuning.md): the search path, what was "
+                 "refused and why, the coefficients and their fit. Without a GPU, --db FILE "
+                 "shows one file.\n\noptions:\n"
+              << canopy::cli::format_options(options);
+    return 0;
+  }
+  const std::string explicit_path = args.get("--db", "");
+  std::string why;
+  std::optional<canopy::TuningDb> db;
+  std::string out;
+  if (canopy::gpu_available(&why)) {
+    canopy::RuntimeOptions ro;
+    ro.device = static_cast<int>(args.get_int("--device", 0, 0, 1024));
+    ro.cache_dir = "off";
+    ro.tuning_db = explicit_path;
+    const canopy::Runtime rt(ro);
+    const canopy::TuningStatus& s = rt.tuning_status();
+    out += fmt::format("device       {}\nstatus       {}\n", s.device, s.message);
+    for (const std::string& p : s.searched) out += fmt::format("searched     {}\n", p);
+    for (const std::string& r : s.refused) out += fmt::format("refused      {}\n", r);
+    if (s.tuned) db = canopy::load_tuning_db(s.database);
+  } else {
+    out += fmt::format("no GPU ({}): no device to match a database to\n", why);
+    for (const std::string& p : canopy::tuning_search_path(explicit_path)) {
+      out += fmt::format("search path  {}\n", p);
+    }
+    if (!explicit_path.empty()) db = canopy::load_tuning_db(explicit_path);
+  }
+  if (args.has("--json") && db) {
+    std::cout << db->to_json(2) << "\n";
+    return 0;
+  }
+  if (db) out += "\n" + tuning_text(*db);
+  std::cout << out;
+  return 0;
+}
+
 int dispatch(const std::vector<std::string>& argv) {
   if (argv.empty()) {
     std::cerr << top_help();
@@ -689,9 +783,11 @@ int dispatch(const std::vector<std::string>& argv) {
   if (command == "kernel") return run_kernel(rest);
   if (command == "plan") return run_plan(rest);
   if (command == "workloads") return run_workloads(rest);
+  if (command == "tuning") return run_tuning(rest);
   std::string message =
-      fmt::format("unknown command '{}'; expected kernel, plan or workloads", command);
-  if (const std::string hint = canopy::cli::closest(command, {"kernel", "plan", "workloads"});
+      fmt::format("unknown command '{}'; expected kernel, plan, workloads or tuning", command);
+  if (const std::string hint =
+          canopy::cli::closest(command, {"kernel", "plan", "workloads", "tuning"});
       !hint.empty()) {
     message += fmt::format(" (did you mean {}?)", hint);
   }

@@ -39,6 +39,8 @@ from ._canopy import (
     kernel_source,
     prewarm,
     shipped_kernel_configs,
+    tuning_search_path,
+    tuning_status,
 )
 from ._plan import Plan, plan
 
@@ -66,6 +68,8 @@ __all__ = [
     "plan",
     "prewarm",
     "shipped_kernel_configs",
+    "tuning_search_path",
+    "tuning_status",
 ]
 
 

@@ -44,3 +44,9 @@ def test_no_gpu_says_so():
     assert "no GPU was found" in str(info.value)
     assert reason in str(info.value)
     assert info.value.kind == canopy.ErrorKind.NO_DEVICE
+
+
+def test_tuning_search_path_needs_no_gpu(tmp_path):
+    path = canopy.tuning_search_path(str(tmp_path))
+    assert path[0] == str(tmp_path)
+    assert all(isinstance(p, str) for p in path)

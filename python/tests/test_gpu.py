@@ -266,6 +266,14 @@ def test_gpu_errors():
         plan.run(case.q, case.k, case.v, out=out, lse=lse, stream="default")
 
 
+def test_tuning_status():
+    status = canopy.tuning_status()
+    assert status["device"] and status["message"]
+    assert isinstance(status["tuned"], bool) and isinstance(status["refused"], list)
+    assert status["tuned"] == bool(status["database"])
+    assert '"canopy-coefficients/1"' in status["coefficients"]
+
+
 def test_device_info():
     info = canopy.device_info()
     assert info["name"] and info["arch"].startswith("sm_") and info["num_sms"] > 0
