@@ -39,8 +39,9 @@ void expect_near_rel(double got, double want, double tolerance, const std::strin
 }
 
 void expect_recovered(const FitResult& fit, double tolerance) {
+  const GpuCoefficients want_all = truth();  // kept alive: the loop holds references into it
   for (const char* config : {"mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"}) {
-    const KernelCoefficients& want = truth().kernels.at(config);
+    const KernelCoefficients& want = want_all.kernels.at(config);
     const KernelCoefficients& got = fit.coefficients.kernels.at(config);
     expect_near_rel(got.item_overhead_us, want.item_overhead_us, 2 * tolerance, config);
     expect_near_rel(got.flops_per_us, want.flops_per_us, tolerance, config);
