@@ -42,6 +42,7 @@ from ._canopy import (
     tuning_search_path,
     tuning_status,
 )
+from ._incremental import IncrementalPlanner
 from ._plan import Plan, plan
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "DriverError",
     "Error",
     "ErrorKind",
+    "IncrementalPlanner",
     "InvalidArgumentError",
     "IoError",
     "NoDeviceError",
@@ -74,7 +76,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # canopy.torch imports torch, so it loads on first use only.
-    if name == "torch":
-        return importlib.import_module(".torch", __name__)
+    # canopy.torch and canopy.transformers import torch (and transformers), so
+    # they load on first use only.
+    if name in ("torch", "transformers"):
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'canopy' has no attribute {name!r}")

@@ -37,6 +37,55 @@ def _device_ordinal(device: Device, tables: Any) -> int:
     )
 
 
+def _block_tables(
+    spec: AttentionSpec, block_tables: Any, seq_lens: Any, indptr: Any, indices: Any, num_pages: Any
+) -> BlockTables:
+    """Validated BlockTables from the padded or CSR form (see plan())."""
+    csr = indptr is not None or indices is not None
+    if block_tables is not None and csr:
+        raise InvalidArgumentError(
+            "give either block_tables (padded) or indptr and indices (CSR), not both"
+        )
+    if block_tables is None and (indptr is None or indices is None):
+        raise InvalidArgumentError(
+            "block tables are missing: give block_tables [batch, max_pages] (padded) or "
+            "indptr [batch + 1] and indices (CSR)"
+        )
+    if seq_lens is None:
+        raise InvalidArgumentError("seq_lens [batch] is required")
+    if num_pages is not None:
+        try:
+            num_pages = operator.index(num_pages)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"num_pages: expected an int, got {type(num_pages).__name__}"
+            ) from None
+    lens = _arrays.host_int32(seq_lens, "seq_lens", 1)
+    if csr:
+        return BlockTables.from_csr(
+            _arrays.host_int32(indptr, "indptr", 1),
+            _arrays.host_int32(indices, "indices", 1),
+            lens,
+            spec.page_size,
+            num_pages,
+        )
+    return BlockTables.from_padded(
+        _arrays.host_int32(block_tables, "block_tables", 2), lens, spec.page_size, num_pages
+    )
+
+
+def _planner_options(options: Union[None, PlannerOptions, dict]) -> PlannerOptions:
+    if options is None:
+        return PlannerOptions()
+    if isinstance(options, dict):
+        return PlannerOptions.from_dict(options)
+    if not isinstance(options, PlannerOptions):
+        raise InvalidArgumentError(
+            f"options: expected a canopy.PlannerOptions or a dict, got {type(options).__name__}"
+        )
+    return options
+
+
 def plan(
     spec: AttentionSpec,
     block_tables: Any = None,
@@ -84,47 +133,9 @@ def plan(
         raise InvalidArgumentError(
             f"spec: expected a canopy.AttentionSpec, got {type(spec).__name__}"
         )
-    csr = indptr is not None or indices is not None
-    if block_tables is not None and csr:
-        raise InvalidArgumentError(
-            "give either block_tables (padded) or indptr and indices (CSR), not both"
-        )
-    if block_tables is None and (indptr is None or indices is None):
-        raise InvalidArgumentError(
-            "block tables are missing: give block_tables [batch, max_pages] (padded) or "
-            "indptr [batch + 1] and indices (CSR)"
-        )
-    if seq_lens is None:
-        raise InvalidArgumentError("seq_lens [batch] is required")
-    if num_pages is not None:
-        try:
-            num_pages = operator.index(num_pages)
-        except TypeError:
-            raise InvalidArgumentError(
-                f"num_pages: expected an int, got {type(num_pages).__name__}"
-            ) from None
-    ordinal = _device_ordinal(device, indptr if csr else block_tables)
-    lens = _arrays.host_int32(seq_lens, "seq_lens", 1)
-    if csr:
-        tables = BlockTables.from_csr(
-            _arrays.host_int32(indptr, "indptr", 1),
-            _arrays.host_int32(indices, "indices", 1),
-            lens,
-            spec.page_size,
-            num_pages,
-        )
-    else:
-        tables = BlockTables.from_padded(
-            _arrays.host_int32(block_tables, "block_tables", 2), lens, spec.page_size, num_pages
-        )
-    if options is None:
-        options = PlannerOptions()
-    elif isinstance(options, dict):
-        options = PlannerOptions.from_dict(options)
-    elif not isinstance(options, PlannerOptions):
-        raise InvalidArgumentError(
-            f"options: expected a canopy.PlannerOptions or a dict, got {type(options).__name__}"
-        )
+    tables = _block_tables(spec, block_tables, seq_lens, indptr, indices, num_pages)
+    ordinal = _device_ordinal(device, indptr if indptr is not None else block_tables)
+    options = _planner_options(options)
     ws = None if workspace is None else _arrays.native_arg(workspace, "workspace", writable=True)
     return Plan(_canopy.make_plan(spec, tables, options, ordinal, ws))
 

@@ -14,6 +14,7 @@ NB_MODULE(_canopy, m) {
   canopy::python::bind_options(m);
   canopy::python::bind_tables(m);
   canopy::python::bind_plan(m);
+  canopy::python::bind_incremental(m);
   canopy::python::bind_device(m);
   canopy::python::bind_kernels(m);
 }

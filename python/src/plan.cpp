@@ -21,6 +21,7 @@
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
 #include "canopy/runtime.hpp"
+#include "plans.hpp"
 #include "runtimes.hpp"
 #include "tables.hpp"
 #include "tensors.hpp"
@@ -33,38 +34,14 @@ namespace {
 using In = nb::ndarray<nb::ro>;
 using Out = nb::ndarray<>;
 
-/// One decode step's plan: host only (CPU executor), or prepared on a GPU
-/// (kernels loaded, metadata uploaded). Either runs host arrays on the CPU.
-struct PyPlan {
-  Tables tables;
-  Placement placement;                   ///< where GPU runs go (cuda = false: a CPU plan)
-  Arch arch;                             ///< the target its kernels are for
-  std::optional<PreparedPlan> prepared;  ///< GPU plans
-  Plan host;                             ///< CPU plans
-  std::optional<Out> workspace;          ///< a caller's workspace, kept alive with the plan
-
-  const Plan& plan() const { return prepared ? prepared->plan() : host; }
-};
-
 PyPlan make(const AttentionSpec& spec, const Tables& tables, const PlannerOptions& options,
             int device, std::optional<Out> workspace) {
   CANOPY_CHECK(tables.page_size == spec.page_size, ErrorKind::kInvalidArgument,
                "the block tables were built for page_size {} but spec.page_size is {}",
                tables.page_size, spec.page_size);
   spec.validate();
-  PyPlan p;
-  p.tables = tables;
-  if (device < 0) {
-    CANOPY_CHECK(!workspace, ErrorKind::kInvalidArgument,
-                 "workspace applies to GPU plans; a CPU plan (device='cpu') needs none");
-    p.arch = options.cost_model.coefficients().arch;
-    nb::gil_scoped_release release;
-    p.host = make_plan(spec, p.tables.tables, options);
-    return p;
-  }
-  p.placement = Placement{true, device};
-  Runtime& rt = runtime_for(device);
-  p.arch = rt.arch();
+  CANOPY_CHECK(device >= 0 || !workspace, ErrorKind::kInvalidArgument,
+               "workspace applies to GPU plans; a CPU plan (device='cpu') needs none");
   std::uint64_t workspace_ptr = 0;
   std::int64_t workspace_bytes = 0;
   if (workspace) {
@@ -74,16 +51,24 @@ PyPlan make(const AttentionSpec& spec, const Tables& tables, const PlannerOption
     workspace_ptr = reinterpret_cast<std::uint64_t>(w.data());
     workspace_bytes = static_cast<std::int64_t>(w.nbytes());
   }
+  PyPlan p;
   {
     nb::gil_scoped_release release;  // planning may compile kernels (NVRTC, seconds)
-    PlannerOptions o = options;
-    if (o.cost_model.coefficients() == GpuCoefficients{}) o.cost_model = rt.cost_model();
-    Plan plan = make_plan(spec, p.tables.tables, o);
+    const PlannerOptions o = with_device_cost_model(options, device);
+    Plan plan = make_plan(spec, tables.tables, o);
     CANOPY_CHECK(workspace_ptr == 0 || workspace_bytes >= plan.workspace_bytes(),
                  ErrorKind::kInvalidArgument,
                  "workspace has {} bytes but this plan needs {} (Plan.workspace_bytes)",
                  workspace_bytes, plan.workspace_bytes());
-    p.prepared = rt.prepare(std::move(plan), workspace_ptr);
+    if (workspace_ptr == 0) {
+      p = wrap_plan(std::move(plan), tables, o, device);
+    } else {
+      p.tables = tables;
+      p.placement = Placement{true, device};
+      Runtime& rt = runtime_for(device);
+      p.arch = rt.arch();
+      p.prepared = rt.prepare(std::move(plan), workspace_ptr);
+    }
   }
   p.workspace = std::move(workspace);
   return p;
@@ -178,6 +163,28 @@ void check_plan(const PyPlan& p) {
 }
 
 }  // namespace
+
+PlannerOptions with_device_cost_model(PlannerOptions options, int device) {
+  if (device >= 0 && options.cost_model.coefficients() == GpuCoefficients{}) {
+    options.cost_model = runtime_for(device).cost_model();
+  }
+  return options;
+}
+
+PyPlan wrap_plan(Plan plan, const Tables& tables, const PlannerOptions& options, int device) {
+  PyPlan p;
+  p.tables = tables;
+  if (device < 0) {
+    p.arch = options.cost_model.coefficients().arch;
+    p.host = std::move(plan);
+    return p;
+  }
+  p.placement = Placement{true, device};
+  Runtime& rt = runtime_for(device);
+  p.arch = rt.arch();
+  p.prepared = rt.prepare(std::move(plan));
+  return p;
+}
 
 void bind_plan(nb::module_& m) {
   nb::class_<PyPlan>(m, "Plan", "A planned decode step (native part of canopy.Plan).")

@@ -279,3 +279,29 @@ def test_device_info():
     assert info["name"] and info["arch"].startswith("sm_") and info["num_sms"] > 0
     assert info["arch"] == canopy.plan(spec_for(64, "fp16", "NHD", 1),
                                        [[0]], [1]).arch
+
+
+def test_incremental_planner_on_the_gpu():
+    # A decode loop with a departure and an arrival: patched and full GPU plans
+    # both match the float64 reference.
+    from canopy import _engine
+    from test_engine import decode_loop
+
+    spec = canopy.AttentionSpec(num_qo_heads=16, num_kv_heads=2, head_dim=128, page_size=4,
+                                with_lse=True)
+    rng = np.random.default_rng(9)
+    num_pages = 64
+    k = torch.randn(kv_shape(spec, num_pages), dtype=torch.float16, device="cuda")
+    v = torch.randn(kv_shape(spec, num_pages), dtype=torch.float16, device="cuda")
+    planner = canopy.IncrementalPlanner(spec, device="cuda")
+    for pages, lens in decode_loop(spec, 6, rng):
+        indptr, indices, seq_lens = _engine.step_csr(pages, lens, spec.page_size)
+        plan = planner.plan(seq_lens=seq_lens, indptr=indptr, indices=indices, num_pages=num_pages)
+        assert plan.device == "cuda:0"
+        q = torch.randn(len(lens), 16, 128, dtype=torch.float16, device="cuda")
+        out, lse = plan.run(q, k, v)
+        want, want_lse = reference.attention(spec, pages, lens, q.double().cpu().numpy(),
+                                             k.double().cpu().numpy(), v.double().cpu().numpy())
+        assert rel_l2(out.double().cpu().numpy(), want) < TOLERANCE["fp16"]
+        assert rel_l2(lse.double().cpu().numpy(), want_lse) < TOLERANCE["fp16"]
+    assert planner.patched_plans > 0 and planner.full_plans >= 3

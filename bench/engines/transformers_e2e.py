@@ -1,0 +1,264 @@
+"""End to end: transformers' continuous batching (generate_batch) with
+attn_implementation="paged|canopy" against the engine's own attention, on a
+model built from a real config with random weights (no downloads).
+
+    python bench/engines/transformers_e2e.py check            # correctness
+    python bench/engines/transformers_e2e.py bench [--quick]  # throughput table
+    python bench/engines/transformers_e2e.py all --out DIR    # both, JSON + table
+
+check: per workload (shared system prompt, join-and-finish, forked sampling,
+no sharing), greedy tokens of paged|canopy against paged|sdpa, and the
+logits of every step, captured at lm_head: max |difference| relative to the
+logits' scale, and at each request's first differing token the reference's
+gap between its top two logits (a near tie, within bf16 noise, may flip).
+
+bench: decode throughput (generated tokens / wall time of the decode phase,
+from per-token timestamps) and time per output token for 64-256 requests
+sharing a 2k-16k-token prompt and a no-sharing workload, for paged|canopy,
+paged|sdpa and paged|eager, plus a null attention (writes the cache, returns
+zeros: the step's time without attention) to give attention's share.
+docs/engines.md has the measured table and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import canopy
+import canopy.transformers as ct
+import transformers
+from transformers import AttentionInterface, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+# Llama-3-8B's attention and MLP shapes (GQA 32/8, head_dim 128), fewer layers.
+LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                 num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                 max_position_embeddings=32768, rope_theta=500000.0)
+
+
+def build_model(layers: int, dtype=torch.bfloat16, seed: int = 0):
+    torch.manual_seed(seed)
+    config = LlamaConfig(num_hidden_layers=layers, **LLAMA3_8B)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(dtype).eval()
+    return model
+
+
+def null_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """Writes the new K/V where the engine asks and returns zeros: the step
+    without attention's reads and math (attention's share = the difference)."""
+    cache = kwargs["cache"]
+    group, layer = cache.layer_index_to_group_indices[module.layer_idx]
+    write = kwargs["write_index"][group]
+    cache.key_cache[layer].index_copy_(0, write, key[0].transpose(0, 1))
+    cache.value_cache[layer].index_copy_(0, write, value[0].transpose(0, 1))
+    return torch.zeros_like(query).transpose(1, 2), None
+
+
+def prompts(num, system_len, tail_len, seed, vocab=LLAMA3_8B["vocab_size"]):
+    g = torch.Generator().manual_seed(seed)
+    system = torch.randint(100, vocab, (system_len,), generator=g).tolist()
+    return [system + torch.randint(100, vocab, (tail_len,), generator=g).tolist()
+            for _ in range(num)]
+
+
+class LogitTap:
+    """Keeps every step's lm_head output (float32, on the host)."""
+
+    def __init__(self, model, enabled=True):
+        self.steps = []
+        self.handle = model.lm_head.register_forward_hook(self.hook) if enabled else None
+
+    def hook(self, module, args, output):
+        self.steps.append(output.detach().float().reshape(-1, output.shape[-1]).cpu())
+
+    def close(self):
+        if self.handle is not None:
+            self.handle.remove()
+
+
+def generate(model, impl, inputs, max_new_tokens, *, block_size=256, max_batch_tokens=None,
+             max_requests=None, num_return_sequences=1, tap=False, timestamps=False):
+    model.set_attn_implementation(impl)
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=None,
+                           pad_token_id=0, num_return_sequences=num_return_sequences)
+    cb = ct.continuous_batching_config(block_size=block_size, max_batch_tokens=max_batch_tokens,
+                                       max_requests_per_batch=max_requests, return_logprobs=True)
+    t = LogitTap(model, tap)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    try:
+        results = model.generate_batch(inputs, generation_config=gen, continuous_batching_config=cb,
+                                       warmup=False, record_timestamps=timestamps)
+    finally:
+        t.close()
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    errors = [f"{rid}: {r.error}" for rid, r in results.items() if r.error]
+    if errors or len(results) != len(inputs) * num_return_sequences:
+        raise RuntimeError(f"{impl}: {len(results)} results, errors {errors[:3]}")
+    return results, t.steps, wall
+
+
+NEAR_TIE_NATS = 0.05  # bf16 logits of magnitude ~10 carry ~0.04 of rounding
+
+
+def compare(ref, got, ref_steps, got_steps):
+    """Token agreement and per-step logit differences of two runs."""
+    out = {"requests": len(ref), "identical": 0, "near_tie_divergences": 0, "divergences": 0,
+           "max_rel_logit_diff": 0.0, "steps_compared": 0}
+    # Steps are comparable while both runs took the same tokens (same rows).
+    for a, b in zip(ref_steps, got_steps):
+        if a.shape != b.shape:
+            break
+        scale = a.abs().max().item() or 1.0
+        out["max_rel_logit_diff"] = max(out["max_rel_logit_diff"], (a - b).abs().max().item() / scale)
+        out["steps_compared"] += 1
+    for rid, r in ref.items():
+        g = got[rid].generated_tokens
+        if g == r.generated_tokens:
+            out["identical"] += 1
+            continue
+        first = next(i for i, (x, y) in enumerate(zip(r.generated_tokens, g)) if x != y)
+        # Same context up to here: each run's chosen token was its top logit.
+        # If the two choices' log-probabilities are within bf16 noise, the top
+        # two were a near tie and either choice is right.
+        gap = abs(r.logprobs[first] - got[rid].logprobs[first])
+        if gap <= NEAR_TIE_NATS:
+            out["near_tie_divergences"] += 1
+        else:
+            out["divergences"] += 1
+    return out
+
+
+CHECKS = {
+    # name: (prompts, max_new_tokens, generate kwargs)
+    "shared-prompt": (lambda: prompts(32, 1000, 24, 1), 24, {}),
+    "join-and-finish": (lambda: [p[: 600 + 37 * i] for i, p in enumerate(prompts(24, 1000, 24, 2))],
+                        20, {"max_requests": 8}),
+    "fork": (lambda: prompts(4, 700, 10, 3), 16, {"num_return_sequences": 4}),
+    "no-sharing": (lambda: [prompts(1, 0, 300 + 50 * i, 10 + i)[0] for i in range(16)], 24, {}),
+    "chunked-prefill-mixed": (lambda: prompts(12, 900, 40, 4), 16, {"max_batch_tokens": 512}),
+}
+
+
+def run_checks(model, out):
+    rows = []
+    for name, (make, new, kw) in CHECKS.items():
+        inputs = make()
+        ref, ref_steps, _ = generate(model, "paged|sdpa", inputs, new, tap=True, **kw)
+        got, got_steps, _ = generate(model, ct.NAME, inputs, new, tap=True, **kw)
+        row = {"workload": name, **compare(ref, got, ref_steps, got_steps), "stats": ct.stats()}
+        rows.append(row)
+        print(f"check {name}: {row['identical']}/{row['requests']} identical, "
+              f"{row['near_tie_divergences']} near-tie, {row['divergences']} other divergences, "
+              f"max rel logit diff {row['max_rel_logit_diff']:.2e} over {row['steps_compared']} steps, "
+              f"KV read fraction {row['stats'].get('kv_read_fraction')}", flush=True)
+    out["checks"] = rows
+    return all(r["divergences"] == 0 for r in rows)
+
+
+BENCH = {
+    # name: (requests, system prompt tokens, own tokens, generated tokens)
+    "shared-2k-x64": (64, 2048, 32, 128),
+    "shared-8k-x128": (128, 8192, 32, 128),
+    "shared-16k-x256": (256, 16384, 32, 128),
+    "no-sharing-x64": (64, 0, 1024, 128),
+}
+QUICK = {"shared-2k-x64": (64, 2048, 32, 64), "shared-8k-x128": (128, 8192, 32, 64),
+         "no-sharing-x64": (64, 0, 1024, 64)}
+
+
+def decode_metrics(results):
+    """Decode tokens/s over the decode phase and median time per output token."""
+    first = [r.timestamps[0] for r in results.values() if r.timestamps]
+    last = [r.timestamps[-1] for r in results.values() if r.timestamps]
+    tokens = sum(len(r.generated_tokens) - 1 for r in results.values())
+    span = max(last) - max(first)  # after the last prefill finished: decode only
+    tpot = [(r.timestamps[-1] - r.timestamps[0]) / (len(r.timestamps) - 1)
+            for r in results.values() if r.timestamps and len(r.timestamps) > 1]
+    decode_tokens = sum(sum(1 for t in r.timestamps if t > max(first)) for r in results.values())
+    return {"decode_tokens_per_s": decode_tokens / span if span > 0 else None,
+            "tpot_ms": 1e3 * statistics.median(tpot), "generated_tokens": tokens}
+
+
+def run_bench(model, out, workloads, impls):
+    AttentionInterface.register("paged|null", null_attention)
+    rows = []
+    for name, (num, system, own, new) in workloads.items():
+        inputs = prompts(num, system, own, 7)
+        row = {"workload": name, "requests": num, "prompt": system + own, "generated": new}
+        for impl in impls:
+            try:
+                results, _, wall = generate(model, impl, inputs, new, timestamps=True)
+                m = decode_metrics(results)
+                m["wall_s"] = wall
+                if impl == ct.NAME:
+                    m["canopy"] = ct.stats()
+            except Exception as e:  # e.g. paged|eager out of memory on long prompts
+                m = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+            row[impl] = m
+            print(f"bench {name} {impl}: {json.dumps({k: v for k, v in m.items() if k != 'canopy'})}",
+                  flush=True)
+            torch.cuda.empty_cache()
+        rows.append(row)
+    out["bench"] = rows
+
+
+def table(out):
+    lines = ["| workload | impl | decode tok/s | TPOT ms | attention share of TPOT | speedup vs paged|sdpa |",
+             "|---|---|---|---|---|---|"]
+    for row in out.get("bench", []):
+        null = row.get("paged|null", {}).get("tpot_ms")
+        sdpa = row.get("paged|sdpa", {}).get("tpot_ms")
+        for impl in (ct.NAME, "paged|sdpa", "paged|eager"):
+            m = row.get(impl)
+            if not m:
+                continue
+            if "error" in m:
+                lines.append(f"| {row['workload']} | {impl} | {m['error'][:60]} | | | |")
+                continue
+            share = (m["tpot_ms"] - null) / m["tpot_ms"] if null else None
+            speed = sdpa / m["tpot_ms"] if sdpa else None
+            lines.append(f"| {row['workload']} | {impl} | {m['decode_tokens_per_s']:.0f} | "
+                         f"{m['tpot_ms']:.2f} | {share if share is None else f'{share:.2f}'} | "
+                         f"{speed if speed is None else f'{speed:.2f}x'} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=["check", "bench", "all"])
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="fewer and shorter bench workloads")
+    ap.add_argument("--impls", default="paged|canopy,paged|sdpa,paged|eager,paged|null")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("transformers_e2e: no GPU (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 2
+    ct.register()
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "transformers": transformers.__version__, "canopy": canopy.__version__,
+           "model": f"Llama-3-8B shapes, {args.layers} layers, bf16, random weights"}
+    model = build_model(args.layers)
+    ok = True
+    if args.what in ("check", "all"):
+        ok = run_checks(model, out)
+    if args.what in ("bench", "all"):
+        run_bench(model, out, QUICK if args.quick else BENCH, args.impls.split(","))
+        print(table(out))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "transformers_e2e.json"), "w") as f:
+        json.dump(out, f, indent=1, default=str)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
