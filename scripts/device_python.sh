@@ -18,7 +18,9 @@
 # Environment: OUT (logs, default ./device-out), PYTHON (device interpreter,
 # default /opt/torch/.venv/bin/python3), WHEEL_PYTHON (prepare: the 3.12
 # interpreter for the fallback wheel), CANOPY_CACHE_DIR (kernel cache, default
-# build/kernel-cache-python), BUILD_TIMEOUT / TEST_TIMEOUT / EXAMPLE_TIMEOUT (s).
+# build/kernel-cache-python), BUILD_TIMEOUT / TEST_TIMEOUT / EXAMPLE_TIMEOUT (s),
+# E2E (check, bench or all: bench/engines/transformers_e2e.py, with E2E_ARGS,
+# default --quick, and E2E_TIMEOUT).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -112,6 +114,12 @@ step example_fp16_nhd "${EXAMPLE_TIMEOUT:-120}" "$OUT/decode_loop_fp16_nhd.log" 
 step example_bf16_hnd "${EXAMPLE_TIMEOUT:-120}" "$OUT/decode_loop_bf16_hnd.log" \
   "$PY" examples/python/decode_loop.py --dtype bf16 --layout HND
 
+# 3b. transformers end to end (docs/engines.md): E2E=check|bench|all, off by default.
+if [[ -n ${E2E:-} ]]; then
+  step transformers_e2e "${E2E_TIMEOUT:-420}" "$OUT/transformers_e2e.log" \
+    "$PY" bench/engines/transformers_e2e.py "$E2E" ${E2E_ARGS:---quick} --out "$OUT"
+fi
+
 # 4. Summary (last).
 echo
 echo "================ summary ================"
@@ -122,6 +130,7 @@ echo "GPU cases passed: $(grep -cE 'test_gpu.py::.* PASSED' "$OUT/python_tests.l
   "failed: $(grep -cE 'test_gpu.py::.* (FAILED|ERROR)' "$OUT/python_tests.log")"
 grep -E '^(FAILED|ERROR) ' "$OUT/python_tests.log" | head -n 20
 grep -E '^SKIPPED ' "$OUT/python_tests.log" | head -n 10
+[[ -f $OUT/transformers_e2e.log ]] && grep -E '^(check|\|)' "$OUT/transformers_e2e.log" | tail -n 20
 for log in "$OUT"/decode_loop_*.log; do
   echo "$(basename "$log"): $(grep -E '^(OK|MISMATCH|no GPU)' "$log" | head -n 1)"
 done

@@ -42,10 +42,22 @@ LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
                  max_position_embeddings=32768, rope_theta=500000.0)
 
 
-def build_model(layers: int, dtype=torch.bfloat16, seed: int = 0):
+# --tiny: a model small enough for the CPU (a smoke test of this script).
+TINY = dict(vocab_size=512, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=64, max_position_embeddings=32768)
+DEVICE = "cuda"
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_model(layers: int, tiny: bool = False, seed: int = 0):
     torch.manual_seed(seed)
-    config = LlamaConfig(num_hidden_layers=layers, **LLAMA3_8B)
-    with torch.device("cuda"):
+    config = LlamaConfig(num_hidden_layers=layers, **(TINY if tiny else LLAMA3_8B))
+    dtype = torch.float32 if DEVICE == "cpu" else torch.bfloat16
+    with torch.device(DEVICE):
         model = LlamaForCausalLM(config).to(dtype).eval()
     return model
 
@@ -61,10 +73,13 @@ def null_attention(module, query, key, value, attention_mask, scaling=None, **kw
     return torch.zeros_like(query).transpose(1, 2), None
 
 
-def prompts(num, system_len, tail_len, seed, vocab=LLAMA3_8B["vocab_size"]):
+VOCAB = LLAMA3_8B["vocab_size"]
+
+
+def prompts(num, system_len, tail_len, seed):
     g = torch.Generator().manual_seed(seed)
-    system = torch.randint(100, vocab, (system_len,), generator=g).tolist()
-    return [system + torch.randint(100, vocab, (tail_len,), generator=g).tolist()
+    system = torch.randint(100, VOCAB, (system_len,), generator=g).tolist()
+    return [system + torch.randint(100, VOCAB, (tail_len,), generator=g).tolist()
             for _ in range(num)]
 
 
@@ -83,22 +98,25 @@ class LogitTap:
             self.handle.remove()
 
 
-def generate(model, impl, inputs, max_new_tokens, *, block_size=256, max_batch_tokens=None,
+def generate(model, impl, inputs, max_new_tokens, *, block_size=None, max_batch_tokens=None,
              max_requests=None, num_return_sequences=1, tap=False, timestamps=False):
     model.set_attn_implementation(impl)
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=None,
                            pad_token_id=0, num_return_sequences=num_return_sequences)
-    cb = ct.continuous_batching_config(block_size=block_size, max_batch_tokens=max_batch_tokens,
-                                       max_requests_per_batch=max_requests, return_logprobs=True)
+    cpu = {"num_blocks": 256} if DEVICE == "cpu" else {}  # else sized from free memory
+    cb = ct.continuous_batching_config(block_size=block_size or (16 if DEVICE == "cpu" else 256),
+                                       max_batch_tokens=max_batch_tokens,
+                                       max_requests_per_batch=max_requests, return_logprobs=True,
+                                       **cpu)
     t = LogitTap(model, tap)
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     try:
         results = model.generate_batch(inputs, generation_config=gen, continuous_batching_config=cb,
                                        warmup=False, record_timestamps=timestamps)
     finally:
         t.close()
-    torch.cuda.synchronize()
+    sync()
     wall = time.perf_counter() - t0
     errors = [f"{rid}: {r.error}" for rid, r in results.items() if r.error]
     if errors or len(results) != len(inputs) * num_return_sequences:
@@ -148,9 +166,17 @@ CHECKS = {
 }
 
 
-def run_checks(model, out):
+TINY_CHECKS = {
+    "shared-prompt": (lambda: prompts(6, 60, 5, 1), 6, {}),
+    "join-and-finish": (lambda: [p[: 30 + 7 * i] for i, p in enumerate(prompts(6, 60, 5, 2))], 6,
+                        {"max_requests": 3}),
+    "chunked-prefill-mixed": (lambda: prompts(4, 40, 30, 4), 6, {"max_batch_tokens": 32}),
+}
+
+
+def run_checks(model, out, checks):
     rows = []
-    for name, (make, new, kw) in CHECKS.items():
+    for name, (make, new, kw) in checks.items():
         inputs = make()
         ref, ref_steps, _ = generate(model, "paged|sdpa", inputs, new, tap=True, **kw)
         got, got_steps, _ = generate(model, ct.NAME, inputs, new, tap=True, **kw)
@@ -171,6 +197,7 @@ BENCH = {
     "shared-16k-x256": (256, 16384, 32, 128),
     "no-sharing-x64": (64, 0, 1024, 128),
 }
+TINY_BENCH = {"shared-tiny": (8, 96, 8, 8), "no-sharing-tiny": (8, 0, 64, 8)}
 QUICK = {"shared-2k-x64": (64, 2048, 32, 64), "shared-8k-x128": (128, 8192, 32, 64),
          "no-sharing-x64": (64, 0, 1024, 64)}
 
@@ -206,7 +233,8 @@ def run_bench(model, out, workloads, impls):
             row[impl] = m
             print(f"bench {name} {impl}: {json.dumps({k: v for k, v in m.items() if k != 'canopy'})}",
                   flush=True)
-            torch.cuda.empty_cache()
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
         rows.append(row)
     out["bench"] = rows
 
@@ -239,20 +267,29 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer and shorter bench workloads")
     ap.add_argument("--impls", default="paged|canopy,paged|sdpa,paged|eager,paged|null")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--tiny", action="store_true",
+                    help="smoke test on the CPU: a tiny float32 model, short workloads")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("transformers_e2e: no GPU (torch.cuda.is_available() is False)", file=sys.stderr)
+    global DEVICE, VOCAB
+    if args.tiny:
+        DEVICE, VOCAB = "cpu", TINY["vocab_size"]
+    elif not torch.cuda.is_available():
+        print("transformers_e2e: no GPU (torch.cuda.is_available() is False); --tiny runs "
+              "a CPU smoke test", file=sys.stderr)
         return 2
     ct.register()
-    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+    name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
+    out = {"device": name, "torch": torch.__version__,
            "transformers": transformers.__version__, "canopy": canopy.__version__,
-           "model": f"Llama-3-8B shapes, {args.layers} layers, bf16, random weights"}
-    model = build_model(args.layers)
+           "model": ("tiny (CPU smoke test)" if args.tiny else "Llama-3-8B shapes")
+           + f", {args.layers} layers, random weights"}
+    model = build_model(args.layers, tiny=args.tiny)
     ok = True
     if args.what in ("check", "all"):
-        ok = run_checks(model, out)
+        ok = run_checks(model, out, TINY_CHECKS if args.tiny else CHECKS)
     if args.what in ("bench", "all"):
-        run_bench(model, out, QUICK if args.quick else BENCH, args.impls.split(","))
+        workloads = TINY_BENCH if args.tiny else QUICK if args.quick else BENCH
+        run_bench(model, out, workloads, args.impls.split(","))
         print(table(out))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "transformers_e2e.json"), "w") as f:
