@@ -55,14 +55,20 @@ struct ReplanTask {
   std::int32_t path_page = 0;      // from page path_page of the reader's table
   std::int32_t tokens = 0;
   std::int32_t base_tokens = 0;  // tokens when the plan was made from scratch
+  std::int32_t max_tokens = 0;   // the most it may grow to before a full plan (ReplanOptions)
   std::int32_t pieces = 1;
   std::int32_t tile_kv = 0;
-  int config = 0;  // index into ReplanState::coefficients
+  std::uint64_t piece_mask = 0;  // pieces > 1: which hold tokens (0: not computed yet)
+  int config = 0;                // index into ReplanState::coefficients
   int row_tile = 0;
   int heads = 1;
   int rows = 0;
   int tiles = 1;
   double item_cost = 0;  // slot-us, as placed
+  // An item's cost as a line in its tokens (CostModel::item_us is affine in
+  // them), fitted when the task first grows: a patch prices in two flops.
+  double cost_base = 0;
+  double cost_per_token = -1;  // < 0: not fitted yet
 };
 
 struct ReplanState {

@@ -8,6 +8,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -150,15 +151,7 @@ struct IncrementalPlanner::Impl {
 
   const Plan& full(const BlockTables& tables, std::string why);
   bool try_patch(const BlockTables& tables, std::string& why);
-  double item_cost(const planning::ReplanTask& t);
-  struct CostKey {
-    int config, row_tile, rows, heads, tiles;
-    std::int32_t tokens;
-    bool operator==(const CostKey&) const = default;
-  };
-  CostKey last_cost_key{};
-  double last_cost = 0;
-  bool have_last_cost = false;
+  double item_cost(planning::ReplanTask& t);
   bool tables_valid(const BlockTables& tables) const;
   void remember(const BlockTables& tables);
   void patch_task(planning::ReplanTask& t, std::int32_t tokens);
@@ -174,7 +167,14 @@ const Plan& IncrementalPlanner::Impl::full(const BlockTables& tables, std::strin
   planning::plan_tree(spec, tree, options, first, second, plan, &state);
   last.assign(tables, spec.page_size, !replan.append_only_tables);
   live_pages = static_cast<std::int64_t>(plan.kv_pages.size());
-  for (planning::ReplanTask& t : state.tasks) t.page_capacity = t.page_count;
+  for (planning::ReplanTask& t : state.tasks) {
+    t.page_capacity = t.page_count;
+    // Patched until it grows past max_growth or min_growth_tokens, whichever allows more.
+    const double limit = t.base_tokens + std::max(t.base_tokens * replan.max_growth,
+                                                  static_cast<double>(replan.min_growth_tokens));
+    t.max_tokens = static_cast<std::int32_t>(
+        std::min(limit, static_cast<double>(std::numeric_limits<std::int32_t>::max())));
+  }
   have_plan = true;
   steps_since_full = 0;
   outcome = ReplanOutcome::kFull;
@@ -183,17 +183,22 @@ const Plan& IncrementalPlanner::Impl::full(const BlockTables& tables, std::strin
   return plan;
 }
 
-double IncrementalPlanner::Impl::item_cost(const planning::ReplanTask& t) {
+double IncrementalPlanner::Impl::item_cost(planning::ReplanTask& t) {
   const std::int32_t tokens = t.pieces > 1 ? (t.tokens + t.pieces - 1) / t.pieces : t.tokens;
-  // Sibling leaves grow alike: the last answer usually serves.
-  const CostKey key{t.config, t.row_tile, t.rows, t.heads, t.tiles, tokens};
-  if (key == last_cost_key && have_last_cost) return last_cost;
-  last_cost = state.pricer.slot_us(options.cost_model.item_us(
-                  spec, state.coefficients[t.config], t.row_tile, t.rows, tokens, t.heads)) /
-              t.tiles;
-  last_cost_key = key;
-  have_last_cost = true;
-  return last_cost;
+  if (t.cost_per_token < 0) {
+    // CostModel::item_us is affine in the tokens (per-tile overheads plus
+    // bytes or flops per token; CostModel.ItemCostIsAffineInTokens checks it):
+    // two prices give the line, and every later step prices in two flops.
+    const auto price = [&](int n) {
+      return state.pricer.slot_us(options.cost_model.item_us(spec, state.coefficients[t.config],
+                                                             t.row_tile, t.rows, n, t.heads)) /
+             t.tiles;
+    };
+    constexpr int kSpan = 1 << 16;
+    t.cost_base = price(0);
+    t.cost_per_token = std::max(0.0, (price(kSpan) - t.cost_base) / kSpan);
+  }
+  return t.cost_base + t.cost_per_token * tokens;
 }
 
 // The task now holds `tokens`: its items' KV ranges, costs and slot loads.
@@ -211,8 +216,8 @@ void IncrementalPlanner::Impl::patch_task(planning::ReplanTask& t, std::int32_t 
     }
     return;
   }
-  const int per_piece =
-      t.item_count / std::max(1, std::popcount(nonempty_pieces(tokens, t.pieces, t.tile_kv)));
+  // try_patch checked that the same pieces hold tokens (piece_mask).
+  const int per_piece = t.item_count / std::max(1, std::popcount(t.piece_mask));
   int k = 0;
   for (int p = 0; p < t.pieces; ++p) {
     const std::int32_t begin = piece_bound(tokens, t.pieces, t.tile_kv, p);
@@ -288,7 +293,8 @@ bool IncrementalPlanner::Impl::tables_valid(const BlockTables& tables) const {
   for (int r = 0; r < batch; ++r) {
     const std::int32_t len = tables.seq_lens[r];
     const std::int32_t held = tables.indptr[r + 1] - tables.indptr[r];
-    if (len < 1 || held < 0 || pages_for(len, page_size) > held) return false;
+    // pages_for(len) > held, without a division per request.
+    if (len < 1 || held < 0 || len > static_cast<std::int64_t>(held) * page_size) return false;
   }
   return true;
 }
@@ -326,14 +332,16 @@ bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string&
   }
   const int page_size = spec.page_size;
   grown.clear();
+  const std::int32_t* lens_before = last.lens.data();
+  const std::int32_t* lens_now = tables.seq_lens.data();
   for (int r = 0; r < batch; ++r) {
-    const std::int32_t before = last.lens[r];
-    const std::int32_t now = tables.seq_lens[r];
+    const std::int32_t before = lens_before[r];
+    const std::int32_t now = lens_now[r];
     if (now < before) {
       why = fmt::format("request {} shrank from {} to {} tokens", r, before, now);
       return false;
     }
-    const std::int32_t used = pages_for(before, page_size);
+    const std::int32_t used = last.count[r];  // pages_for(before), kept from the last step
     const std::int32_t* held = tables.indices.data() + tables.indptr[r];
     // With append-only tables only the first and the last used page (the
     // one a copy-on-write would remap) are compared; else every used page.
@@ -358,17 +366,24 @@ bool IncrementalPlanner::Impl::try_patch(const BlockTables& tables, std::string&
     }
     const planning::ReplanTask& task = state.tasks[t];
     const std::int32_t tokens = task.tokens + (now - before);
-    if (tokens > task.base_tokens + std::max(task.base_tokens * replan.max_growth,
-                                             static_cast<double>(replan.min_growth_tokens))) {
+    if (tokens > task.max_tokens) {
       why = fmt::format("request {}'s task grew from {} to {} tokens since the last full plan", r,
                         task.base_tokens, tokens);
       return false;
     }
-    if (task.pieces > 1 &&
-        (task.pieces > 64 || nonempty_pieces(tokens, task.pieces, task.tile_kv) !=
-                                 nonempty_pieces(task.tokens, task.pieces, task.tile_kv))) {
-      why = fmt::format("request {}'s KV pieces change", r);
-      return false;
+    if (task.pieces > 1) {
+      if (task.pieces > 64) {
+        why = fmt::format("request {}'s task has {} KV pieces", r, task.pieces);
+        return false;
+      }
+      planning::ReplanTask& split = state.tasks[t];
+      if (split.piece_mask == 0) {  // the pieces holding tokens now (a split task has some)
+        split.piece_mask = nonempty_pieces(split.tokens, split.pieces, split.tile_kv);
+      }
+      if (nonempty_pieces(tokens, split.pieces, split.tile_kv) != split.piece_mask) {
+        why = fmt::format("request {}'s KV pieces change", r);
+        return false;
+      }
     }
     grown.push_back(r);
   }

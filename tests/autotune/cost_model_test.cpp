@@ -59,6 +59,32 @@ TEST(CostModel, ItemFollowsTheFormula) {
                    4 * 1.0 + (std::max(t_mem4, t_math4) + t_out4));
 }
 
+TEST(CostModel, ItemCostIsAffineInTokens) {
+  // The incremental planner prices a grown item from a line through two
+  // prices (runtime/plan/replan.cpp): item_us must stay affine in the tokens,
+  // for every family and across the memory- and math-bound regimes.
+  const CostModel model;
+  for (const char* name : {"mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3", "fma_q16_kv64_w4_s2",
+                           "wgmma_q128_kv128_w12_s2"}) {
+    const KernelConfig config = KernelConfig::parse(name);
+    for (const int rows : {1, 7, 64, 200}) {
+      for (const int heads : {1, 3}) {
+        AttentionSpec spec;
+        spec.head_dim = rows == 7 ? 256 : 128;
+        const int tile = config.tile_q;
+        const double base = model.item_us(spec, config, tile, rows, 0, heads);
+        const double slope =
+            (model.item_us(spec, config, tile, rows, 1 << 16, heads) - base) / (1 << 16);
+        for (const int tokens : {1, 17, 1000, 33333, 250000}) {
+          const double want = model.item_us(spec, config, tile, rows, tokens, heads);
+          EXPECT_NEAR(base + slope * tokens, want, 1e-9 * want)
+              << name << " rows " << rows << " heads " << heads << " tokens " << tokens;
+        }
+      }
+    }
+  }
+}
+
 TEST(CostModel, ItemGrowsWithTilesAndHeads) {
   const CostModel model;
   const AttentionSpec spec;
