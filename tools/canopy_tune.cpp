@@ -4,6 +4,7 @@
 //   canopy-tune [--out FILE] [--only 128,bf16,mma] [--budget SECONDS]   measure, fit, write
 //   canopy-tune --dry-run                                              the grid and its time
 //   canopy-tune --fit-only FILE                                        refit recorded timings
+//   canopy-tune --workloads suite                                      record measured winners
 //
 // Exit codes: 0 success, 1 Canopy (or system) error, 2 bad command line.
 #include <fmt/format.h>
@@ -15,19 +16,25 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "autotune/tuning_fit.hpp"
 #include "autotune/tuning_grid.hpp"
+#include "canopy/cost_model.hpp"
 #include "canopy/error.hpp"
+#include "canopy/planner.hpp"
 #include "canopy/runtime.hpp"
+#include "canopy/tree.hpp"
 #include "canopy/tuning.hpp"
 #include "cli_args.hpp"
 #include "runtime/device/driver.hpp"
 #include "runtime/jit/nvrtc_compiler.hpp"
 #include "tune_measure.hpp"
+#include "tune_winners.hpp"
+#include "workloads/workload.hpp"
 
 namespace {
 
@@ -46,6 +53,12 @@ std::vector<Option> options() {
       {"--dry-run", "", "list the measurement grid and its estimated time; measure nothing"},
       {"--list", "", "with --dry-run: every point, not a summary per kernel"},
       {"--fit-only", "FILE", "refit the measurements recorded in FILE (no GPU)"},
+      {"--workloads", "FILE",
+       "after the fit, time the planner's alternatives on these batches (a suite file; "
+       "'suite': the repo's) and record the winner per shape class"},
+      {"--min-gain", "X",
+       "--workloads: how much faster than the defaults a winner must be "
+       "(default 0.03)"},
       {"--simulate", "", "synthetic timings from the default coefficients (tests; no GPU)"},
       {"--noise", "X", "--simulate: relative noise (default 0.03)"},
       {"--seed", "N", "--simulate: random seed (default 1)"},
@@ -73,7 +86,8 @@ std::string help() {
          "  canopy-tune --dry-run\n"
          "  canopy-tune --out autotune/databases/h200.json\n"
          "  canopy-tune --only 64,128,256,fp16,bf16 --budget 1800\n"
-         "  canopy-tune --fit-only ~/.config/canopy/nvidia-h200.json\n";
+         "  canopy-tune --fit-only ~/.config/canopy/nvidia-h200.json\n"
+         "  canopy-tune --workloads suite   (after the grid: measured winners per shape class)\n";
 }
 
 // --only: numbers are head dims, fp16/bf16 dtypes, the rest family names.
@@ -189,7 +203,7 @@ class Progress {
   std::size_t last_tenth_ = 0;
 };
 
-int fit_and_write(canopy::TuningDb& db, const std::string& out) {
+void fit(canopy::TuningDb& db) {
   canopy::GpuCoefficients base = db.coefficients;
   base.kernels = canopy::default_kernel_coefficients();  // refit from the priors
   const at::FitResult fit = at::fit_coefficients(base, db.items, db.merges);
@@ -199,12 +213,67 @@ int fit_and_write(canopy::TuningDb& db, const std::string& out) {
   db.merge_bytes_per_us = fit.merge_bytes_per_us;
   db.launch_overhead_us = fit.launch_overhead_us;
   db.complete = true;
-  save(db, out);
   std::cout << at::fit_summary(fit);
+}
+
+int write(const canopy::TuningDb& db, const std::string& out) {
+  save(db, out);
   std::cout << fmt::format("\nwrote {} ({} item and {} merge measurements){}\n", out,
                            db.items.size(), db.merges.size(),
                            db.synthetic ? " -- SYNTHETIC timings, not a measurement" : "");
   return 0;
+}
+
+int fit_and_write(canopy::TuningDb& db, const std::string& out) {
+  fit(db);
+  return write(db, out);
+}
+
+// --workloads: every batch of `path` planned with each of the planner's
+// alternatives (with the fitted coefficients) and timed, on the GPU or
+// (--simulate) as the plan's prediction with noise; the winner per shape
+// class goes into db.winners (replacing that class's earlier winner).
+void record_winners(canopy::TuningDb& db, const std::string& path,
+                    canopy::tune::GpuMeasurer* measurer, double noise, std::uint64_t seed,
+                    double min_gain) {
+  const std::vector<canopy::workload::Workload> workloads =
+      path == "suite" ? canopy::workload::load_suite() : canopy::workload::load_suite(path);
+  const canopy::CostModel tuned(db.coefficients);
+  canopy::tune::WinnerBook book;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> gauss(0.0, 1.0);
+  std::cerr << fmt::format("canopy-tune: timing the planner's alternatives on {} batches of {}\n",
+                           workloads.size(), path);
+  for (const canopy::workload::Workload& w : workloads) {
+    const std::string cls =
+        canopy::shape_class(w.spec, canopy::discover_prefix_tree(w.tables, w.spec.page_size));
+    std::string line = fmt::format("  {:<22} {}", w.name, cls);
+    for (const canopy::tune::Alternative& alternative :
+         canopy::tune::planner_alternatives(w.spec, db.coefficients.arch)) {
+      canopy::PlannerOptions o = alternative.options;
+      o.cost_model = tuned;
+      double us = 0;
+      try {
+        if (measurer != nullptr) {
+          us = measurer->step_us(w.spec, w.tables, o);
+        } else {
+          us = canopy::make_plan(w.spec, w.tables, o).predicted_us * (1 + noise * gauss(rng));
+        }
+      } catch (const canopy::Error& e) {
+        if (e.kind() == canopy::ErrorKind::kNoDevice) throw;
+        line += fmt::format("  {}: skipped ({})", alternative.name, e.what());
+        continue;  // an alternative that cannot plan or run this batch is not a candidate
+      }
+      book.add(cls, alternative, us);
+      line += fmt::format("  {} {:.1f}", alternative.name, us);
+    }
+    std::cerr << line << "\n";
+  }
+  const std::map<std::string, canopy::ShapeWinner> winners = book.winners(min_gain);
+  for (const auto& [cls, winner] : winners) db.winners[cls] = winner;
+  std::cout << fmt::format("\nwinners ({} shape classes, min gain {:.0f}%){}:\n{}", winners.size(),
+                           100 * min_gain, measurer == nullptr ? " -- SYNTHETIC timings" : "",
+                           book.summary(winners));
 }
 
 int run(const std::vector<std::string>& argv) {
@@ -215,6 +284,7 @@ int run(const std::vector<std::string>& argv) {
   }
   args.at_most_one_of({"--fit-only", "--dry-run"});
   args.at_most_one_of({"--fit-only", "--simulate"});
+  args.at_most_one_of({"--fit-only", "--workloads"});
   if (const auto path = args.value("--fit-only")) {
     canopy::TuningDb db = canopy::load_tuning_db(*path);
     return fit_and_write(db, args.get("--out", *path));
@@ -408,7 +478,12 @@ int run(const std::vector<std::string>& argv) {
   }
   if (skipped > 0) std::cerr << fmt::format("canopy-tune: {} points skipped\n", skipped);
   db.date = utc_now();
-  return fit_and_write(db, out);
+  fit(db);
+  if (const auto workloads = args.value("--workloads")) {
+    record_winners(db, *workloads, measurer.get(), noise, seed,
+                   args.get_double("--min-gain", 0.03, 0, 1));
+  }
+  return write(db, out);
 }
 
 }  // namespace

@@ -121,6 +121,31 @@ class GpuMeasurer {
     return (t[1] - t[0]) * dev_.num_sms / (items[1] - items[0]);
   }
 
+  /// Microseconds of one decode step of `tables` (every launch of its plan
+  /// under `options`) on zeroed tensors, L2 warm: what
+  /// `--workloads` compares between the planner's alternatives.
+  double step_us(const AttentionSpec& spec, const BlockTables& tables,
+                 const PlannerOptions& options) {
+    const std::size_t e = dtype_bytes(spec.kv_dtype);
+    const std::size_t kv_bytes = static_cast<std::size_t>(tables.num_pages) * spec.page_size *
+                                 spec.num_kv_heads * spec.head_dim * e;
+    const std::size_t rows = static_cast<std::size_t>(tables.batch_size()) * spec.num_qo_heads;
+    driver::ScopedContext scope(dev_.context);
+    driver::DeviceBuffer k(dev_.context, kv_bytes, "workload K cache");
+    driver::DeviceBuffer v(dev_.context, kv_bytes, "workload V cache");
+    driver::DeviceBuffer q(dev_.context, rows * spec.head_dim * dtype_bytes(spec.q_dtype), "q");
+    driver::DeviceBuffer out(dev_.context, rows * spec.head_dim * dtype_bytes(spec.o_dtype), "out");
+    driver::DeviceBuffer lse(dev_.context, spec.with_lse ? rows * 4 : 0, "lse");
+    for (const driver::DeviceBuffer* b : {&k, &v, &q, &out, &lse}) {
+      if (b->size() > 0) {
+        driver::check(driver::api().memset_d8(b->get(), 0, b->size()), "cuMemsetD8");
+      }
+    }
+    const DeviceTensors tensors{q.get(), k.get(), v.get(), out.get(), lse.get()};
+    const PreparedPlan prepared = rt_.plan(spec, tables, options);
+    return median_us(o_.warmup, o_.iters, [&] { rt_.run(prepared, tensors); });
+  }
+
   /// Microseconds of one merge launch of `p`, the launch included.
   double merge_us(const autotune::MergePoint& p) {
     constexpr int kQoHeads = 32, kGroup = 4;
