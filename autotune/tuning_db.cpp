@@ -340,7 +340,10 @@ TuningDb TuningDb::from_json(const std::string& text, const std::string& source)
     const Reader w = winners.object(key);
     ShapeWinner x;
     const json& options = w.at("options");
-    if (!options.is_object() || options.contains("coefficients")) {
+    // "coefficients": null (the defaults, as planner_options_to_json writes
+    // them) is fine: the database's own coefficients price the plan.
+    if (!options.is_object() ||
+        (options.contains("coefficients") && !options.at("coefficients").is_null())) {
       w.fail("options", "must be a planner-options object without coefficients");
     }
     x.options_json = options.dump();

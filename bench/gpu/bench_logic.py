@@ -29,6 +29,10 @@ CANOPY, BLIND = "canopy", "canopy-blind"
 # kernels (mma.sync) alone on the same fused launches, and the Hopper
 # kernels with v1's launches (one block per item, a merge kernel).
 CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED = "canopy-v2", "canopy-v2-mma", "canopy-v2-unfused"
+# The defaults planned with a tuning database (docs/tuning.md; run_bench.py
+# --tuning-db): its fitted coefficients and recorded winners, against
+# "canopy", whose runtime finds no database on a machine without one.
+CANOPY_TUNED = "canopy-tuned"
 MMA_CONFIGS = {64: ["mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"],
                128: ["mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"],
                256: ["mma_q64_kv64_w4_s2"]}
@@ -47,10 +51,10 @@ FI_CASCADE, FI_BEST = "fi-cascade", "fi-best"  # derived: best correct variant /
 FI_BATCH_ATTENTION, FI_XQA = "fi-batch-attention", "fi-xqa"
 FI_EXTRA = [FI_BATCH_ATTENTION, FI_XQA]
 UNSUPPORTED = "UNSUPPORTED"
-ALL_METHODS = ([CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, BLIND, FI_DECODE,
+ALL_METHODS = ([CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, CANOPY_TUNED, BLIND, FI_DECODE,
                 FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA)
 FI_METHODS = [FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA
-CANOPY_METHODS = [CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, BLIND]
+CANOPY_METHODS = [CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, CANOPY_TUNED, BLIND]
 # Extra Canopy methods for sweeps: name -> planner options, from the environment
 # (inherited by worker processes), e.g.
 #   CANOPY_BENCH_VARIANTS='{"canopy-w8": {"candidates": ["mma_q128_kv64_w8_s3"]}}'

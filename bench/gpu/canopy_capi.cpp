@@ -273,13 +273,15 @@ int canopy_bench_gpu_available(int* available, const char** why) {
   });
 }
 
-int canopy_bench_runtime_create(int device, const char* cache_dir, void** runtime) {
+int canopy_bench_runtime_create(int device, const char* cache_dir, const char* tuning_db,
+                                void** runtime) {
   return guarded(__func__, [&] {
     require(runtime != nullptr, "runtime (out) is null");
     *runtime = nullptr;
     canopy::RuntimeOptions options;
     options.device = device;
     options.cache_dir = text_or(cache_dir, "");
+    options.tuning_db = text_or(tuning_db, "");
     auto h = std::make_unique<RuntimeHandle>();
     h->runtime = std::make_unique<canopy::Runtime>(options);
     *runtime = h.release();
@@ -298,7 +300,10 @@ int canopy_bench_runtime_info(void* runtime, const char** json_out) {
     h.info = json{{"device_name", h.runtime->device_name()},
                   {"arch", h.runtime->arch().id()},
                   {"num_sms", c.num_sms},
-                  {"max_smem_per_block", c.max_smem_per_block}}
+                  {"max_smem_per_block", c.max_smem_per_block},
+                  {"tuned", h.runtime->tuning_status().tuned},
+                  {"tuning_db", h.runtime->tuning_status().database},
+                  {"tuning_message", h.runtime->tuning_status().message}}
                  .dump();
     *json_out = h.info.c_str();
   });

@@ -10,7 +10,7 @@
  *
  * Typical use (see bench/gpu/canopy_capi.py):
  *   canopy_bench_workload_from_suite("two-level-3", suite_json, &w);
- *   canopy_bench_runtime_create(0, cache_dir, &rt);           // fails without a GPU
+ *   canopy_bench_runtime_create(0, cache_dir, NULL, &rt);     // fails without a GPU
  *   canopy_bench_plan_create(rt, w, "{\"prefix_blind\": false}", NULL, &p);
  *   canopy_bench_run(rt, p, q, k, v, out, 0, stream);         // launches only
  * Without a GPU, canopy_bench_plan_create(NULL, w, options, device, &p) plans
@@ -51,11 +51,14 @@ CANOPY_BENCH_EXPORT const char* canopy_bench_last_error(void);
 CANOPY_BENCH_EXPORT int canopy_bench_gpu_available(int* available, const char** why);
 
 /* ---- Runtime (needs a GPU) ---------------------------------------------- */
-/* cache_dir: NULL or "" for Canopy's default ($CANOPY_CACHE_DIR, ...), "off" for none. */
+/* cache_dir: NULL or "" for Canopy's default ($CANOPY_CACHE_DIR, ...), "off" for none.
+ * tuning_db: NULL or "" for Canopy's search ($CANOPY_TUNING_DB, ...), else a
+ * database file or folder searched first (RuntimeOptions::tuning_db). */
 CANOPY_BENCH_EXPORT int canopy_bench_runtime_create(int device, const char* cache_dir,
-                                                    void** runtime);
+                                                    const char* tuning_db, void** runtime);
 CANOPY_BENCH_EXPORT int canopy_bench_runtime_destroy(void* runtime);
-/* {"device_name", "arch", "num_sms", "max_smem_per_block"} */
+/* {"device_name", "arch", "num_sms", "max_smem_per_block", "tuned", "tuning_db",
+ *  "tuning_message"} */
 CANOPY_BENCH_EXPORT int canopy_bench_runtime_info(void* runtime, const char** json);
 
 /* ---- Workloads (workloads/workload.hpp) --------------------------------- */

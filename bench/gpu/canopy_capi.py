@@ -45,7 +45,8 @@ _SIGNATURES = {
     "canopy_bench_abi_version": [],
     "canopy_bench_last_error": [],
     "canopy_bench_gpu_available": [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_char_p)],
-    "canopy_bench_runtime_create": [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_VP)],
+    "canopy_bench_runtime_create": [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p,
+                                    ctypes.POINTER(_VP)],
     "canopy_bench_runtime_destroy": [_VP],
     "canopy_bench_runtime_info": [_VP, ctypes.POINTER(ctypes.c_char_p)],
     "canopy_bench_suite_names": [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)],
@@ -113,9 +114,10 @@ class Lib:
 
 
 class Runtime:
-    def __init__(self, lib, device=0, cache_dir=None):
+    def __init__(self, lib, device=0, cache_dir=None, tuning_db=None):
         self.lib, self.handle = lib, _VP()
-        lib.call("canopy_bench_runtime_create", device, _b(cache_dir), ctypes.byref(self.handle))
+        lib.call("canopy_bench_runtime_create", device, _b(cache_dir), _b(tuning_db),
+                 ctypes.byref(self.handle))
 
     def info(self):
         return self.lib._json("canopy_bench_runtime_info", self.handle)

@@ -78,8 +78,12 @@ def parse_args(argv=None):
     ap.add_argument("--page-size", type=int, default=16, help="page size for --tree")
     ap.add_argument("--batch", action="append", default=[], help="a batch JSON file (repeatable)")
     ap.add_argument("--suite", default=DEFAULT_SUITE)
-    ap.add_argument("--methods", default=",".join(L.ALL_METHODS),
-                    help=f"comma separated; '{CASCADE_ALIAS}' means its three variants")
+    ap.add_argument("--methods", default=None,
+                    help=f"comma separated; '{CASCADE_ALIAS}' means its three variants "
+                    f"(default: all; {L.CANOPY_TUNED} only with --tuning-db)")
+    ap.add_argument("--tuning-db", default=os.environ.get("CANOPY_BENCH_TUNING_DB") or None,
+                    help=f"tuning database (file or folder) that {L.CANOPY_TUNED} plans with "
+                    "(default: $CANOPY_BENCH_TUNING_DB)")
     ap.add_argument("--iters", type=int, default=50, help="timed runs per method (>= 30)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--out", default=os.path.join("device-out", "gpu_bench.json"))
@@ -112,6 +116,11 @@ def parse_args(argv=None):
         args.iters = 30
     args.flush_mb = max(args.flush_mb, 512)
     args.read_gib = max(args.read_gib, 4.0)
+    if args.methods is None:
+        args.methods = ",".join(m for m in L.ALL_METHODS
+                                if m != L.CANOPY_TUNED or args.tuning_db)
+    if L.CANOPY_TUNED in method_list(args.methods) and not args.tuning_db:
+        ap.error(f"{L.CANOPY_TUNED} needs --tuning-db FILE (or $CANOPY_BENCH_TUNING_DB)")
     return args
 
 
@@ -690,7 +699,7 @@ def setup_stack(args, need_fi, rec=None, disable=()):
     if rec:
         rec.progress(None, None, "start-canopy")
     lib, err = load_lib(args.capi)
-    runtime, runtime_info = None, None
+    runtime, runtime_info, tuned = None, None, None
     if lib is None:
         errors["canopy"] = err
     elif "canopy" in disable:
@@ -699,6 +708,13 @@ def setup_stack(args, need_fi, rec=None, disable=()):
         try:
             runtime = C.Runtime(lib, 0, args.cache_dir)
             runtime_info = runtime.info()
+            if args.tuning_db:  # a second runtime, for canopy-tuned
+                tuned = C.Runtime(lib, 0, args.cache_dir, args.tuning_db)
+                runtime_info["tuned_runtime"] = tuned.info()
+                if not runtime_info["tuned_runtime"].get("tuned"):
+                    errors[L.CANOPY_TUNED] = ("tuning database not used: " +
+                                              runtime_info["tuned_runtime"]["tuning_message"])
+                    tuned = None
         except C.CanopyError as e:
             errors["canopy"] = f"Canopy runtime: {e}"
     fi, fi_version = None, None
@@ -710,7 +726,7 @@ def setup_stack(args, need_fi, rec=None, disable=()):
             fi, fi_version = flashinfer, getattr(flashinfer, "__version__", "?")
         except Exception as e:
             errors["flashinfer"] = f"import flashinfer: {short_error(e)}"
-    return lib, runtime, runtime_info, fi, fi_version, errors
+    return lib, runtime, tuned, runtime_info, fi, fi_version, errors
 
 
 def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
@@ -722,7 +738,11 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
     try:
         rec.progress(wl.name, name, "setup")
         t0 = time.perf_counter()
-        if name in L.CANOPY_METHODS:
+        if name == L.CANOPY_TUNED:
+            if ctx["runtime_tuned"] is None:
+                raise RuntimeError(ctx["errors"].get(name, "no tuned Canopy runtime"))
+            m = CanopyMethod(name, ctx["lib"], ctx["runtime_tuned"], wl, inp)
+        elif name in L.CANOPY_METHODS:
             m = CanopyMethod(name, ctx["lib"], ctx["runtime"], wl, inp)
         else:
             if ctx["fi"] is None:
@@ -832,7 +852,7 @@ def worker(cfg_path):
     skip = {(s["workload"], s["method"]): s["error"] for s in cfg.get("skip", [])}
     rec.progress(None, None, "start")
     need_fi = any(m in L.FI_METHODS for m in methods)
-    lib, runtime, runtime_info, fi, fi_version, errors = setup_stack(
+    lib, runtime, runtime_tuned, runtime_info, fi, fi_version, errors = setup_stack(
         args, need_fi, rec, cfg.get("disable", []))
     rec.progress(None, None, "start-gpu")
     gpu = Gpu(args)
@@ -852,7 +872,8 @@ def worker(cfg_path):
         log(f"ceilings: read {ceil.get('read_bw_tbs', float('nan')):.2f} TB/s, bf16 matrix "
             f"{ceil.get('matrix_tflops', float('nan')):.0f} TFLOP/s")
     fi_ws = torch.zeros(256 * 1024 * 1024, dtype=torch.uint8, device=DEV) if fi else None
-    ctx = {"args": args, "gpu": gpu, "lib": lib, "runtime": runtime, "fi": fi, "fi_ws": fi_ws,
+    ctx = {"args": args, "gpu": gpu, "lib": lib, "runtime": runtime,
+           "runtime_tuned": runtime_tuned, "fi": fi, "fi_ws": fi_ws,
            "errors": errors}
     t_start = cfg.get("t_start", time.time())
     for ref in cfg["workloads"]:
@@ -1112,7 +1133,7 @@ def ncu_mode(args):
                                                       "ncu_manifest.json")
     os.makedirs(os.path.dirname(manifest_path), exist_ok=True)
     need_fi = any(m in L.FI_METHODS for m in methods)
-    lib, runtime, runtime_info, fi, fi_version, errors = setup_stack(args, need_fi)
+    lib, runtime, runtime_tuned, runtime_info, fi, fi_version, errors = setup_stack(args, need_fi)
     gpu = Gpu(args)
     refs = workload_refs(args, lib)
     fi_ws = torch.zeros(256 * 1024 * 1024, dtype=torch.uint8, device=DEV) if fi else None
@@ -1133,7 +1154,8 @@ def ncu_mode(args):
             m = None
             try:
                 if name in L.CANOPY_METHODS:
-                    m = CanopyMethod(name, lib, runtime, wl, inp)
+                    rt = runtime_tuned if name == L.CANOPY_TUNED else runtime
+                    m = CanopyMethod(name, lib, rt, wl, inp)
                 elif name in (L.FI_DECODE, L.FI_DECODE_TC):
                     m = FiDecode(name, fi, wl, inp, fi_ws)
                 elif name in X.METHODS:

@@ -299,11 +299,13 @@ def install(R=None):
     class FakeRuntime:
         """Stands in for canopy::Runtime: plans on the host through the real C API."""
 
-        def __init__(self, lib, device=0, cache_dir=None):
-            self.lib, self.handle = lib, None
+        def __init__(self, lib, device=0, cache_dir=None, tuning_db=None):
+            self.lib, self.handle, self.tuning_db = lib, None, tuning_db
 
         def info(self):
-            return {"device_name": "CPU stand-in", "arch": 90, "num_sms": 132}
+            return {"device_name": "CPU stand-in", "arch": 90, "num_sms": 132,
+                    "tuned": bool(self.tuning_db), "tuning_db": self.tuning_db or "",
+                    "tuning_message": "stand-in"}
 
     class FakeCanopy(R.CanopyMethod):
         def __init__(self, name, lib, runtime, wl, inp):

@@ -487,13 +487,22 @@ def test_selftest_cpu_end_to_end(tmp_path):
     out = tmp_path / "run.json"
     r = subprocess.run([sys.executable, os.path.join(HERE, "selftest_cpu.py"), "--tree",
                         "2,8|40,17", "--iters", "30", "--warmup", "1", "--no-launch-count",
-                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+                        "--tuning-db", "stand-in.json", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads(out.read_text())
     methods = res["workloads"][0]["methods"]
-    assert set(methods) == set(L.ALL_METHODS)
+    assert set(methods) == set(L.ALL_METHODS)  # canopy-tuned too: a database was given
     assert all(m["status"] == "PASS" for m in methods.values()), methods
     assert res["workloads"][0]["fi-best"] and "vs fi" in r.stdout
+
+
+def test_tuned_method_needs_a_database():
+    import run_bench as R
+    assert L.CANOPY_TUNED not in R.parse_args([]).methods.split(",")
+    assert L.CANOPY_TUNED in R.parse_args(["--tuning-db", "db.json"]).methods.split(",")
+    with pytest.raises(SystemExit):
+        R.parse_args(["--methods", "canopy,canopy-tuned"])
 
 
 def test_failed_graph_replay_is_not_reported_as_a_time():

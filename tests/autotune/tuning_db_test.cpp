@@ -10,6 +10,7 @@
 #include <string>
 
 #include "canopy/error.hpp"
+#include "canopy/planner.hpp"
 #include "canopy/tuning.hpp"
 #include "tests/test_data.hpp"
 #include "workloads/workload.hpp"
@@ -114,6 +115,10 @@ TEST(TuningDb, BadDatabasesNameTheFileAndTheProblem) {
        "items[0].config"},
       {"bad winner",
        edited([](json& j) { j["winners"].begin().value()["options"]["waves"] = "x"; }), "options"},
+      {"winner with coefficients", edited([](json& j) {
+         j["winners"].begin().value()["options"]["coefficients"] = j["coefficients"];
+       }),
+       "without coefficients"},
       {"fit of an unknown kernel",
        edited([](json& j) { j["fits"]["wgmma_x"] = j["fits"].begin().value(); }), "fits.wgmma_x"},
   };
@@ -123,6 +128,21 @@ TEST(TuningDb, BadDatabasesNameTheFileAndTheProblem) {
     EXPECT_NE(error.find("db.json"), std::string::npos) << c.what << ": " << error;
     EXPECT_NE(error.find(c.needle), std::string::npos) << c.what << ": " << error;
   }
+}
+
+// canopy-tune --workloads records a winner's options as planner_options_to_json
+// writes them, "coefficients": null included (the H100 run of 2026-12-07 wrote
+// such a database and the Runtime refused it).
+TEST(TuningDb, WinnerOptionsAsThePlannerWritesThemAreAccepted) {
+  TuningDb db = valid_db();
+  PlannerOptions options;
+  options.allow_split = false;
+  options.candidates = {KernelConfig::parse("mma_q64_kv64_w4_s3")};
+  db.winners.begin()->second.options_json = planner_options_to_json(options);
+  ASSERT_NE(db.winners.begin()->second.options_json.find("\"coefficients\":null"),
+            std::string::npos);
+  const TuningDb back = TuningDb::from_json(db.to_json(), "db.json");
+  EXPECT_EQ(planner_options_from_json(back.winners.begin()->second.options_json), options);
 }
 
 TEST(TuningDb, OnlyACompleteMeasuredCompatibleDatabaseForThisGpuIsUsed) {

@@ -125,5 +125,37 @@ TEST(TuningFit, RefitsTheRecordedFixture) {
   }
 }
 
+// Every database shipped in autotune/databases (real timings from canopy-tune
+// on a lent GPU): it passes the checks the Runtime makes for its own device,
+// and refitting its recorded measurements gives the coefficients it stores
+// (the fit is deterministic, so a hand edit or a fit change shows here).
+TEST(TuningFit, ShippedDatabasesLoadAndRefitToTheirCoefficients) {
+  const auto dir = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() /
+                   "autotune" / "databases";
+  int seen = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".json") continue;
+    ++seen;
+    const std::string name = entry.path().filename().string();
+    const TuningDb db = load_tuning_db(entry.path().string());
+    EXPECT_FALSE(db.synthetic) << name;
+    EXPECT_NO_THROW(check_tuning_db(db, db.device, name)) << name;
+    GpuCoefficients priors = db.coefficients;
+    priors.kernels = default_kernel_coefficients();
+    const FitResult fit = fit_coefficients(priors, db.items, db.merges);
+    ASSERT_EQ(fit.fits.size(), db.fits.size()) << name;
+    for (const auto& [config, f] : fit.fits) {
+      const KernelCoefficients& stored = db.coefficients.kernels.at(config);
+      expect_near_rel(f.item_overhead_us.value, stored.item_overhead_us, 1e-6, name + " " + config);
+      expect_near_rel(f.bandwidth_fraction.value, stored.bandwidth_fraction, 1e-6,
+                      name + " " + config);
+      expect_near_rel(f.flops_per_us.value, stored.flops_per_us, 1e-6, name + " " + config);
+    }
+    expect_near_rel(fit.coefficients.launch_overhead_us, db.coefficients.launch_overhead_us, 1e-6,
+                    name);
+  }
+  EXPECT_GE(seen, 1) << "no database in " << dir;
+}
+
 }  // namespace
 }  // namespace canopy::autotune
