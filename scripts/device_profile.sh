@@ -31,6 +31,9 @@ if ncu --query-metrics --chip gh100 2>/dev/null | grep -q "^$GMMA "; then
   METRICS+=,$GMMA.avg.pct_of_peak_sustained_active
 fi
 METRICS+=,sm__warps_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum
+# Load balance of a launch: the busiest SM's active cycles against the mean
+# (a persistent launch's static queues show up here) and the elapsed cycles.
+METRICS+=,sm__cycles_active.max,sm__cycles_active.avg,sm__cycles_active.min,sm__cycles_elapsed.max
 METRICS+=,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_bytes.sum
 METRICS+=,lts__throughput.avg.pct_of_peak_sustained_elapsed
 METRICS+=,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum
@@ -57,10 +60,12 @@ for c in "${cases[@]}"; do
   { echo "######## $workload $opts (rc $rc)"; cat "$OUT/profile_case.txt"; } >>"$OUT/profile.txt"
   # One line per profiled kernel: name, duration, tensor pipe, occupancy, throughputs.
   summary+=("$(awk -v tag="$workload $opts" '
+    function num(x) { gsub(/,/, "", x); return x + 0 }
     function flush() {
       if (name != "")
-        printf "%-34s %-30s %9s ns  hmma %5s%%  gmma %5s%%  occ %5s%%  dram %5s%%  l2 %5s%%  l1 %5s%%\n",
-               tag, substr(name, 1, 30), t, hmma, gmma, occ, dram, l2, l1
+        printf "%-34s %-30s %9s ns  hmma %5s%%  gmma %5s%%  occ %5s%%  dram %5s%%  l2 %5s%%  l1 %5s%%  sm-active avg/max %4.2f  max/elapsed %4.2f\n",
+               tag, substr(name, 1, 30), t, hmma, gmma, occ, dram, l2, l1,
+               (amax > 0 ? aavg / amax : 0), (el > 0 ? amax / el : 0)
       name = ""; gmma = "-"
     }
     /^  canopy_/ { flush(); name = $1; sub(/canopy_/, "", name); sub(/_q_.*_nhd_/, "_", name) }
@@ -68,6 +73,9 @@ for c in "${cases[@]}"; do
     /sm__pipe_tensor_op_hmma_cycles_active/ { hmma = $NF }
     /sm__pipe_tensor_op_gmma_cycles_active/ { gmma = $NF }
     /sm__warps_active.avg.pct/ { occ = $NF }
+    /sm__cycles_active.max/ { amax = num($NF) }
+    /sm__cycles_active.avg/ { aavg = num($NF) }
+    /sm__cycles_elapsed.max/ { el = num($NF) }
     /dram__throughput.avg.pct/ { dram = $NF }
     /lts__throughput.avg.pct/ { l2 = $NF }
     /l1tex__throughput.avg.pct/ { l1 = $NF }

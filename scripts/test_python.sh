@@ -48,7 +48,9 @@ deps_pid=""
 if [ "${CANOPY_TEST_TRANSFORMERS:-1}" != 0 ] && [ ! -f "$DEPS_DIR/.done" ]; then
   rm -rf "$DEPS_DIR"
   (t1=$SECONDS
-   if "$VENV/bin/python" -m pip install -q --disable-pip-version-check --target "$DEPS_DIR" \
+   # --no-compile: no .pyc for torch's thousands of modules (CPU the build needs).
+   if "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-compile \
+     --target "$DEPS_DIR" \
      "torch==2.11.0" "transformers==5.17.0" psutil >build/py-transformers.log 2>&1; then
      touch "$DEPS_DIR/.done"
      echo "test_python: torch and transformers installed in $((SECONDS - t1)) s (beside the build)"
