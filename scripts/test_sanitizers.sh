@@ -31,7 +31,7 @@ t0=$SECONDS
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=$sanitize -Wl,--as-needed" \
   -DCUDAToolkit_ROOT="$cuda_home" \
-  -DCANOPY_BUILD_BENCH=OFF -DCANOPY_FMT_HEADER_ONLY=OFF >/dev/null
+  -DCANOPY_BUILD_BENCH=OFF -DCANOPY_FMT_HEADER_ONLY=OFF -DCANOPY_PCH=ON >/dev/null
 ninja -C "$BUILD" -j"$(nproc)" canopy_tests
 built=$((SECONDS - t0))
 filter=${SAN_FILTER:-$default_filter}

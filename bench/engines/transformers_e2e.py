@@ -183,20 +183,48 @@ TINY_CHECKS = {
 }
 
 
-def run_checks(model, out, checks):
+# The noise floor: transformers' own eager attention against its sdpa, on the
+# same inputs. Two correct bf16 attentions differ by rounding, and through the
+# layers and the random model's flat logits that flips greedy tokens; Canopy
+# passes when its logits stay within NOISE_FACTOR x the eager-sdpa difference
+# (or NOISE_FLOOR, whichever is larger). Its token divergences are reported
+# beside eager's, not gated: with flat logits they follow the logit noise.
+NOISE_FACTOR, NOISE_FLOOR = 2.0, 2e-3
+
+
+def check_line(name, who, row):
+    return (f"check {name} [{who} vs paged|sdpa]: {row['identical']}/{row['requests']} identical, "
+            f"{row['near_tie_divergences']} near-tie, {row['divergences']} other divergences, "
+            f"max rel logit diff {row['max_rel_logit_diff']:.2e} over {row['steps_compared']} steps")
+
+
+def run_checks(model, out, checks, baseline="paged|eager"):
     rows = []
     for name, (make, new, kw) in checks.items():
         inputs = make()
         ref, ref_steps, _ = generate(model, "paged|sdpa", inputs, new, tap=True, **kw)
         got, got_steps, _ = generate(model, ct.NAME, inputs, new, tap=True, **kw)
         row = {"workload": name, **compare(ref, got, ref_steps, got_steps), "stats": ct.stats()}
+        try:
+            base, base_steps, _ = generate(model, baseline, inputs, new, tap=True, **kw)
+            row["baseline"] = {"impl": baseline, **compare(ref, base, ref_steps, base_steps)}
+            noise = max(NOISE_FACTOR * row["baseline"]["max_rel_logit_diff"], NOISE_FLOOR)
+        except Exception as e:  # the baseline failing leaves the absolute floor
+            row["baseline"] = {"impl": baseline, "error": str(e)[:300]}
+            noise = NOISE_FLOOR
+        row["noise_limit"] = noise
+        row["ok"] = row["max_rel_logit_diff"] <= noise
         rows.append(row)
-        print(f"check {name}: {row['identical']}/{row['requests']} identical, "
-              f"{row['near_tie_divergences']} near-tie, {row['divergences']} other divergences, "
-              f"max rel logit diff {row['max_rel_logit_diff']:.2e} over {row['steps_compared']} steps, "
-              f"KV read fraction {row['stats'].get('kv_read_fraction')}", flush=True)
+        print(check_line(name, ct.NAME, row) +
+              f", KV read fraction {row['stats'].get('kv_read_fraction')}", flush=True)
+        if "error" in row["baseline"]:
+            print(f"check {name} [{baseline}]: {row['baseline']['error']}", flush=True)
+        else:
+            print(check_line(name, baseline, row["baseline"]), flush=True)
+        print(f"check {name}: {'ok' if row['ok'] else 'FAIL'} (Canopy's logit diff "
+              f"{row['max_rel_logit_diff']:.2e}, limit {noise:.2e})", flush=True)
     out["checks"] = rows
-    return all(r["divergences"] == 0 for r in rows)
+    return all(r["ok"] for r in rows)
 
 
 BENCH = {

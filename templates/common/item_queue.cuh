@@ -100,15 +100,18 @@ __device__ __forceinline__ void merge_completed_groups(const canopy_abi::Partial
       const int won = scratch[0];
       if (won > 0) {
         __threadfence();  // the other items' partial states (fenced before they counted)
-        for (int u = tid / 32; u < won * p.group; u += warps) {
-          const canopy_abi::DeviceMergeTouch touch = p.merge_touches[scratch[1 + u / p.group]];
-          const int in_group = u % p.group;
+        // A warp merges kGroupRows rows of a group at once (merge_group_rows).
+        constexpr int kGroupRows = 4;
+        const int chunks = (p.group + kGroupRows - 1) / kGroupRows;
+        for (int u = tid / 32; u < won * chunks; u += warps) {
+          const canopy_abi::DeviceMergeTouch touch = p.merge_touches[scratch[1 + u / chunks]];
+          const int in_group0 = (u % chunks) * kGroupRows;
           const int first = p.merge_indptr[touch.entry];
-          merge_output_row<S::kHeadDim, true>(
+          merge_group_rows<S::kHeadDim, kGroupRows>(
               p.partial_o, p.partial_lse, p.merge_parts + first,
-              p.merge_indptr[touch.entry + 1] - first, touch.kv_head, in_group,
+              p.merge_indptr[touch.entry + 1] - first, touch.kv_head, in_group0, p.group,
               static_cast<long long>(p.merge_requests[touch.entry]) * p.num_qo_heads +
-                  touch.kv_head * p.group + in_group,
+                  touch.kv_head * p.group + in_group0,
               p.out, p.out_dtype, p.lse);
         }
         sync_threads_of(barrier_id, threads);  // every row merged before the counters reset

@@ -140,6 +140,103 @@ __device__ __forceinline__ void merge_output_row(const float* partial_o, const f
   if (lse != nullptr && lane == 0) lse[out_row] = wsum > 0.f ? m + logf(wsum) : neg_inf();
 }
 
+/// The fused merge's form of merge_output_row (item_queue.cuh): rows
+/// in_group0 .. in_group0 + kRows - 1 of one (merged request, KV head) group
+/// (those below `group`), by one warp. The rows share their partial list and
+/// their slots are consecutive, so their loads go out together: a partial
+/// kernel's block has 4-8 warps to merge with, not the merge kernel's
+/// thousands, and one row at a time left it waiting on L2 latency (v2, H100:
+/// ft-1-256's fused launch 73 us against 41 + 8 for v1's two). Each row's
+/// arithmetic is merge_output_row's, in the same order: the same bits.
+template <int kHeadDim, int kRows>
+__device__ __forceinline__ void merge_group_rows(const float* partial_o, const float* partial_lse,
+                                                 const canopy_abi::DeviceMergePart* parts,
+                                                 int count, int head_offset, int in_group0,
+                                                 int group, long long out_row0, void* out,
+                                                 int out_dtype, float* lse) {
+  constexpr int kPerLane = kHeadDim / 32;
+  constexpr int kRound = 2;  // partials whose loads go out before their FMAs
+  const int lane = threadIdx.x % 32;
+  const int rows = min(kRows, group - in_group0);
+  float acc[kRows][kPerLane];
+  float wsum[kRows];
+  float m[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    wsum[r] = 0.f;
+    m[r] = neg_inf();
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) acc[r][k] = 0.f;
+  }
+  for (int base = 0; base < count; base += 32) {
+    const int mine = base + lane;
+    int slot0 = 0;
+    if (mine < count) {
+      const canopy_abi::DeviceMergePart part = parts[mine];
+      slot0 = part.slot + head_offset * part.head_stride + in_group0;
+    }
+    float part_lse[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      part_lse[r] =
+          mine < count && r < rows ? load_lse(partial_lse + slot0 + r, true) : neg_inf();
+    }
+    float w[kRows];
+    bool live[kRows];  // a row whose partials so far are all empty skips the round
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const float m_new = fmaxf(m[r], warp_max(part_lse[r]));
+      live[r] = m_new != neg_inf();
+      w[r] = 0.f;
+      if (!live[r]) continue;
+      const float rescale = m[r] == neg_inf() ? 0.f : expf(m[r] - m_new);
+      m[r] = m_new;
+      wsum[r] *= rescale;
+#pragma unroll
+      for (int k = 0; k < kPerLane; ++k) acc[r][k] *= rescale;
+      w[r] = expf(part_lse[r] - m[r]);
+      wsum[r] += warp_sum(w[r]);
+    }
+    const int n = min(32, count - base);
+    for (int i0 = 0; i0 < n; i0 += kRound) {
+      float v[kRound][kRows][kPerLane];
+#pragma unroll
+      for (int j = 0; j < kRound; ++j) {
+        const int s = __shfl_sync(0xffffffffu, slot0, (i0 + j) & 31);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          if (i0 + j < n && r < rows && live[r]) {
+            load_columns<kPerLane, true>(partial_o + static_cast<long long>(s + r) * kHeadDim,
+                                         lane, v[j][r]);
+          }
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kRound; ++j) {
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          const float wr = __shfl_sync(0xffffffffu, w[r], (i0 + j) & 31);
+          if (i0 + j < n && r < rows && live[r]) {
+#pragma unroll
+            for (int k = 0; k < kPerLane; ++k) acc[r][k] = fmaf(wr, v[j][r][k], acc[r][k]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows) break;
+    const float inv = wsum[r] > 0.f ? 1.f / wsum[r] : 0.f;
+    const long long first = (out_row0 + r) * kHeadDim + lane * kPerLane;
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) store_output<-1>(out, first + k, out_dtype, acc[r][k] * inv);
+    if (lse != nullptr && lane == 0) {
+      lse[out_row0 + r] = wsum[r] > 0.f ? m[r] + logf(wsum[r]) : neg_inf();
+    }
+  }
+}
+
 template <class S>
 __device__ __forceinline__ void merge_states(const canopy_abi::MergeParams& p) {
   static_assert(S::kHeadDim % 64 == 0, "a lane owns head_dim / 32 columns, at least two");
