@@ -33,6 +33,10 @@ CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED = "canopy-v2", "canopy-v2-mma", "can
 # --tuning-db): its fitted coefficients and recorded winners, against
 # "canopy", whose runtime finds no database on a machine without one.
 CANOPY_TUNED = "canopy-tuned"
+# The built-in default coefficients (tuning database "off"): "canopy" uses
+# the database Canopy finds for the GPU (shipped ones included), this the
+# planner as it is without one.
+CANOPY_UNTUNED = "canopy-untuned"
 MMA_CONFIGS = {64: ["mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"],
                128: ["mma_q64_kv64_w4_s3", "mma_q128_kv32_w4_s3"],
                256: ["mma_q64_kv64_w4_s2"]}
@@ -51,10 +55,12 @@ FI_CASCADE, FI_BEST = "fi-cascade", "fi-best"  # derived: best correct variant /
 FI_BATCH_ATTENTION, FI_XQA = "fi-batch-attention", "fi-xqa"
 FI_EXTRA = [FI_BATCH_ATTENTION, FI_XQA]
 UNSUPPORTED = "UNSUPPORTED"
-ALL_METHODS = ([CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, CANOPY_TUNED, BLIND, FI_DECODE,
+ALL_METHODS = ([CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, CANOPY_TUNED, CANOPY_UNTUNED,
+                BLIND, FI_DECODE,
                 FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA)
 FI_METHODS = [FI_DECODE, FI_DECODE_TC] + list(CASCADE_VARIANTS) + FI_EXTRA
-CANOPY_METHODS = [CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, CANOPY_TUNED, BLIND]
+CANOPY_METHODS = [CANOPY, CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, CANOPY_TUNED,
+                  CANOPY_UNTUNED, BLIND]
 # Extra Canopy methods for sweeps: name -> planner options, from the environment
 # (inherited by worker processes), e.g.
 #   CANOPY_BENCH_VARIANTS='{"canopy-w8": {"candidates": ["mma_q128_kv64_w8_s3"]}}'
@@ -513,8 +519,8 @@ def summary_lines(summary):
             continue
         n = summary["workloads"] if scope == "all" else summary["sharing_workloads"]
         parts = []
-        for name in [CANOPY, "canopy-graph", CANOPY_V2, CANOPY_V2_MMA, CANOPY_V2_UNFUSED, BLIND,
-                     FI_DECODE,
+        for name in [CANOPY, "canopy-graph", CANOPY_TUNED, CANOPY_UNTUNED, CANOPY_V2, CANOPY_V2_MMA,
+                     CANOPY_V2_UNFUSED, BLIND, FI_DECODE,
                      FI_DECODE_TC, FI_CASCADE, FI_BATCH_ATTENTION, FI_XQA, FI_BEST]:
             g = s["methods"].get(name, {})
             if g.get("geomean_frac_floor"):

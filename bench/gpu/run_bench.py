@@ -699,7 +699,7 @@ def setup_stack(args, need_fi, rec=None, disable=()):
     if rec:
         rec.progress(None, None, "start-canopy")
     lib, err = load_lib(args.capi)
-    runtime, runtime_info, tuned = None, None, None
+    runtime, runtime_info, tuned = None, None, {}
     if lib is None:
         errors["canopy"] = err
     elif "canopy" in disable:
@@ -708,13 +708,16 @@ def setup_stack(args, need_fi, rec=None, disable=()):
         try:
             runtime = C.Runtime(lib, 0, args.cache_dir)
             runtime_info = runtime.info()
-            if args.tuning_db:  # a second runtime, for canopy-tuned
-                tuned = C.Runtime(lib, 0, args.cache_dir, args.tuning_db)
-                runtime_info["tuned_runtime"] = tuned.info()
-                if not runtime_info["tuned_runtime"].get("tuned"):
+            # More runtimes: the built-in defaults, and a given database.
+            tuned[L.CANOPY_UNTUNED] = C.Runtime(lib, 0, args.cache_dir, "off")
+            if args.tuning_db:
+                rt = C.Runtime(lib, 0, args.cache_dir, args.tuning_db)
+                runtime_info["tuned_runtime"] = rt.info()
+                if runtime_info["tuned_runtime"].get("tuned"):
+                    tuned[L.CANOPY_TUNED] = rt
+                else:
                     errors[L.CANOPY_TUNED] = ("tuning database not used: " +
                                               runtime_info["tuned_runtime"]["tuning_message"])
-                    tuned = None
         except C.CanopyError as e:
             errors["canopy"] = f"Canopy runtime: {e}"
     fi, fi_version = None, None
@@ -738,10 +741,10 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
     try:
         rec.progress(wl.name, name, "setup")
         t0 = time.perf_counter()
-        if name == L.CANOPY_TUNED:
-            if ctx["runtime_tuned"] is None:
-                raise RuntimeError(ctx["errors"].get(name, "no tuned Canopy runtime"))
-            m = CanopyMethod(name, ctx["lib"], ctx["runtime_tuned"], wl, inp)
+        if name in (L.CANOPY_TUNED, L.CANOPY_UNTUNED):
+            if name not in ctx["runtime_tuned"]:
+                raise RuntimeError(ctx["errors"].get(name, f"no Canopy runtime for {name}"))
+            m = CanopyMethod(name, ctx["lib"], ctx["runtime_tuned"][name], wl, inp)
         elif name in L.CANOPY_METHODS:
             m = CanopyMethod(name, ctx["lib"], ctx["runtime"], wl, inp)
         else:
@@ -1154,7 +1157,7 @@ def ncu_mode(args):
             m = None
             try:
                 if name in L.CANOPY_METHODS:
-                    rt = runtime_tuned if name == L.CANOPY_TUNED else runtime
+                    rt = runtime_tuned.get(name, runtime)
                     m = CanopyMethod(name, lib, rt, wl, inp)
                 elif name in (L.FI_DECODE, L.FI_DECODE_TC):
                     m = FiDecode(name, fi, wl, inp, fi_ws)

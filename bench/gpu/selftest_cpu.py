@@ -303,8 +303,9 @@ def install(R=None):
             self.lib, self.handle, self.tuning_db = lib, None, tuning_db
 
         def info(self):
+            tuned = bool(self.tuning_db) and self.tuning_db != "off"
             return {"device_name": "CPU stand-in", "arch": 90, "num_sms": 132,
-                    "tuned": bool(self.tuning_db), "tuning_db": self.tuning_db or "",
+                    "tuned": tuned, "tuning_db": self.tuning_db if tuned else "",
                     "tuning_message": "stand-in"}
 
     class FakeCanopy(R.CanopyMethod):
