@@ -247,6 +247,12 @@ std::string TuningDb::to_json(int indent) const {
   return j.dump(indent);
 }
 
+std::set<int> TuningDb::measured_head_dims() const {
+  std::set<int> dims;
+  for (const ItemMeasurement& m : items) dims.insert(m.head_dim);
+  return dims;
+}
+
 TuningDb TuningDb::from_json(const std::string& text, const std::string& source) {
   if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
     throw Error(ErrorKind::kInvalidArgument, fmt::format("{}: empty file", source));

@@ -74,6 +74,10 @@ class Runtime {
   /// The device's cost model: its tuning database's coefficients, or the
   /// defaults with the device's SM count, arch and bandwidth folded in.
   const CostModel& cost_model() const;
+  /// The cost model a plan of `spec` uses: cost_model(), or the defaults when
+  /// the tuning database measured no kernel at spec.head_dim (its fitted
+  /// coefficients describe the head dims it measured; docs/tuning.md).
+  const CostModel& cost_model(const AttentionSpec& spec) const;
   /// Which tuning database cost_model() came from, or why the defaults.
   const TuningStatus& tuning_status() const;
   /// The device's key, as tuning databases record it.

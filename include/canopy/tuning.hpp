@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -123,6 +124,9 @@ struct TuningDb {
   /// coefficients consistent with its device key. An incomplete run is
   /// accepted here (canopy-tune resumes it); check_tuning_db refuses it.
   static TuningDb from_json(const std::string& text, const std::string& source);
+  /// The head dims of its item measurements: where its fitted coefficients
+  /// hold (the Runtime plans other head dims with the built-in defaults).
+  std::set<int> measured_head_dims() const;
   bool operator==(const TuningDb&) const = default;
 };
 

@@ -45,7 +45,7 @@ PyIncremental make_incremental(const AttentionSpec& spec, const PlannerOptions& 
   PyIncremental p;
   p.spec = spec;
   p.device = device;
-  p.options = with_device_cost_model(options, device);
+  p.options = with_device_cost_model(options, spec, device);
   p.planner = std::make_unique<IncrementalPlanner>(spec, p.options, replan);
   return p;
 }

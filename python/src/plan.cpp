@@ -54,7 +54,7 @@ PyPlan make(const AttentionSpec& spec, const Tables& tables, const PlannerOption
   PyPlan p;
   {
     nb::gil_scoped_release release;  // planning may compile kernels (NVRTC, seconds)
-    const PlannerOptions o = with_device_cost_model(options, device);
+    const PlannerOptions o = with_device_cost_model(options, spec, device);
     Plan plan = make_plan(spec, tables.tables, o);
     CANOPY_CHECK(workspace_ptr == 0 || workspace_bytes >= plan.workspace_bytes(),
                  ErrorKind::kInvalidArgument,
@@ -164,9 +164,10 @@ void check_plan(const PyPlan& p) {
 
 }  // namespace
 
-PlannerOptions with_device_cost_model(PlannerOptions options, int device) {
+PlannerOptions with_device_cost_model(PlannerOptions options, const AttentionSpec& spec,
+                                      int device) {
   if (device >= 0 && options.cost_model.coefficients() == GpuCoefficients{}) {
-    options.cost_model = runtime_for(device).cost_model();
+    options.cost_model = runtime_for(device).cost_model(spec);
   }
   return options;
 }

@@ -33,6 +33,7 @@ PyPlan wrap_plan(Plan plan, const Tables& tables, const PlannerOptions& options,
 
 /// `options` with the device's cost model when they carry the defaults (GPU
 /// plans price with the measured or tuned coefficients of the device).
-PlannerOptions with_device_cost_model(PlannerOptions options, int device);
+PlannerOptions with_device_cost_model(PlannerOptions options, const AttentionSpec& spec,
+                                      int device);
 
 }  // namespace canopy::python

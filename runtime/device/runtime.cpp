@@ -158,11 +158,19 @@ struct Runtime::Impl {
   RuntimeOptions options;
   const driver::DeviceContext* dev = nullptr;
   CostModel cost_model;
+  /// The built-in defaults for this device, and the head dims the tuning
+  /// database measured: a database's coefficients are per kernel config,
+  /// fitted on its head dims only, so a spec of another head dim plans with
+  /// the defaults (the H100 database, fitted at D = 128, made two-level-d64
+  /// 8% slower than the defaults).
+  CostModel untuned_model;
+  std::set<int> tuned_head_dims;
   TuningStatus tuning;
   std::map<std::string, ShapeWinner> winners;  ///< the database's, by shape class
   std::unique_ptr<CubinCache> cache;
 
-  PlannerOptions device_options(const PlannerOptions& requested) const;
+  const CostModel& model_for(const AttentionSpec& spec) const;
+  PlannerOptions device_options(const AttentionSpec& spec, const PlannerOptions& requested) const;
   Plan make_device_plan(const AttentionSpec& spec, const PrefixTree& tree,
                         const PlannerOptions& requested) const;
 };
@@ -198,9 +206,15 @@ Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>()) {
   // Streaming reads reach about 92% of the DRAM peak (measured on the H100
   // and H200: 3.0-3.1 of 3.35 and 4.5 of 4.9 TB/s); canopy-tune measures it.
   if (dev.peak_dram_bytes_per_us() > 0) c.hbm_bytes_per_us = 0.92 * dev.peak_dram_bytes_per_us();
+  impl_->untuned_model = CostModel(c);
   // The device's tuning database, when one matches, replaces every coefficient.
   TuningSelection tuned = select_tuning_db(key_of(dev), impl_->options.tuning_db);
   if (tuned.db) {
+    impl_->tuned_head_dims = tuned.db->measured_head_dims();
+    tuned.status.message += fmt::format(
+        "; head dims measured: {} (others plan with the built-in "
+        "coefficients)",
+        fmt::join(impl_->tuned_head_dims, ", "));
     const GpuCoefficients& fitted = tuned.db->coefficients;
     c.hbm_bytes_per_us = fitted.hbm_bytes_per_us;
     c.l2_bytes_per_us = fitted.l2_bytes_per_us;
@@ -225,15 +239,24 @@ Runtime::~Runtime() {
 }
 
 const CostModel& Runtime::cost_model() const { return impl_->cost_model; }
+const CostModel& Runtime::cost_model(const AttentionSpec& spec) const {
+  return impl_->model_for(spec);
+}
 const TuningStatus& Runtime::tuning_status() const { return impl_->tuning; }
 DeviceKey Runtime::device_key() const { return key_of(*impl_->dev); }
 std::string Runtime::device_name() const { return impl_->dev->name; }
 Arch Runtime::arch() const { return impl_->dev->arch(); }
 
+const CostModel& Runtime::Impl::model_for(const AttentionSpec& spec) const {
+  return tuned_head_dims.empty() || tuned_head_dims.count(spec.head_dim) != 0 ? cost_model
+                                                                              : untuned_model;
+}
+
 // Plan for this device unless the caller brought its own coefficients.
-PlannerOptions Runtime::Impl::device_options(const PlannerOptions& requested) const {
+PlannerOptions Runtime::Impl::device_options(const AttentionSpec& spec,
+                                             const PlannerOptions& requested) const {
   PlannerOptions o = requested;
-  if (o.cost_model.coefficients() == GpuCoefficients{}) o.cost_model = cost_model;
+  if (o.cost_model.coefficients() == GpuCoefficients{}) o.cost_model = model_for(spec);
   return o;
 }
 
@@ -252,13 +275,13 @@ Plan Runtime::Impl::make_device_plan(const AttentionSpec& spec, const PrefixTree
       }
     }
   }
-  return make_plan(spec, tree, device_options(requested));
+  return make_plan(spec, tree, device_options(spec, requested));
 }
 
 PreparedPlan Runtime::plan(const AttentionSpec& spec, const BlockTables& tables,
                            const PlannerOptions& options, std::uint64_t workspace) {
   if (impl_->winners.empty()) {
-    return prepare(make_plan(spec, tables, impl_->device_options(options)), workspace);
+    return prepare(make_plan(spec, tables, impl_->device_options(spec, options)), workspace);
   }
   return prepare(
       impl_->make_device_plan(spec, discover_prefix_tree(tables, spec.page_size), options),

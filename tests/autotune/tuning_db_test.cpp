@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 #include "canopy/error.hpp"
@@ -143,6 +144,16 @@ TEST(TuningDb, WinnerOptionsAsThePlannerWritesThemAreAccepted) {
             std::string::npos);
   const TuningDb back = TuningDb::from_json(db.to_json(), "db.json");
   EXPECT_EQ(planner_options_from_json(back.winners.begin()->second.options_json), options);
+}
+
+TEST(TuningDb, MeasuredHeadDimsAreTheItemsOnes) {
+  TuningDb db = valid_db();
+  EXPECT_EQ(db.measured_head_dims(), (std::set<int>{128}));
+  db.items.push_back(db.items.front());
+  db.items.back().head_dim = 64;
+  EXPECT_EQ(db.measured_head_dims(), (std::set<int>{64, 128}));
+  db.items.clear();
+  EXPECT_TRUE(db.measured_head_dims().empty());
 }
 
 TEST(TuningDb, OnlyACompleteMeasuredCompatibleDatabaseForThisGpuIsUsed) {
