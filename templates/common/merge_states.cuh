@@ -178,8 +178,7 @@ __device__ __forceinline__ void merge_group_rows(const float* partial_o, const f
     float part_lse[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      part_lse[r] =
-          mine < count && r < rows ? load_lse(partial_lse + slot0 + r, true) : neg_inf();
+      part_lse[r] = mine < count && r < rows ? load_lse(partial_lse + slot0 + r, true) : neg_inf();
     }
     float w[kRows];
     bool live[kRows];  // a row whose partials so far are all empty skips the round
@@ -206,8 +205,8 @@ __device__ __forceinline__ void merge_group_rows(const float* partial_o, const f
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
           if (i0 + j < n && r < rows && live[r]) {
-            load_columns<kPerLane, true>(partial_o + static_cast<long long>(s + r) * kHeadDim,
-                                         lane, v[j][r]);
+            load_columns<kPerLane, true>(partial_o + static_cast<long long>(s + r) * kHeadDim, lane,
+                                         v[j][r]);
           }
         }
       }
