@@ -699,7 +699,9 @@ def setup_stack(args, need_fi, rec=None, disable=()):
     if rec:
         rec.progress(None, None, "start-canopy")
     lib, err = load_lib(args.capi)
-    runtime, runtime_info, tuned = None, None, {}
+    # Methods with a runtime of their own (canopy-untuned: the database off;
+    # canopy-tuned: --tuning-db); the others share `runtime`.
+    runtime, runtime_info, own_runtimes = None, None, {}
     if lib is None:
         errors["canopy"] = err
     elif "canopy" in disable:
@@ -708,13 +710,12 @@ def setup_stack(args, need_fi, rec=None, disable=()):
         try:
             runtime = C.Runtime(lib, 0, args.cache_dir)
             runtime_info = runtime.info()
-            # More runtimes: the built-in defaults, and a given database.
-            tuned[L.CANOPY_UNTUNED] = C.Runtime(lib, 0, args.cache_dir, "off")
+            own_runtimes[L.CANOPY_UNTUNED] = C.Runtime(lib, 0, args.cache_dir, "off")
             if args.tuning_db:
                 rt = C.Runtime(lib, 0, args.cache_dir, args.tuning_db)
                 runtime_info["tuned_runtime"] = rt.info()
                 if runtime_info["tuned_runtime"].get("tuned"):
-                    tuned[L.CANOPY_TUNED] = rt
+                    own_runtimes[L.CANOPY_TUNED] = rt
                 else:
                     errors[L.CANOPY_TUNED] = ("tuning database not used: " +
                                               runtime_info["tuned_runtime"]["tuning_message"])
@@ -729,7 +730,7 @@ def setup_stack(args, need_fi, rec=None, disable=()):
             fi, fi_version = flashinfer, getattr(flashinfer, "__version__", "?")
         except Exception as e:
             errors["flashinfer"] = f"import flashinfer: {short_error(e)}"
-    return lib, runtime, tuned, runtime_info, fi, fi_version, errors
+    return lib, runtime, own_runtimes, runtime_info, fi, fi_version, errors
 
 
 def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
@@ -741,12 +742,11 @@ def run_method(name, ctx, wl, inp, ref_out, cascade_cache, rec):
     try:
         rec.progress(wl.name, name, "setup")
         t0 = time.perf_counter()
-        if name in (L.CANOPY_TUNED, L.CANOPY_UNTUNED):
-            if name not in ctx["runtime_tuned"]:
+        if name in L.CANOPY_METHODS:
+            if name in (L.CANOPY_TUNED, L.CANOPY_UNTUNED) and name not in ctx["own_runtimes"]:
                 raise RuntimeError(ctx["errors"].get(name, f"no Canopy runtime for {name}"))
-            m = CanopyMethod(name, ctx["lib"], ctx["runtime_tuned"][name], wl, inp)
-        elif name in L.CANOPY_METHODS:
-            m = CanopyMethod(name, ctx["lib"], ctx["runtime"], wl, inp)
+            m = CanopyMethod(name, ctx["lib"], ctx["own_runtimes"].get(name, ctx["runtime"]), wl,
+                             inp)
         else:
             if ctx["fi"] is None:
                 raise RuntimeError(ctx["errors"].get("flashinfer", "FlashInfer unavailable"))
@@ -855,7 +855,7 @@ def worker(cfg_path):
     skip = {(s["workload"], s["method"]): s["error"] for s in cfg.get("skip", [])}
     rec.progress(None, None, "start")
     need_fi = any(m in L.FI_METHODS for m in methods)
-    lib, runtime, runtime_tuned, runtime_info, fi, fi_version, errors = setup_stack(
+    lib, runtime, own_runtimes, runtime_info, fi, fi_version, errors = setup_stack(
         args, need_fi, rec, cfg.get("disable", []))
     rec.progress(None, None, "start-gpu")
     gpu = Gpu(args)
@@ -876,7 +876,7 @@ def worker(cfg_path):
             f"{ceil.get('matrix_tflops', float('nan')):.0f} TFLOP/s")
     fi_ws = torch.zeros(256 * 1024 * 1024, dtype=torch.uint8, device=DEV) if fi else None
     ctx = {"args": args, "gpu": gpu, "lib": lib, "runtime": runtime,
-           "runtime_tuned": runtime_tuned, "fi": fi, "fi_ws": fi_ws,
+           "own_runtimes": own_runtimes, "fi": fi, "fi_ws": fi_ws,
            "errors": errors}
     t_start = cfg.get("t_start", time.time())
     for ref in cfg["workloads"]:
@@ -1136,7 +1136,7 @@ def ncu_mode(args):
                                                       "ncu_manifest.json")
     os.makedirs(os.path.dirname(manifest_path), exist_ok=True)
     need_fi = any(m in L.FI_METHODS for m in methods)
-    lib, runtime, runtime_tuned, runtime_info, fi, fi_version, errors = setup_stack(args, need_fi)
+    lib, runtime, own_runtimes, runtime_info, fi, fi_version, errors = setup_stack(args, need_fi)
     gpu = Gpu(args)
     refs = workload_refs(args, lib)
     fi_ws = torch.zeros(256 * 1024 * 1024, dtype=torch.uint8, device=DEV) if fi else None
@@ -1157,7 +1157,7 @@ def ncu_mode(args):
             m = None
             try:
                 if name in L.CANOPY_METHODS:
-                    rt = runtime_tuned.get(name, runtime)
+                    rt = own_runtimes.get(name, runtime)
                     m = CanopyMethod(name, lib, rt, wl, inp)
                 elif name in (L.FI_DECODE, L.FI_DECODE_TC):
                     m = FiDecode(name, fi, wl, inp, fi_ws)
