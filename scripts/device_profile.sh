@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Nsight Compute profiles of Canopy's kernels on the GPU machine, one launch
-# of each kernel of a step, for the cases below (or PROFILE_CASES): speed of
+# of each kernel of a step (launches 3-5: a fused step is one launch, so the
+# demo runs 4 steps), for the cases below (or PROFILE_CASES): speed of
 # light, occupancy, warp stall reasons, tensor-pipe and memory throughput.
 # Uses canopy-demo from build-device/ (scripts/device_test.sh build).
 #
@@ -54,7 +55,7 @@ for c in "${cases[@]}"; do
     --launch-count 3 --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis --metrics "$METRICS" --print-units base \
-    "$BUILD/canopy-demo" --workload "$workload" --no-check --iters 1 --warmup 1 $opts \
+    "$BUILD/canopy-demo" --workload "$workload" --no-check --iters 3 --warmup 1 $opts \
     >"$OUT/profile_case.txt" 2>&1
   rc=$?
   { echo "######## $workload $opts (rc $rc)"; cat "$OUT/profile_case.txt"; } >>"$OUT/profile.txt"
