@@ -5,9 +5,9 @@
 // The work is latency-bound (a few partials of 256-1024 bytes per row), so
 // the lanes fetch up to 32 partials' slots and lse at once, and each lane
 // owns D / 32 consecutive columns (one or two 16-byte loads per partial).
-// merge_output_row is the whole row's merge: the merge kernel runs it per
-// listed row, and the partial kernels' fused merge (item_queue.cuh) for the
-// rows an item completes.
+// merge_output_row is the whole row's merge, which the merge kernel runs per
+// listed row; merge_group_rows is its form for the partial kernels' fused
+// merge (item_queue.cuh), several rows of a group at once.
 #pragma once
 
 #include "device_common.cuh"
@@ -77,10 +77,9 @@ __device__ __forceinline__ void store_output(void* out, long long index, int dty
 /// holds q's state at slot parts[i].slot + head_offset * parts[i].head_stride
 /// + in_group (head_offset = q / group, in_group = q % group). kRound:
 /// partials whose loads a lane issues before their FMAs (the fan-in bucket
-/// when below 8). kOut: the output dtype code when known at compile time
-/// (the merge kernel), -1 to take `out_dtype` at run time (the fused merge).
-/// Called by a whole warp.
-template <int kHeadDim, bool kBypassL1, int kRound = 8, int kOut = -1>
+/// when below 8). kOut: the output dtype code (a DTypeCode, or -1 to take
+/// `out_dtype` at run time). Called by a whole warp.
+template <int kHeadDim, int kRound, int kOut>
 __device__ __forceinline__ void merge_output_row(const float* partial_o, const float* partial_lse,
                                                  const canopy_abi::DeviceMergePart* parts,
                                                  int count, int head_offset, int in_group,
@@ -101,7 +100,7 @@ __device__ __forceinline__ void merge_output_row(const float* partial_o, const f
       const canopy_abi::DeviceMergePart part = parts[mine];
       slot = part.slot + head_offset * part.head_stride + in_group;
     }
-    const float part_lse = mine < count ? load_lse(partial_lse + slot, kBypassL1) : neg_inf();
+    const float part_lse = mine < count ? load_lse(partial_lse + slot, false) : neg_inf();
     const float m_new = fmaxf(m, warp_max(part_lse));
     if (m_new == neg_inf()) continue;  // all empty so far: nothing to weigh
     // Rescale what earlier rounds summed (their max may have been lower).
@@ -119,8 +118,8 @@ __device__ __forceinline__ void merge_output_row(const float* partial_o, const f
       for (int r = 0; r < kRound; ++r) {
         const int s = __shfl_sync(0xffffffffu, slot, (i0 + r) & 31);
         if (i0 + r < n) {
-          load_columns<kPerLane, kBypassL1>(partial_o + static_cast<long long>(s) * kHeadDim, lane,
-                                            v[r]);
+          load_columns<kPerLane, false>(partial_o + static_cast<long long>(s) * kHeadDim, lane,
+                                        v[r]);
         }
       }
 #pragma unroll
@@ -255,7 +254,7 @@ __device__ __forceinline__ void merge_states(const canopy_abi::MergeParams& p) {
   const int q = entry - merged * p.num_qo_heads;
   const int begin = p.merge_indptr[merged];
   const int head_offset = q / p.group;  // times each part's head stride
-  merge_output_row<S::kHeadDim, false, kRound, S::kODtype>(
+  merge_output_row<S::kHeadDim, kRound, S::kODtype>(
       p.partial_o, p.partial_lse, p.merge_parts + begin, p.merge_indptr[merged + 1] - begin,
       head_offset, q - head_offset * p.group,
       static_cast<long long>(p.merge_requests[merged]) * p.num_qo_heads + q, p.out, S::kODtype,
