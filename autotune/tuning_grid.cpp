@@ -10,7 +10,8 @@
 
 #include "autotune/step_pricing.hpp"
 #include "autotune/tuning_fit.hpp"
-#include "canopy/planner.hpp"
+#include "canopy/error.hpp"
+#include "core/ceil_div.hpp"
 #include "families/kernel_families.hpp"
 
 namespace canopy::autotune {
@@ -78,12 +79,20 @@ Grid measurement_grid(const GridOptions& o, const GpuCoefficients& gpu) {
               !model.fits(spec, c)) {
             continue;
           }
-          std::vector<int> tiles = families::family_info(c.family).row_tiles(d, c);
+          const families::FamilyInfo& info = families::family_info(c.family);
+          std::vector<int> tiles = info.row_tiles(d, c);
           std::sort(tiles.begin(), tiles.end());
+          if (tiles.empty()) continue;
           for (int rows : o.rows) {
             const auto tile = std::lower_bound(tiles.begin(), tiles.end(), rows);
             if (tile == tiles.end()) continue;
             for (int tokens : o.tokens) grid.items.push_back({spec, c, *tile, rows, tokens});
+          }
+          const bool tensor_cores = info.instruction == families::Instruction::kMmaSync ||
+                                    info.instruction == families::Instruction::kWgmma;
+          for (int rows : tensor_cores ? o.shared_rows : std::vector<int>{}) {
+            if (rows <= tiles.back()) continue;
+            for (int tokens : o.tokens) grid.items.push_back({spec, c, tiles.back(), rows, tokens});
           }
         }
       }
@@ -95,6 +104,54 @@ Grid measurement_grid(const GridOptions& o, const GpuCoefficients& gpu) {
     }
   }
   return grid;
+}
+
+AttentionSpec point_spec(const ItemPoint& p) {
+  AttentionSpec spec = p.spec;
+  spec.num_kv_heads = kPointKvHeads;
+  spec.num_qo_heads = kPointKvHeads * p.rows;
+  return spec;
+}
+
+int point_tiles(const ItemPoint& p) { return ceil_div(p.rows, p.row_tile); }
+
+PlannerOptions point_options(const ItemPoint& p, const CostModel& model) {
+  PlannerOptions options;
+  options.cost_model = model;
+  options.candidates = {p.config};
+  options.row_tiles = {p.row_tile};
+  options.allow_split = false;
+  options.allow_absorb = false;
+  options.head_packs = false;
+  return options;
+}
+
+BlockTables point_tables(const ItemPoint& p, int requests) {
+  const int pages_per_request = (p.tokens + p.spec.page_size - 1) / p.spec.page_size;
+  BlockTables tables;
+  tables.num_pages = static_cast<std::int32_t>(std::int64_t{requests} * pages_per_request);
+  tables.indptr.reserve(static_cast<std::size_t>(requests) + 1);
+  tables.indptr.push_back(0);
+  for (int r = 0; r < requests; ++r) {
+    for (int g = 0; g < pages_per_request; ++g) tables.indices.push_back(r * pages_per_request + g);
+    tables.indptr.push_back(static_cast<std::int32_t>(tables.indices.size()));
+    tables.seq_lens.push_back(p.tokens);
+  }
+  return tables;
+}
+
+void check_point_plan(const Plan& plan, const ItemPoint& p, int requests) {
+  const int tiles = point_tiles(p);
+  const int expected = requests * kPointKvHeads * tiles;
+  bool ok = static_cast<int>(plan.items.size()) == expected && plan.merge_requests.empty() &&
+            plan.configs.size() == 1 && plan.configs.front() == p.config && p.rows % tiles == 0;
+  for (const WorkItem& it : plan.items) {
+    ok = ok && it.row_count == p.rows / tiles && it.row_tile == p.row_tile && it.kv_heads == 1 &&
+         it.token_end - it.token_begin == p.tokens;
+  }
+  CANOPY_CHECK(ok, ErrorKind::kNotSupported,
+               "tuning point {}: the planner did not make {} identical items ({} items)", p.key(),
+               expected, plan.items.size());
 }
 
 double estimate_seconds(const ItemPoint& p, const GridOptions& o, const GpuCoefficients& gpu) {

@@ -396,13 +396,15 @@ int run(const std::vector<std::string>& argv) {
     }
     std::cout << fmt::format(
         "  {:<44} {:>4} points\n"
-        "rows {} x tokens {}; merges: fan-in {} x rows {}\n"
+        "rows {} (and {} in several tiles, mma and wgmma) x tokens {}; merges: fan-in {} x rows "
+        "{}\n"
         "{} of {} points to measure ({} already in {}), estimated {} (kernel compiles "
         "included){}\n",
         "merge (fan-in x rows)", todo.merges.size(), fmt::join(grid_options.rows, ","),
-        fmt::join(grid_options.tokens, ","), fmt::join(grid_options.fan_ins, ","),
-        fmt::join(grid_options.merge_rows, ","), todo.items.size() + todo.merges.size(),
-        grid.items.size() + grid.merges.size(), done.size(), resume, duration(estimate),
+        fmt::join(grid_options.shared_rows, ","), fmt::join(grid_options.tokens, ","),
+        fmt::join(grid_options.fan_ins, ","), fmt::join(grid_options.merge_rows, ","),
+        todo.items.size() + todo.merges.size(), grid.items.size() + grid.merges.size(), done.size(),
+        resume, duration(estimate),
         gpu ? ""
             : fmt::format("\n(no GPU: {}; the grid is for {}, {} SMs)", why, base.arch.to_string(),
                           base.num_sms));

@@ -66,28 +66,22 @@ class GpuMeasurer {
               const std::string& cache_dir)
       : rt_(rt), dev_(driver::device_context(ordinal)), o_(options), cache_(cache_dir) {}
 
-  /// SM-us per item of `p` with every SM busy.
+  /// SM-us per item of `p` (a task of point_tiles items) with every SM busy.
   double item_us(const autotune::ItemPoint& p) {
-    AttentionSpec spec = p.spec;
-    spec.num_kv_heads = kKvHeads;
-    spec.num_qo_heads = kKvHeads * p.rows;  // one request's GQA group is one item's rows
+    const AttentionSpec spec = autotune::point_spec(p);
     const Arch arch = dev_.arch();
     const int slots = dev_.num_sms * autotune::StepPricer::blocks_per_sm(spec, p.config, arch);
-    PlannerOptions options;
-    options.cost_model = rt_.cost_model();
-    options.candidates = {p.config};
-    options.row_tiles = {p.row_tile};
-    options.allow_split = false;
-    options.allow_absorb = false;
-    options.head_packs = false;
-    const int pages_per_request = (p.tokens + spec.page_size - 1) / spec.page_size;
-    const int requests_high = (o_.waves_high * slots + kKvHeads - 1) / kKvHeads;
-    const std::int64_t pages = std::int64_t{requests_high} * pages_per_request;
+    const PlannerOptions options = autotune::point_options(p, rt_.cost_model());
+    auto requests_of = [&](int waves) {
+      return (waves * slots + autotune::kPointKvHeads - 1) / autotune::kPointKvHeads;
+    };
+    // K and V for the longer plan; the shorter one reads a prefix of its pages.
+    const BlockTables high = autotune::point_tables(p, requests_of(o_.waves_high));
     const std::size_t e = dtype_bytes(spec.kv_dtype);
-    const std::size_t kv_bytes =
-        static_cast<std::size_t>(pages) * spec.page_size * kKvHeads * spec.head_dim * e;
+    const std::size_t kv_bytes = static_cast<std::size_t>(high.num_pages) * spec.page_size *
+                                 spec.num_kv_heads * spec.head_dim * e;
     const std::size_t q_bytes =
-        static_cast<std::size_t>(requests_high) * spec.num_qo_heads * spec.head_dim * e;
+        static_cast<std::size_t>(high.batch_size()) * spec.num_qo_heads * spec.head_dim * e;
     driver::ScopedContext scope(dev_.context);
     driver::DeviceBuffer k(dev_.context, kv_bytes, "tuning K cache");
     driver::DeviceBuffer v(dev_.context, kv_bytes, "tuning V cache");
@@ -100,25 +94,18 @@ class GpuMeasurer {
     double t[2] = {0, 0};
     int items[2] = {0, 0};
     for (int i = 0; i < 2; ++i) {
-      const int requests =
-          ((i == 0 ? o_.waves_low : o_.waves_high) * slots + kKvHeads - 1) / kKvHeads;
-      BlockTables tables;
-      tables.num_pages = static_cast<std::int32_t>(pages);
-      tables.indptr.push_back(0);
-      for (int r = 0; r < requests; ++r) {
-        for (int g = 0; g < pages_per_request; ++g)
-          tables.indices.push_back(r * pages_per_request + g);
-        tables.indptr.push_back(static_cast<std::int32_t>(tables.indices.size()));
-        tables.seq_lens.push_back(p.tokens);
-      }
+      const int requests = requests_of(i == 0 ? o_.waves_low : o_.waves_high);
+      BlockTables tables = autotune::point_tables(p, requests);
+      tables.num_pages = high.num_pages;
       const Plan plan = make_plan(spec, tables, options);
-      check_identical(plan, p, requests * kKvHeads);
+      autotune::check_point_plan(plan, p, requests);
       const PreparedPlan prepared = rt_.prepare(plan);
       items[i] = static_cast<int>(plan.items.size());
       t[i] = median_us(o_.warmup, o_.iters, [&] { rt_.run(prepared, tensors); });
     }
-    // Each SM ran (items / S) items more in the longer plan.
-    return (t[1] - t[0]) * dev_.num_sms / (items[1] - items[0]);
+    // Each SM ran (items / S) items more in the longer plan; a point's time is
+    // its task's, point_tiles items.
+    return (t[1] - t[0]) * dev_.num_sms / (items[1] - items[0]) * autotune::point_tiles(p);
   }
 
   /// Microseconds of one decode step of `tables` (every launch of its plan
@@ -215,20 +202,6 @@ class GpuMeasurer {
   }
 
  private:
-  static constexpr int kKvHeads = 8;
-
-  // The plan must be what the point describes, or its time means nothing.
-  static void check_identical(const Plan& plan, const autotune::ItemPoint& p, int expected) {
-    bool ok = static_cast<int>(plan.items.size()) == expected && plan.merge_requests.empty();
-    for (const WorkItem& it : plan.items) {
-      ok = ok && it.row_count == p.rows && it.row_tile == p.row_tile && it.kv_heads == 1 &&
-           it.token_end - it.token_begin == p.tokens;
-    }
-    CANOPY_CHECK(ok, ErrorKind::kNotSupported,
-                 "tuning point {}: the planner did not make {} identical items ({} items)", p.key(),
-                 expected, plan.items.size());
-  }
-
   Runtime& rt_;
   const driver::DeviceContext& dev_;
   autotune::GridOptions o_;

@@ -316,6 +316,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer and shorter bench workloads")
     ap.add_argument("--impls", default="paged|canopy,paged|sdpa,paged|eager,paged|null")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--workloads", default="",
+                    help="comma list of bench workloads to run (default: all of the chosen set)")
+    ap.add_argument("--no-prewarm", action="store_true",
+                    help="register Canopy with prewarm=False: kernels compile when a step first "
+                         "needs them (shows what prewarming saves)")
     ap.add_argument("--tiny", action="store_true",
                     help="smoke test on the CPU: a tiny float32 model, short workloads")
     args = ap.parse_args()
@@ -326,7 +331,7 @@ def main():
         print("transformers_e2e: no GPU (torch.cuda.is_available() is False); --tiny runs "
               "a CPU smoke test", file=sys.stderr)
         return 2
-    ct.register()
+    ct.register(prewarm=not args.no_prewarm)
     name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
     out = {"device": name, "torch": torch.__version__,
            "transformers": transformers.__version__, "canopy": canopy.__version__,
@@ -338,6 +343,14 @@ def main():
         ok = run_checks(model, out, TINY_CHECKS if args.tiny else CHECKS)
     if args.what in ("bench", "all"):
         workloads = TINY_BENCH if args.tiny else QUICK if args.quick else BENCH
+        if args.workloads:
+            names = args.workloads.split(",")
+            unknown = [n for n in names if n not in workloads]
+            if unknown:
+                print(f"transformers_e2e: unknown workloads {unknown}; this set has "
+                      f"{sorted(workloads)}", file=sys.stderr)
+                return 2
+            workloads = {n: workloads[n] for n in names}
         run_bench(model, out, workloads, args.impls.split(","))
         print(table(out))
     os.makedirs(args.out, exist_ok=True)

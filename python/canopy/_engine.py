@@ -79,6 +79,7 @@ class StepStats:
     patched_plans: int = 0
     unchanged_plans: int = 0
     plan_seconds: float = 0.0  # host time in plan_step (tables and planning)
+    max_plan_seconds: float = 0.0  # the slowest step's (a kernel compiled in it shows here)
     kv_tokens: int = 0  # tokens read per KV head and layer, summed over steps
     blind_kv_tokens: int = 0  # what prefix-blind attention would read
     layer_runs: int = 0  # plan.run calls (layers x steps)
@@ -133,7 +134,9 @@ class StepPlanner:
         )
         unique, blind = kv_tokens_read(indptr, indices, lens, self.spec.page_size)
         s = self.stats
-        s.plan_seconds += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        s.plan_seconds += took
+        s.max_plan_seconds = max(s.max_plan_seconds, took)
         s.steps += 1
         outcome = self._planner.last_outcome
         if outcome == "full":

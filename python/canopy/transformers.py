@@ -58,12 +58,16 @@ def register(
     options: Any = None,
     full_every: int = 16,
     min_growth_tokens: int = 8,
+    prewarm: bool = True,
 ) -> str:
     """Registers Canopy as attention implementation `name` (must start with
     "paged|": continuous batching gives paged implementations its cache) and
     returns the name for attn_implementation=. Idempotent. `options`
     (canopy.PlannerOptions or their dict form) and the incremental planner's
-    settings apply to every run with this name."""
+    settings apply to every run with this name. `prewarm`: on a GPU, the
+    first run of a layer shape compiles every kernel its plans may pick
+    (canopy.prewarm with all_configs=True: seconds, once per machine, kept
+    in the disk cache), so that no decode step stops to compile one."""
     import transformers
     from transformers import AttentionInterface
 
@@ -73,6 +77,7 @@ def register(
     _registered[name] = {
         "options": options,
         "replan": {"full_every": full_every, "min_growth_tokens": min_growth_tokens},
+        "prewarm": prewarm,
     }
     _install_recorder()
     AttentionInterface.register(name, canopy_paged_attention)
@@ -127,7 +132,8 @@ def report(cache: Any = None) -> str:
     lines = [
         f"canopy.transformers: {s['steps']} decode steps planned "
         f"({s['full_plans']} full, {s['patched_plans']} patched, {s['unchanged_plans']} unchanged), "
-        f"mean {s['mean_plan_us'] or 0:.0f} us planning per step",
+        f"mean {s['mean_plan_us'] or 0:.0f} us planning per step (slowest "
+        f"{1e6 * s['max_plan_seconds']:.0f} us); kernels prewarmed in {s['prewarm_seconds']:.1f} s",
         f"  KV read by Canopy's decode attention: {s['kv_bytes'] / 2**30:.3f} GiB; "
         f"prefix-blind attention would read {s['blind_kv_bytes'] / 2**30:.3f} GiB"
         + (f" ({frac:.3f} of it)" if frac is not None else ""),
@@ -281,7 +287,10 @@ class _CacheAdapter:
         self.allocator = cache.group_cache_managers[0]
         self.block_size = cache.block_size
         self.step: Optional[_Step] = None
-        self.counters = {"decode_rows": 0, "prefill_rows": 0, "prefill_tokens": 0, "mixed_steps": 0}
+        self.counters = {"decode_rows": 0, "prefill_rows": 0, "prefill_tokens": 0, "mixed_steps": 0,
+                         "prewarm_seconds": 0.0}
+        if self.on_gpu and settings.get("prewarm", True):
+            self.counters["prewarm_seconds"] = _prewarm(self.spec, query.device)
 
     def stats(self) -> dict:
         d = self.planner.stats.as_dict()
@@ -333,6 +342,30 @@ class _Step:
                     runs.append((r, r + 1))
             self._runs = runs
         return self._runs
+
+
+_prewarmed: set = set()
+
+
+def _prewarm(spec: AttentionSpec, device: torch.device) -> float:
+    """Compiles (or finds in the disk cache) every kernel a plan of `spec` may
+    launch on `device`, once per process; returns the seconds it took. A
+    kernel compiled in the middle of a decode step would stall that step (and
+    every request in it) for about a second."""
+    import time
+
+    from . import prewarm
+
+    ordinal = device.index if device.index is not None else torch.cuda.current_device()
+    key = (str(spec), ordinal)
+    if key in _prewarmed:
+        return 0.0
+    t0 = time.perf_counter()
+    result = prewarm([spec], device=ordinal, all_configs=True)
+    _prewarmed.add(key)
+    if result["failures"]:
+        raise RuntimeError(f"canopy.transformers: prewarming kernels failed: {result['first_error']}")
+    return time.perf_counter() - t0
 
 
 def _adapter_for(cache: Any, module: Any, query, key, value, scaling) -> _CacheAdapter:

@@ -14,6 +14,7 @@
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
+#include "families/kernel_families.hpp"
 #include "runtime/jit/cubin_cache.hpp"
 #include "runtime/jit/kernel_inspect.hpp"
 #include "runtimes.hpp"
@@ -52,11 +53,14 @@ std::vector<std::string> config_names(const std::vector<KernelConfig>& configs) 
 }
 
 /// Every kernel plans of `specs` may launch on `arch`: the partial kernels of
-/// `configs` (default: each spec's default configs) and the merges of every
-/// fan-in bucket, compiled into the disk cache the runtime reads.
+/// `configs` (default: each spec's default configs; all_configs: every
+/// shipped config the arch runs) and the merges of every fan-in bucket,
+/// compiled into the disk cache the runtime reads.
 nb::dict prewarm(const std::vector<AttentionSpec>& specs, const std::optional<std::string>& arch,
                  int device, const std::optional<std::vector<std::string>>& configs,
-                 const std::optional<std::string>& cache_dir, unsigned threads) {
+                 bool all_configs, const std::optional<std::string>& cache_dir, unsigned threads) {
+  CANOPY_CHECK(!(configs && all_configs), ErrorKind::kInvalidArgument,
+               "give configs or all_configs=True, not both");
   const Arch target = arch ? Arch::parse(*arch) : runtime_for(device).arch();
   std::vector<KernelSpec> kernels;
   for (const AttentionSpec& spec : specs) {
@@ -64,6 +68,12 @@ nb::dict prewarm(const std::vector<AttentionSpec>& specs, const std::optional<st
     std::vector<KernelConfig> tiles;
     if (configs) {
       for (const std::string& c : *configs) tiles.push_back(KernelConfig::parse(c));
+    } else if (all_configs) {
+      for (const KernelConfig& c : shipped_kernel_configs(spec)) {
+        if (families::can_implement(partial_kernel_spec(spec, c, target), target).ok()) {
+          tiles.push_back(c);
+        }
+      }
     } else {
       tiles = default_kernel_configs(spec);
     }
@@ -112,7 +122,8 @@ Returns the text. Raises InvalidArgumentError / NotSupportedError for bad
 fields, CompileError when NVRTC rejects the source.)");
   m.def("prewarm", &prewarm, nb::arg("specs"), nb::kw_only(), nb::arg("arch").none() = nb::none(),
         nb::arg("device") = 0, nb::arg("configs").none() = nb::none(),
-        nb::arg("cache_dir").none() = nb::none(), nb::arg("threads") = 0,
+        nb::arg("all_configs") = false, nb::arg("cache_dir").none() = nb::none(),
+        nb::arg("threads") = 0,
         R"(Compiles, in parallel, every kernel plans of `specs` may launch, into the
 disk cache plans read ($CANOPY_CACHE_DIR, else ~/.cache/canopy): call it at
 start-up so the first canopy.plan() of each spec loads instead of compiling.
@@ -121,6 +132,8 @@ Args:
   specs: AttentionSpecs.
   arch: GPU target ("sm_90", "90a", ...); None: the arch of CUDA `device`.
   configs: partial-kernel configs (None: each spec's default_kernel_configs).
+  all_configs: every shipped config the arch runs instead (a tuning
+    database's recorded winners may pick any of them).
   cache_dir: cache directory (None: the default the runtime uses).
   threads: compile threads (0: every core).
 

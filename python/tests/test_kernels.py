@@ -47,3 +47,8 @@ def test_errors(kwargs, words):
     with pytest.raises(canopy.InvalidArgumentError) as info:
         canopy.kernel_source(SPEC, **kwargs)
     assert words in str(info.value)
+
+
+def test_prewarm_takes_configs_or_all_configs_not_both():
+    with pytest.raises(canopy.InvalidArgumentError, match="not both"):
+        canopy.prewarm([SPEC], arch="sm_90", configs=["mma_q64_kv64_w4_s3"], all_configs=True)

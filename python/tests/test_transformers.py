@@ -131,6 +131,11 @@ def test_report_names_the_reads(name):
     generate(model, name, prompts_sharing(40, [3, 5, 7]), 4)
     text = ct.report()
     assert "decode steps planned" in text and "prefix-blind attention would read" in text
+    s = ct.stats()
+    # The slowest step is recorded (a kernel compiled mid-decode would show
+    # there); a CPU model prewarms nothing.
+    assert 0 < s["max_plan_seconds"] <= s["plan_seconds"]
+    assert s["prewarm_seconds"] == 0.0
 
 
 @pytest.mark.parametrize(
