@@ -16,6 +16,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -56,6 +58,9 @@ std::vector<Option> options() {
       {"--workloads", "FILE",
        "after the fit, time the planner's alternatives on these batches (a suite file; "
        "'suite': the repo's) and record the winner per shape class"},
+      {"--report", "FILE",
+       "--workloads: write every batch's times (each alternative, and the built-in "
+       "defaults without a database) as JSON"},
       {"--min-gain", "X",
        "--workloads: how much faster than the defaults a winner must be "
        "(default 0.03)"},
@@ -233,9 +238,14 @@ int fit_and_write(canopy::TuningDb& db, const std::string& out) {
 // alternatives (with the fitted coefficients) and timed, on the GPU or
 // (--simulate) as the plan's prediction with noise; the winner per shape
 // class goes into db.winners (replacing that class's earlier winner).
+//
+// `builtin` (the device's built-in defaults, no database) is timed too, for
+// the decision report (--report FILE: per batch, every alternative's time and
+// the built-in defaults'; docs/tuning.md); it is never a candidate.
 void record_winners(canopy::TuningDb& db, const std::string& path,
                     canopy::tune::GpuMeasurer* measurer, double noise, std::uint64_t seed,
-                    double min_gain) {
+                    double min_gain, const canopy::GpuCoefficients& builtin,
+                    const std::optional<std::string>& report_path) {
   const std::vector<canopy::workload::Workload> workloads =
       path == "suite" ? canopy::workload::load_suite() : canopy::workload::load_suite(path);
   const canopy::CostModel tuned(db.coefficients);
@@ -244,33 +254,64 @@ void record_winners(canopy::TuningDb& db, const std::string& path,
   std::normal_distribution<double> gauss(0.0, 1.0);
   std::cerr << fmt::format("canopy-tune: timing the planner's alternatives on {} batches of {}\n",
                            workloads.size(), path);
+  auto time_plan = [&](const canopy::workload::Workload& w, const canopy::PlannerOptions& o) {
+    if (measurer != nullptr) return measurer->step_us(w.spec, w.tables, o);
+    return canopy::make_plan(w.spec, w.tables, o).predicted_us * (1 + noise * gauss(rng));
+  };
+  nlohmann::json report_batches = nlohmann::json::array();
   for (const canopy::workload::Workload& w : workloads) {
     const std::string cls =
         canopy::shape_class(w.spec, canopy::discover_prefix_tree(w.tables, w.spec.page_size));
     std::string line = fmt::format("  {:<22} {}", w.name, cls);
+    nlohmann::json times = nlohmann::json::object();
     for (const canopy::tune::Alternative& alternative :
          canopy::tune::planner_alternatives(w.spec, db.coefficients.arch)) {
       canopy::PlannerOptions o = alternative.options;
       o.cost_model = tuned;
       double us = 0;
       try {
-        if (measurer != nullptr) {
-          us = measurer->step_us(w.spec, w.tables, o);
-        } else {
-          us = canopy::make_plan(w.spec, w.tables, o).predicted_us * (1 + noise * gauss(rng));
-        }
+        us = time_plan(w, o);
       } catch (const canopy::Error& e) {
         if (e.kind() == canopy::ErrorKind::kNoDevice) throw;
         line += fmt::format("  {}: skipped ({})", alternative.name, e.what());
         continue;  // an alternative that cannot plan or run this batch is not a candidate
       }
       book.add(cls, alternative, us);
+      times[alternative.name] = us;
       line += fmt::format("  {} {:.1f}", alternative.name, us);
     }
+    nlohmann::json batch = {{"workload", w.name}, {"shape_class", cls}, {"alternatives", times}};
+    try {
+      canopy::PlannerOptions o;
+      o.cost_model = canopy::CostModel(builtin);
+      batch["builtin_defaults_us"] = time_plan(w, o);
+      line +=
+          fmt::format("  (built-in defaults {:.1f})", batch["builtin_defaults_us"].get<double>());
+    } catch (const canopy::Error& e) {
+      if (e.kind() == canopy::ErrorKind::kNoDevice) throw;
+      batch["builtin_defaults_us"] = nullptr;
+    }
+    report_batches.push_back(std::move(batch));
     std::cerr << line << "\n";
   }
   const std::map<std::string, canopy::ShapeWinner> winners = book.winners(min_gain);
   for (const auto& [cls, winner] : winners) db.winners[cls] = winner;
+  if (report_path) {
+    nlohmann::json report = {
+        {"format", "canopy-tune-decisions/1"}, {"device", db.device.name},
+        {"synthetic", measurer == nullptr},    {"min_gain", min_gain},
+        {"batches", report_batches},           {"winners", nlohmann::json::object()}};
+    for (const auto& [cls, winner] : winners) {
+      report["winners"][cls] = {{"default_us", winner.default_us},
+                                {"measured_us", winner.measured_us}};
+    }
+    std::ofstream f(*report_path);
+    f << report.dump(1) << "\n";
+    if (!f) {
+      throw canopy::Error(canopy::ErrorKind::kInvalidArgument,
+                          fmt::format("cannot write the decision report {}", *report_path));
+    }
+  }
   std::cout << fmt::format("\nwinners ({} shape classes, min gain {:.0f}%){}:\n{}", winners.size(),
                            100 * min_gain, measurer == nullptr ? " -- SYNTHETIC timings" : "",
                            book.summary(winners));
@@ -483,7 +524,7 @@ int run(const std::vector<std::string>& argv) {
   fit(db);
   if (const auto workloads = args.value("--workloads")) {
     record_winners(db, *workloads, measurer.get(), noise, seed,
-                   args.get_double("--min-gain", 0.03, 0, 1));
+                   args.get_double("--min-gain", 0.03, 0, 1), base, args.value("--report"));
   }
   return write(db, out);
 }

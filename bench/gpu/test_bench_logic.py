@@ -511,3 +511,43 @@ def test_failed_graph_replay_is_not_reported_as_a_time():
     L.derive_row(row)
     assert row["graph_speedup_vs_fi_best"] is None and "graph_frac_floor" not in row["methods"]["canopy"]
     assert L.table_rows([row])[0][3] == "FAIL"
+
+
+# ---- tuning_decisions.py: the database's pick against the best alternative ----
+
+
+def _decision_report():
+    batch = lambda name, cls, alts, builtin: {  # noqa: E731
+        "workload": name, "shape_class": cls, "alternatives": alts, "builtin_defaults_us": builtin}
+    return {
+        "format": "canopy-tune-decisions/1", "device": "test GPU", "synthetic": False,
+        "min_gain": 0.03, "winners": {},
+        "batches": [
+            # wgmma beats the defaults by 10%: the database picks it.
+            batch("a", "c1", {"defaults": 100.0, "wgmma": 90.0, "no-split": 95.0}, 110.0),
+            # no-split is 2% faster: within min_gain, the defaults stay.
+            batch("b", "c2", {"defaults": 100.0, "no-split": 98.0}, 100.0),
+            # two batches in one class: sums decide (waves-2 wins on the sum
+            # although it loses on the second batch), and an alternative that
+            # could not run one of them is no candidate.
+            batch("c", "c3", {"defaults": 100.0, "waves-2": 80.0, "fused": 10.0}, 100.0),
+            batch("d", "c3", {"defaults": 100.0, "waves-2": 105.0}, 90.0),
+        ],
+    }
+
+
+def test_tuning_decisions_follow_canopy_tunes_winner_rule():
+    import tuning_decisions as D
+
+    report = _decision_report()
+    assert D.picks(report) == {"c1": "wgmma", "c2": "defaults", "c3": "waves-2"}
+    rows = {r["workload"]: r for r in D.rows(report)}
+    assert rows["a"]["pick_us"] == 90.0 and rows["a"]["pick_over_best"] == 1.0
+    assert rows["a"]["pick_over_builtin"] == pytest.approx(90 / 110)
+    assert rows["b"]["pick"] == "defaults" and rows["b"]["pick_over_best"] == pytest.approx(100 / 98)
+    assert rows["d"]["pick"] == "waves-2" and rows["d"]["best"] == "defaults"
+    text = D.markdown(report, {"workloads": [
+        {"workload": "a", "methods": {"canopy": {"median_us": 91.0},
+                                      "canopy-untuned": {"median_us": 109.0}}}]})
+    assert "pick within 5% of the best on 3 of 4" in text
+    assert "| 91.0 | 109.0 |" in text and "with / without the database" in text
