@@ -254,6 +254,15 @@ void record_winners(canopy::TuningDb& db, const std::string& path,
   std::normal_distribution<double> gauss(0.0, 1.0);
   std::cerr << fmt::format("canopy-tune: timing the planner's alternatives on {} batches of {}\n",
                            workloads.size(), path);
+  // Opened first: an unwritable report fails before the GPU time is spent.
+  std::ofstream report_file;
+  if (report_path) {
+    report_file.open(*report_path);
+    if (!report_file) {
+      throw canopy::Error(canopy::ErrorKind::kInvalidArgument,
+                          fmt::format("cannot write the decision report {}", *report_path));
+    }
+  }
   auto time_plan = [&](const canopy::workload::Workload& w, const canopy::PlannerOptions& o) {
     if (measurer != nullptr) return measurer->step_us(w.spec, w.tables, o);
     return canopy::make_plan(w.spec, w.tables, o).predicted_us * (1 + noise * gauss(rng));
@@ -305,9 +314,8 @@ void record_winners(canopy::TuningDb& db, const std::string& path,
       report["winners"][cls] = {{"default_us", winner.default_us},
                                 {"measured_us", winner.measured_us}};
     }
-    std::ofstream f(*report_path);
-    f << report.dump(1) << "\n";
-    if (!f) {
+    report_file << report.dump(1) << "\n";
+    if (!report_file.flush()) {
       throw canopy::Error(canopy::ErrorKind::kInvalidArgument,
                           fmt::format("cannot write the decision report {}", *report_path));
     }
