@@ -240,9 +240,14 @@ std::string TuningDb::to_json(int indent) const {
   }
   j["winners"] = json::object();
   for (const auto& [key, w] : winners) {
-    j["winners"][key] = {{"options", json::parse(w.options_json)},
-                         {"measured_us", w.measured_us},
-                         {"default_us", w.default_us}};
+    json& out = j["winners"][key];
+    out = {{"options", json::parse(w.options_json)},
+           {"measured_us", w.measured_us},
+           {"default_us", w.default_us}};
+    // Written only when set, so databases made before these fields stay
+    // byte-identical when rewritten.
+    if (w.builtin_coefficients) out["builtin_coefficients"] = true;
+    if (!w.alternative.empty()) out["alternative"] = w.alternative;
   }
   return j.dump(indent);
 }
@@ -360,6 +365,10 @@ TuningDb TuningDb::from_json(const std::string& text, const std::string& source)
     }
     x.measured_us = w.number("measured_us", true);
     x.default_us = w.number("default_us", true);
+    // Optional (older databases lack them): the built-in coefficients plan
+    // this class; the alternative's name, for the tools.
+    if (w.has("builtin_coefficients")) x.builtin_coefficients = w.flag("builtin_coefficients");
+    if (w.has("alternative")) x.alternative = w.str("alternative");
     db.winners[key] = x;
   }
   return db;

@@ -239,9 +239,12 @@ int fit_and_write(canopy::TuningDb& db, const std::string& out) {
 // (--simulate) as the plan's prediction with noise; the winner per shape
 // class goes into db.winners (replacing that class's earlier winner).
 //
-// `builtin` (the device's built-in defaults, no database) is timed too, for
-// the decision report (--report FILE: per batch, every alternative's time and
-// the built-in defaults'; docs/tuning.md); it is never a candidate.
+// Alternatives are priced as the Runtime would price them: with the fitted
+// coefficients on the head dims the database measured, else with `builtin`
+// (the device's built-in coefficients), which also price the
+// "builtin-defaults" alternative. The decision report (--report FILE: per
+// batch, every alternative's time, the built-in defaults' and each class's
+// winner; docs/tuning.md) is written at the end.
 void record_winners(canopy::TuningDb& db, const std::string& path,
                     canopy::tune::GpuMeasurer* measurer, double noise, std::uint64_t seed,
                     double min_gain, const canopy::GpuCoefficients& builtin,
@@ -249,6 +252,8 @@ void record_winners(canopy::TuningDb& db, const std::string& path,
   const std::vector<canopy::workload::Workload> workloads =
       path == "suite" ? canopy::workload::load_suite() : canopy::workload::load_suite(path);
   const canopy::CostModel tuned(db.coefficients);
+  const canopy::CostModel untuned(builtin);
+  const std::set<int> tuned_head_dims = db.measured_head_dims();
   canopy::tune::WinnerBook book;
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> gauss(0.0, 1.0);
@@ -267,19 +272,35 @@ void record_winners(canopy::TuningDb& db, const std::string& path,
     if (measurer != nullptr) return measurer->step_us(w.spec, w.tables, o);
     return canopy::make_plan(w.spec, w.tables, o).predicted_us * (1 + noise * gauss(rng));
   };
+  // The options "defaults" planned `w` with.
+  auto tuned_defaults = [&](const canopy::workload::Workload& w) {
+    canopy::PlannerOptions o;
+    o.cost_model = tuned_head_dims.count(w.spec.head_dim) != 0 ? tuned : untuned;
+    return o;
+  };
   nlohmann::json report_batches = nlohmann::json::array();
   for (const canopy::workload::Workload& w : workloads) {
     const std::string cls =
         canopy::shape_class(w.spec, canopy::discover_prefix_tree(w.tables, w.spec.page_size));
     std::string line = fmt::format("  {:<22} {}", w.name, cls);
     nlohmann::json times = nlohmann::json::object();
+    const bool measured = tuned_head_dims.count(w.spec.head_dim) != 0;
     for (const canopy::tune::Alternative& alternative :
          canopy::tune::planner_alternatives(w.spec, db.coefficients.arch)) {
       canopy::PlannerOptions o = alternative.options;
-      o.cost_model = tuned;
+      o.cost_model = measured && !alternative.builtin_coefficients ? tuned : untuned;
       double us = 0;
       try {
-        us = time_plan(w, o);
+        // The built-in defaults' plan often does the defaults' very work:
+        // then it gets their time, not a second sample that noise could
+        // make a winner.
+        if (alternative.builtin_coefficients && times.contains("defaults") &&
+            canopy::tune::same_work(canopy::make_plan(w.spec, w.tables, o),
+                                    canopy::make_plan(w.spec, w.tables, tuned_defaults(w)))) {
+          us = times["defaults"].get<double>();
+        } else {
+          us = time_plan(w, o);
+        }
       } catch (const canopy::Error& e) {
         if (e.kind() == canopy::ErrorKind::kNoDevice) throw;
         line += fmt::format("  {}: skipped ({})", alternative.name, e.what());
@@ -290,16 +311,8 @@ void record_winners(canopy::TuningDb& db, const std::string& path,
       line += fmt::format("  {} {:.1f}", alternative.name, us);
     }
     nlohmann::json batch = {{"workload", w.name}, {"shape_class", cls}, {"alternatives", times}};
-    try {
-      canopy::PlannerOptions o;
-      o.cost_model = canopy::CostModel(builtin);
-      batch["builtin_defaults_us"] = time_plan(w, o);
-      line +=
-          fmt::format("  (built-in defaults {:.1f})", batch["builtin_defaults_us"].get<double>());
-    } catch (const canopy::Error& e) {
-      if (e.kind() == canopy::ErrorKind::kNoDevice) throw;
-      batch["builtin_defaults_us"] = nullptr;
-    }
+    batch["builtin_defaults_us"] =
+        times.contains("builtin-defaults") ? times["builtin-defaults"] : nlohmann::json();
     report_batches.push_back(std::move(batch));
     std::cerr << line << "\n";
   }
@@ -311,7 +324,8 @@ void record_winners(canopy::TuningDb& db, const std::string& path,
         {"synthetic", measurer == nullptr},    {"min_gain", min_gain},
         {"batches", report_batches},           {"winners", nlohmann::json::object()}};
     for (const auto& [cls, winner] : winners) {
-      report["winners"][cls] = {{"default_us", winner.default_us},
+      report["winners"][cls] = {{"alternative", winner.alternative},
+                                {"default_us", winner.default_us},
                                 {"measured_us", winner.measured_us}};
     }
     report_file << report.dump(1) << "\n";

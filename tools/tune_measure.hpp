@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "autotune/step_pricing.hpp"
@@ -30,9 +31,11 @@
 namespace canopy::tune {
 
 /// Median microseconds of `launch` over `iters` runs after `warmup`, each
-/// between two CUDA events on the legacy stream.
-template <class Launch>
-double median_us(int warmup, int iters, Launch&& launch) {
+/// between two CUDA events on the legacy stream, with `before` (untimed: an
+/// L2 flush) ahead of each run.
+template <class Launch, class Before = void (*)()>
+double median_us(
+    int warmup, int iters, Launch&& launch, Before&& before = [] {}) {
   const driver::Api& a = driver::api();
   CUevent start = nullptr, stop = nullptr;
   driver::check(a.event_create(&start, CU_EVENT_DEFAULT), "cuEventCreate");
@@ -41,6 +44,7 @@ double median_us(int warmup, int iters, Launch&& launch) {
   try {
     for (int i = 0; i < warmup; ++i) launch();
     for (int i = 0; i < iters; ++i) {
+      before();
       driver::check(a.event_record(start, nullptr), "cuEventRecord");
       launch();
       driver::check(a.event_record(stop, nullptr), "cuEventRecord");
@@ -109,8 +113,10 @@ class GpuMeasurer {
   }
 
   /// Microseconds of one decode step of `tables` (every launch of its plan
-  /// under `options`) on zeroed tensors, L2 warm: what
-  /// `--workloads` compares between the planner's alternatives.
+  /// under `options`) on zeroed tensors, L2 flushed before each run as the
+  /// benchmark does (a warm L2 holds a small batch's whole cache and ranks
+  /// plans differently): what `--workloads` compares between the planner's
+  /// alternatives.
   double step_us(const AttentionSpec& spec, const BlockTables& tables,
                  const PlannerOptions& options) {
     const std::size_t e = dtype_bytes(spec.kv_dtype);
@@ -130,7 +136,18 @@ class GpuMeasurer {
     }
     const DeviceTensors tensors{q.get(), k.get(), v.get(), out.get(), lse.get()};
     const PreparedPlan prepared = rt_.plan(spec, tables, options);
-    return median_us(o_.warmup, o_.iters, [&] { rt_.run(prepared, tensors); });
+    if (!l2_flush_) {
+      // Four times the L2 (at least 256 MiB), written over before each run.
+      const std::size_t bytes = std::max<std::size_t>(std::size_t{256} << 20,
+                                                      std::size_t{4} * std::max(dev_.l2_bytes, 0));
+      l2_flush_ = std::make_unique<driver::DeviceBuffer>(dev_.context, bytes, "L2 flush");
+    }
+    return median_us(
+        o_.warmup, o_.iters, [&] { rt_.run(prepared, tensors); },
+        [&] {
+          driver::check(driver::api().memset_d8(l2_flush_->get(), 1, l2_flush_->size()),
+                        "cuMemsetD8(L2 flush)");
+        });
   }
 
   /// Microseconds of one merge launch of `p`, the launch included.
@@ -206,6 +223,7 @@ class GpuMeasurer {
   const driver::DeviceContext& dev_;
   autotune::GridOptions o_;
   CubinCache cache_;
+  std::unique_ptr<driver::DeviceBuffer> l2_flush_;  ///< step_us's, made on first use
 };
 
 }  // namespace canopy::tune

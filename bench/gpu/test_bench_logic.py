@@ -521,26 +521,31 @@ def _decision_report():
         "workload": name, "shape_class": cls, "alternatives": alts, "builtin_defaults_us": builtin}
     return {
         "format": "canopy-tune-decisions/1", "device": "test GPU", "synthetic": False,
-        "min_gain": 0.03, "winners": {},
+        "min_gain": 0.03,
+        # canopy-tune's winners (its rule: tools/tune_winners.hpp); c4 has none.
+        "winners": {"c1": {"alternative": "wgmma", "default_us": 100.0, "measured_us": 90.0},
+                    "c2": {"alternative": "defaults", "default_us": 100.0, "measured_us": 100.0},
+                    "c3": {"alternative": "waves-2", "default_us": 100.0, "measured_us": 92.5}},
         "batches": [
-            # wgmma beats the defaults by 10%: the database picks it.
             batch("a", "c1", {"defaults": 100.0, "wgmma": 90.0, "no-split": 95.0}, 110.0),
-            # no-split is 2% faster: within min_gain, the defaults stay.
             batch("b", "c2", {"defaults": 100.0, "no-split": 98.0}, 100.0),
-            # two batches in one class: sums decide (waves-2 wins on the sum
-            # although it loses on the second batch), and an alternative that
-            # could not run one of them is no candidate.
             batch("c", "c3", {"defaults": 100.0, "waves-2": 80.0, "fused": 10.0}, 100.0),
             batch("d", "c3", {"defaults": 100.0, "waves-2": 105.0}, 90.0),
+            batch("e", "c4", {"defaults": 50.0, "builtin-defaults": 40.0}, 40.0),
         ],
     }
 
 
-def test_tuning_decisions_follow_canopy_tunes_winner_rule():
+def test_tuning_decisions_use_canopy_tunes_recorded_winners():
     import tuning_decisions as D
 
     report = _decision_report()
     assert D.picks(report) == {"c1": "wgmma", "c2": "defaults", "c3": "waves-2"}
+    # A report without the winners' names (canopy-tune before 2026-12-08) is refused.
+    old = _decision_report()
+    del old["winners"]["c1"]["alternative"]
+    with pytest.raises(ValueError, match="rerun canopy-tune"):
+        D.picks(old)
     rows = {r["workload"]: r for r in D.rows(report)}
     assert rows["a"]["pick_us"] == 90.0 and rows["a"]["pick_over_best"] == 1.0
     assert rows["a"]["pick_over_builtin"] == pytest.approx(90 / 110)
@@ -549,5 +554,6 @@ def test_tuning_decisions_follow_canopy_tunes_winner_rule():
     text = D.markdown(report, {"workloads": [
         {"workload": "a", "methods": {"canopy": {"median_us": 91.0},
                                       "canopy-untuned": {"median_us": 109.0}}}]})
-    assert "pick within 5% of the best on 3 of 4" in text
+    assert rows["e"]["pick"] == "defaults" and rows["e"]["best"] == "builtin-defaults"
+    assert "pick within 5% of the best on 3 of 5" in text
     assert "| 91.0 | 109.0 |" in text and "with / without the database" in text

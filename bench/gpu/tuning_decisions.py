@@ -5,8 +5,9 @@
     python3 bench/gpu/tuning_decisions.py decisions.json [--bench gpu_bench.json]
 
 For every batch of the report: the built-in defaults' plan (no database), the
-database's pick (its recorded winner for the batch's shape class, else its
-coefficients' default plan), the fastest of the planner's alternatives timed
+database's pick (the winner canopy-tune recorded for the batch's shape class,
+which may be the built-in defaults themselves, else the database's default
+plan), the fastest of the planner's alternatives timed
 in the same run, and the pick against that best. With --bench (a run of
 bench/gpu/run_bench.py with methods canopy and canopy-untuned), the same
 comparison measured again independently: the suite benchmark's time with the
@@ -18,31 +19,18 @@ import argparse
 import json
 import statistics
 import sys
-from collections import defaultdict
 
 
 def picks(report: dict) -> dict[str, str]:
-    """The alternative the database plans each shape class with: the winner
-    rule of canopy-tune (tools/tune_winners.hpp), summed over the class's
-    batches: the fastest alternative if it beats the defaults by more than
-    min_gain, else the defaults."""
-    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    batches: dict[str, int] = defaultdict(int)
-    for b in report["batches"]:
-        batches[b["shape_class"]] += 1
-        for name, us in b["alternatives"].items():
-            totals[b["shape_class"]][name] += us
-            counts[b["shape_class"]][name] += 1
+    """The alternative the database plans each shape class with, as canopy-tune
+    recorded it (its winner rule lives in tools/tune_winners.hpp only); a class
+    without a recorded winner plans with the database's defaults."""
     out = {}
-    for cls, t in totals.items():
-        # An alternative that could not run one of the class's batches is no candidate.
-        ok = {n: us for n, us in t.items() if counts[cls][n] == batches[cls]}
-        if "defaults" not in ok:
-            continue
-        best = min(ok, key=ok.get)
-        gain = 1 - ok[best] / ok["defaults"]
-        out[cls] = best if gain > report["min_gain"] else "defaults"
+    for cls, w in report.get("winners", {}).items():
+        if "alternative" not in w:
+            raise ValueError(f"winner of {cls} has no 'alternative': a report from a canopy-tune "
+                             "older than 2026-12-08; rerun canopy-tune --workloads --report")
+        out[cls] = w["alternative"]
     return out
 
 
@@ -133,6 +121,11 @@ def main() -> int:
         report = json.load(f)
     if report.get("format") != "canopy-tune-decisions/1":
         print(f"{args.report}: not a canopy-tune decision report", file=sys.stderr)
+        return 2
+    try:
+        picks(report)
+    except ValueError as e:
+        print(f"{args.report}: {e}", file=sys.stderr)
         return 2
     bench = None
     if args.bench:

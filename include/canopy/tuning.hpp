@@ -97,6 +97,11 @@ struct ShapeWinner {
   std::string options_json;  ///< canopy-planner-options/1, without coefficients
   double measured_us = 0;
   double default_us = 0;  ///< the default options' time on the same batch
+  /// Plan with the built-in coefficients instead of the database's: the
+  /// built-in defaults ran this class fastest (canopy-tune's alternative
+  /// "builtin-defaults"), so the database must not make it slower.
+  bool builtin_coefficients = false;
+  std::string alternative;  ///< canopy-tune's name for it ("no-split", ...); "" if unknown
   bool operator==(const ShapeWinner&) const = default;
 };
 

@@ -261,15 +261,16 @@ PlannerOptions Runtime::Impl::device_options(const AttentionSpec& spec,
 }
 
 // A recorded winner for the batch's shape class replaces default options (a
-// caller's own options always win); if its options cannot plan this batch,
-// the defaults do.
+// caller's own options always win), priced with the database's coefficients
+// or, when the built-in defaults won the class, with the built-in ones; if
+// its options cannot plan this batch, the defaults do.
 Plan Runtime::Impl::make_device_plan(const AttentionSpec& spec, const PrefixTree& tree,
                                      const PlannerOptions& requested) const {
   if (!winners.empty() && requested == PlannerOptions{}) {
     if (auto it = winners.find(shape_class(spec, tree)); it != winners.end()) {
       try {
         PlannerOptions o = planner_options_from_json(it->second.options_json);
-        o.cost_model = cost_model;
+        o.cost_model = it->second.builtin_coefficients ? untuned_model : model_for(spec);
         return make_plan(spec, tree, o);
       } catch (const Error&) {
       }

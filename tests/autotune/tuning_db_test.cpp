@@ -43,7 +43,10 @@ TuningDb valid_db() {
   db.launch_overhead_us = {2.9, 0.01, 12};
   db.items.push_back({"mma_q64_kv64_w4_s3", DType::kF16, 128, 16, 64, 16, 1024, 1, 2.5});
   db.merges.push_back({DType::kBF16, 128, 2, 4096, 9.0});
-  db.winners["d128.fp16.g4.h3.p16|b7|L0:n1.f7.t12"] = {"{\"allow_split\":false}", 40, 45};
+  db.winners["d128.fp16.g4.h3.p16|b7|L0:n1.f7.t12"] = {"{\"allow_split\":false}", 40, 45, false,
+                                                       "no-split"};
+  db.winners["d128.fp16.g4.h8.p16|b6|L0:n0.f2.t11|L1:n2.f6.t8"] = {"{}", 30, 32, true,
+                                                                   "builtin-defaults"};
   return db;
 }
 
@@ -120,6 +123,12 @@ TEST(TuningDb, BadDatabasesNameTheFileAndTheProblem) {
          j["winners"].begin().value()["options"]["coefficients"] = j["coefficients"];
        }),
        "without coefficients"},
+      {"winner's flag not a bool",
+       edited([](json& j) { j["winners"].begin().value()["builtin_coefficients"] = 1; }),
+       "builtin_coefficients: must be true or false"},
+      {"winner's name not a string",
+       edited([](json& j) { j["winners"].begin().value()["alternative"] = 3; }),
+       "alternative: must be a string"},
       {"fit of an unknown kernel",
        edited([](json& j) { j["fits"]["wgmma_x"] = j["fits"].begin().value(); }), "fits.wgmma_x"},
   };
@@ -144,6 +153,23 @@ TEST(TuningDb, WinnerOptionsAsThePlannerWritesThemAreAccepted) {
             std::string::npos);
   const TuningDb back = TuningDb::from_json(db.to_json(), "db.json");
   EXPECT_EQ(planner_options_from_json(back.winners.begin()->second.options_json), options);
+}
+
+// Databases written before the winners' builtin_coefficients and alternative
+// fields read as they did: database coefficients, no name.
+TEST(TuningDb, WinnersWithoutTheNewerFieldsReadAsBefore) {
+  json j = json::parse(valid_db().to_json());
+  for (auto& [key, w] : j["winners"].items()) {
+    w.erase("builtin_coefficients");
+    w.erase("alternative");
+  }
+  const TuningDb back = TuningDb::from_json(j.dump(), "db.json");
+  for (const auto& [key, w] : back.winners) {
+    EXPECT_FALSE(w.builtin_coefficients) << key;
+    EXPECT_EQ(w.alternative, "") << key;
+  }
+  // ... and are written back without them.
+  EXPECT_EQ(json::parse(back.to_json())["winners"], j["winners"]);
 }
 
 TEST(TuningDb, MeasuredHeadDimsAreTheItemsOnes) {

@@ -33,7 +33,8 @@ const std::string& seed_text() {
     db.launch_overhead_us = {3, 0.01, 3};
     db.items.push_back({"mma_q64_kv64_w4_s3", DType::kF16, 128, 16, 64, 16, 1024, 1, 2.5});
     db.merges.push_back({DType::kBF16, 128, 2, 4096, 9.0});
-    db.winners["d128.fp16.g4.h4.p16|b7|L0:n1.f7.t12"] = {"{\"allow_split\":false}", 40, 45};
+    db.winners["d128.fp16.g4.h4.p16|b7|L0:n1.f7.t12"] = {"{\"allow_split\":false}", 40, 45, true,
+                                                         "builtin-defaults"};
     return db.to_json(-1);
   }();
   return text;
