@@ -541,7 +541,7 @@ def test_tuning_decisions_use_canopy_tunes_recorded_winners():
 
     report = _decision_report()
     assert D.picks(report) == {"c1": "wgmma", "c2": "defaults", "c3": "waves-2"}
-    # A report without the winners' names (canopy-tune before 2026-12-08) is refused.
+    # A report without the winners' names (canopy-tune before 3bf9841) is refused.
     old = _decision_report()
     del old["winners"]["c1"]["alternative"]
     with pytest.raises(ValueError, match="rerun canopy-tune"):

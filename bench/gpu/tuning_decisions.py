@@ -29,7 +29,7 @@ def picks(report: dict) -> dict[str, str]:
     for cls, w in report.get("winners", {}).items():
         if "alternative" not in w:
             raise ValueError(f"winner of {cls} has no 'alternative': a report from a canopy-tune "
-                             "older than 2026-12-08; rerun canopy-tune --workloads --report")
+                             "before 3bf9841; rerun canopy-tune --workloads --report")
         out[cls] = w["alternative"]
     return out
 
