@@ -69,16 +69,14 @@ Grid measurement_grid(const GridOptions& o, const GpuCoefficients& gpu) {
     for (DType dtype : o.dtypes) {
       for (int page : o.page_sizes) {
         const AttentionSpec spec = grid_spec(d, dtype, page);
-        for (const KernelConfig& c : shipped_kernel_configs(spec)) {
+        for (const KernelConfig& c :
+             runnable_kernel_configs(spec, shipped_kernel_configs(spec), gpu.arch)) {
           const std::string family = to_string(c.family);
           if (!o.families.empty() &&
               std::find(o.families.begin(), o.families.end(), family) == o.families.end()) {
             continue;
           }
-          if (!families::can_implement(partial_kernel_spec(spec, c, gpu.arch)).ok() ||
-              !model.fits(spec, c)) {
-            continue;
-          }
+          if (!model.fits(spec, c)) continue;
           const families::FamilyInfo& info = families::family_info(c.family);
           std::vector<int> tiles = info.row_tiles(d, c);
           std::sort(tiles.begin(), tiles.end());

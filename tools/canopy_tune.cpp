@@ -272,23 +272,20 @@ void record_winners(canopy::TuningDb& db, const std::string& path,
     if (measurer != nullptr) return measurer->step_us(w.spec, w.tables, o);
     return canopy::make_plan(w.spec, w.tables, o).predicted_us * (1 + noise * gauss(rng));
   };
-  // The options "defaults" planned `w` with.
-  auto tuned_defaults = [&](const canopy::workload::Workload& w) {
-    canopy::PlannerOptions o;
-    o.cost_model = tuned_head_dims.count(w.spec.head_dim) != 0 ? tuned : untuned;
-    return o;
-  };
   nlohmann::json report_batches = nlohmann::json::array();
   for (const canopy::workload::Workload& w : workloads) {
     const std::string cls =
         canopy::shape_class(w.spec, canopy::discover_prefix_tree(w.tables, w.spec.page_size));
     std::string line = fmt::format("  {:<22} {}", w.name, cls);
     nlohmann::json times = nlohmann::json::object();
-    const bool measured = tuned_head_dims.count(w.spec.head_dim) != 0;
+    // The coefficients the Runtime would plan `w` with ("defaults").
+    canopy::PlannerOptions defaults;
+    defaults.cost_model =
+        canopy::TuningDb::prices_head_dim(tuned_head_dims, w.spec.head_dim) ? tuned : untuned;
     for (const canopy::tune::Alternative& alternative :
          canopy::tune::planner_alternatives(w.spec, db.coefficients.arch)) {
       canopy::PlannerOptions o = alternative.options;
-      o.cost_model = measured && !alternative.builtin_coefficients ? tuned : untuned;
+      o.cost_model = alternative.builtin_coefficients ? untuned : defaults.cost_model;
       double us = 0;
       try {
         // The built-in defaults' plan often does the defaults' very work:
@@ -296,7 +293,7 @@ void record_winners(canopy::TuningDb& db, const std::string& path,
         // make a winner.
         if (alternative.builtin_coefficients && times.contains("defaults") &&
             canopy::tune::same_work(canopy::make_plan(w.spec, w.tables, o),
-                                    canopy::make_plan(w.spec, w.tables, tuned_defaults(w)))) {
+                                    canopy::make_plan(w.spec, w.tables, defaults))) {
           us = times["defaults"].get<double>();
         } else {
           us = time_plan(w, o);

@@ -63,6 +63,14 @@ std::vector<KernelConfig> hopper_kernel_configs(const AttentionSpec& spec);
 /// Every shipped partial-attention config of every family (compiled in CI;
 /// any of them may be offered as candidates).
 std::vector<KernelConfig> shipped_kernel_configs(const AttentionSpec& spec);
+/// The configs of `configs` whose kernels a GPU of `arch` runs, each checked
+/// for the target it compiles for there (partial_kernel_spec: sm_90 ->
+/// sm_90a for an arch-specific family such as wgmma) and against the arch's
+/// shared-memory limit; a device's own limit is CostModel::fits. The
+/// planner's candidates, canopy-tune's grid and Python's prewarm filter with
+/// it.
+std::vector<KernelConfig> runnable_kernel_configs(const AttentionSpec& spec,
+                                                  std::vector<KernelConfig> configs, Arch arch);
 
 /// Deterministic: the same inputs give the same plan.
 Plan make_plan(const AttentionSpec& spec, const PrefixTree& tree,

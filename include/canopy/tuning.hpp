@@ -132,6 +132,12 @@ struct TuningDb {
   /// The head dims of its item measurements: where its fitted coefficients
   /// hold (the Runtime plans other head dims with the built-in defaults).
   std::set<int> measured_head_dims() const;
+  /// Whether a database that measured `measured` (measured_head_dims())
+  /// prices `head_dim` with its own coefficients: a head dim it measured, or
+  /// any when it measured none. The one rule of the Runtime and canopy-tune.
+  static bool prices_head_dim(const std::set<int>& measured, int head_dim) {
+    return measured.empty() || measured.count(head_dim) != 0;
+  }
   bool operator==(const TuningDb&) const = default;
 };
 

@@ -14,7 +14,6 @@
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
-#include "families/kernel_families.hpp"
 #include "runtime/jit/cubin_cache.hpp"
 #include "runtime/jit/kernel_inspect.hpp"
 #include "runtimes.hpp"
@@ -69,11 +68,9 @@ nb::dict prewarm(const std::vector<AttentionSpec>& specs, const std::optional<st
     if (configs) {
       for (const std::string& c : *configs) tiles.push_back(KernelConfig::parse(c));
     } else if (all_configs) {
-      for (const KernelConfig& c : shipped_kernel_configs(spec)) {
-        if (families::can_implement(partial_kernel_spec(spec, c, target), target).ok()) {
-          tiles.push_back(c);
-        }
-      }
+      // Each checked for the target it compiles for (sm_90a for wgmma on an
+      // sm_90 device): the database's winners may pick any of them.
+      tiles = runnable_kernel_configs(spec, shipped_kernel_configs(spec), target);
     } else {
       tiles = default_kernel_configs(spec);
     }

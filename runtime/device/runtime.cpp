@@ -248,8 +248,7 @@ std::string Runtime::device_name() const { return impl_->dev->name; }
 Arch Runtime::arch() const { return impl_->dev->arch(); }
 
 const CostModel& Runtime::Impl::model_for(const AttentionSpec& spec) const {
-  return tuned_head_dims.empty() || tuned_head_dims.count(spec.head_dim) != 0 ? cost_model
-                                                                              : untuned_model;
+  return TuningDb::prices_head_dim(tuned_head_dims, spec.head_dim) ? cost_model : untuned_model;
 }
 
 // Plan for this device unless the caller brought its own coefficients.

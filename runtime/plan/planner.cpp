@@ -31,6 +31,14 @@ std::vector<KernelConfig> default_kernel_configs(const AttentionSpec& spec) {
   return families::family_info(KernelFamily::kMmaAttention).shipped_configs(spec);
 }
 
+std::vector<KernelConfig> runnable_kernel_configs(const AttentionSpec& spec,
+                                                  std::vector<KernelConfig> configs, Arch arch) {
+  std::erase_if(configs, [&](const KernelConfig& c) {
+    return !families::can_implement(partial_kernel_spec(spec, c, arch)).ok();
+  });
+  return configs;
+}
+
 std::vector<KernelConfig> hopper_kernel_configs(const AttentionSpec& spec) {
   // The general mma kernel stays first: the planner also weighs it alone.
   std::vector<KernelConfig> configs = default_kernel_configs(spec);

@@ -31,12 +31,9 @@ void PlannerSetup::build(const AttentionSpec& spec, const PlannerOptions& opt) {
   const Arch arch = model.coefficients().arch;
   configs.clear();
   if (opt.candidates.empty()) {
-    // Defaults the device cannot take (shared memory) are dropped.
-    configs = default_kernel_configs(spec);
-    std::erase_if(configs, [&](const KernelConfig& c) {
-      return !families::can_implement(partial_kernel_spec(spec, c, arch)).ok() ||
-             !model.fits(spec, c);
-    });
+    // Defaults the device cannot run or take (shared memory) are dropped.
+    configs = runnable_kernel_configs(spec, default_kernel_configs(spec), arch);
+    std::erase_if(configs, [&](const KernelConfig& c) { return !model.fits(spec, c); });
   } else {
     // A malformed candidate is an error; one that is well formed but needs
     // more shared memory than this spec and device allow (a large head dim)

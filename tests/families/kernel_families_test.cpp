@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,34 @@ TEST(KernelFamilies, ArchSpecificFamiliesCompileForTheATarget) {
   FamilyInfo plain_wgmma = hopper;
   plain_wgmma.needs_arch_specific = false;
   EXPECT_EQ(expect_verdict(check_arch(plain_wgmma, kSm90), Support::kArchTooOld, "arch"), "");
+}
+
+// The filter the planner, canopy-tune's grid and Python's prewarm share: on
+// an sm_90 device the wgmma configs run (compiled for sm_90a), on sm_80 and
+// sm_89 they do not; sm_89 also drops the configs past its 99 KB of shared
+// memory per block.
+TEST(KernelFamilies, RunnableConfigsCheckTheTargetEachCompilesFor) {
+  const AttentionSpec a = spec_with_head_dim(128);
+  const std::vector<KernelConfig> shipped = shipped_kernel_configs(a);
+  auto wgmma = [](const std::vector<KernelConfig>& configs) {
+    return std::count_if(configs.begin(), configs.end(), [](const KernelConfig& c) {
+      return c.family == KernelFamily::kWgmmaAttention;
+    });
+  };
+  ASSERT_GT(wgmma(shipped), 0);
+  EXPECT_EQ(runnable_kernel_configs(a, shipped, kSm90), shipped);
+  EXPECT_EQ(runnable_kernel_configs(a, shipped, kSm90a), shipped);
+  const std::vector<KernelConfig> sm80 = runnable_kernel_configs(a, shipped, kSm80);
+  EXPECT_EQ(wgmma(sm80), 0);
+  EXPECT_EQ(sm80.size() + static_cast<std::size_t>(wgmma(shipped)), shipped.size());
+  const Arch sm89 = Arch::parse("89");
+  const std::vector<KernelConfig> ada = runnable_kernel_configs(a, shipped, sm89);
+  EXPECT_EQ(wgmma(ada), 0);
+  EXPECT_LT(ada.size(), sm80.size());
+  for (const KernelConfig& c : shipped) {
+    const bool kept = std::find(ada.begin(), ada.end(), c) != ada.end();
+    EXPECT_EQ(kept, can_implement(partial_kernel_spec(a, c, sm89)).ok()) << c.to_string();
+  }
 }
 
 TEST(KernelFamilies, ShippedConfigsCanBeImplementedOnSm90) {
