@@ -91,12 +91,19 @@ open(sys.argv[2], 'wb').write(d[d.index(b'\x7fELF'):])" "$f" /tmp/bisect-kernel.
     done | tee -a "$OUT/bisect-kernels.txt"
   fi
 done
+# The Canopy method to time a commit with: $METHOD, or for commits that load
+# a tuning database their built-in defaults (canopy-untuned).
+method_of() {
+  if grep -q canopy-untuned "$DEST/$1/bench/gpu/bench_logic.py"; then
+    echo canopy-untuned
+  else
+    echo "${METHOD:-canopy}"
+  fi
+}
 order=("${shas[@]}")
 for ((round = 1; round <= ${ROUNDS:-2}; round++)); do
   for sha in "${order[@]}"; do
-    method=${METHOD:-canopy}
-    # Commits that load a tuning database: time their built-in defaults.
-    grep -q canopy-untuned "$DEST/$sha/bench/gpu/bench_logic.py" && method=canopy-untuned
+    method=$(method_of "$sha")
     echo "== round $round: $(cut -d' ' -f1,3- "$DEST/$sha/COMMIT" | cut -c1-80) [$method]"
     CANOPY_CACHE_DIR=/tmp/bisect-cache/$sha python3 "$DEST/$sha/bench/gpu/run_bench.py" \
       --capi "$DEST/$sha/lib/libcanopy_bench_capi.so" --cache-dir "/tmp/bisect-cache/$sha" \
@@ -131,8 +138,7 @@ EOF
 # (duration, instructions, DRAM bytes), per commit, in launch order.
 if [[ "${NCU:-0}" == 1 ]] && command -v ncu >/dev/null; then
   for sha in "${shas[@]}"; do
-    method=${METHOD:-canopy}
-    grep -q canopy-untuned "$DEST/$sha/bench/gpu/bench_logic.py" && method=canopy-untuned
+    method=$(method_of "$sha")
     CANOPY_CACHE_DIR=/tmp/bisect-cache/$sha timeout -k 5 120 ncu --clock-control none --print-units base \
       --profile-from-start off --metrics gpu__time_duration.sum,sm__inst_executed.sum,dram__bytes_read.sum,launch__grid_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio \
       --csv --log-file "$OUT/bisect-ncu-$sha.csv" \

@@ -6,6 +6,7 @@
 
 #include <set>
 #include <string>
+#include <vector>
 
 #include "canopy/planner.hpp"
 #include "workloads/workload.hpp"
@@ -70,12 +71,15 @@ TEST(TuneWinners, SameWorkIgnoresPredictionsOnly) {
   EXPECT_FALSE(same_work(plan, fewer));
 }
 
+// The planner's alternative `name`, as canopy-tune times it on sm_90.
 Alternative named(const std::string& name) {
-  Alternative a{name, {}};
-  if (name == "builtin-defaults") a.builtin_coefficients = true;
-  if (name == "no-split") a.options.allow_split = false;
-  if (name == "waves-2") a.options.waves = 2;
-  return a;
+  static const std::vector<Alternative> all =
+      planner_alternatives(workload::find_workload("sys-4k-x64").spec, Arch::parse("90"));
+  for (const Alternative& a : all) {
+    if (a.name == name) return a;
+  }
+  ADD_FAILURE() << "no alternative named " << name;
+  return {name, {}};
 }
 
 TEST(TuneWinners, TheFastestOverTheClassWinsBeyondTheMinimumGain) {
