@@ -309,6 +309,8 @@ const char* to_string(Support s) noexcept {
       return "shared memory over the per-block limit";
     case Support::kWrongFamily:
       return "tile of another family";
+    case Support::kNoPersistent:
+      return "no persistent form";
   }
   return "unknown";
 }
@@ -386,6 +388,10 @@ Verdict can_implement(const KernelSpec& spec, Arch arch) noexcept {
   if (const Verdict v = check_arch(*f, arch); !v.ok()) return v;
   if (!is_supported_head_dim(spec.head_dim)) {
     return {Support::kHeadDim, "head_dim", spec.head_dim, "64, 128 or 256"};
+  }
+  // Only a family that fuses the merge has the queue-walking form.
+  if (spec.persistent && !f->fused_merge) {
+    return {Support::kNoPersistent, "persistent", 1, "false (the family cannot fuse the merge)"};
   }
   if (f->params == ParamsBlock::kPartial) {
     const KernelConfig& t = spec.tile;

@@ -31,6 +31,7 @@ enum class Support : std::uint8_t {
   kTileShape,     ///< tile fields out of the family's range
   kSharedMemory,  ///< the layout exceeds the arch's per-block limit
   kWrongFamily,   ///< the spec's tile names another family
+  kNoPersistent,  ///< a persistent spec of a family without that form (no fused merge)
 };
 const char* to_string(Support s) noexcept;
 
@@ -81,6 +82,7 @@ struct FamilyInfo {
   /// Partial families: the kernel walks a queue of items per block (a
   /// persistent launch) and merges the rows its items complete in place
   /// (templates/common/item_queue.cuh), so a step needs no merge launch.
+  /// That form is its own kernel (KernelSpec::persistent).
   bool fused_merge;
   /// Paths under templates/ ("sm80/attention_mma.cuh"), inlined in this
   /// order after kCommonTemplates.

@@ -74,7 +74,8 @@ std::string KernelSpec::to_string() const {
                      canopy::to_string(family), head_dim, canopy::to_string(q_dtype),
                      canopy::to_string(kv_dtype), canopy::to_string(o_dtype),
                      canopy::to_string(kv_layout), tile.tile_q, tile.tile_kv, tile.warps,
-                     tile.stages, soft_cap ? 1 : 0, with_lse ? 1 : 0, merge_fan_in, arch.id());
+                     tile.stages, soft_cap ? 1 : 0, with_lse ? 1 : 0, merge_fan_in, arch.id()) +
+         (persistent ? "_persistent" : "");
 }
 
 std::string KernelSpec::kernel_name() const {
@@ -96,7 +97,8 @@ std::uint64_t KernelSpec::hash() const {
   return h;
 }
 
-KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, Arch arch) {
+KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, Arch arch,
+                               bool persistent) {
   // Fields the partial kernel ignores are normalised so equal code has one spec:
   // it writes float32 partial states, and direct items' output rows in the
   // dtype the launch passes at run time (PartialParams::out_dtype).
@@ -112,6 +114,7 @@ KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& ti
   k.with_lse = false;
   k.merge_fan_in = 0;
   k.arch = families::kernel_arch(tile.family, arch);
+  k.persistent = persistent;
   return k;
 }
 
@@ -147,7 +150,7 @@ KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, Arch arc
 std::vector<KernelSpec> plan_kernel_specs(const Plan& plan, Arch arch) {
   std::vector<KernelSpec> specs;
   for (const KernelConfig& c : plan.configs)
-    specs.push_back(partial_kernel_spec(plan.spec, c, arch));
+    specs.push_back(partial_kernel_spec(plan.spec, c, arch, plan.fused_merge));
   if (!plan.merge_requests.empty() && !plan.fused_merge) {
     specs.push_back(merge_kernel_spec(plan.spec, plan.max_merge_fan_in, arch));
   }

@@ -124,13 +124,14 @@ std::string constants_struct(const KernelSpec& s) {
       "  static constexpr int kSmemBytes = {};\n"
       "  static constexpr int kMaxRegisters = {};\n"
       "  static constexpr int kMinBlocksPerSm = {};\n"
+      "  static constexpr bool kPersistent = {};  // a queue of items per block, fused merge\n"
       "}};\n",
       s.head_dim, partial ? s.tile.tile_q : 0, partial ? s.tile.tile_kv : 0, kernel_threads(s) / 32,
       partial ? s.tile.stages : 0, kernel_threads(s), families::dtype_code(s.q_dtype),
       to_string(s.q_dtype), families::dtype_code(s.kv_dtype), to_string(s.kv_dtype),
       families::dtype_code(s.o_dtype), to_string(s.o_dtype), s.kv_layout == KvLayout::kHND,
       to_string(s.kv_layout), s.soft_cap, s.with_lse, s.merge_fan_in, kernel_smem_bytes(s),
-      kernel_max_registers(s), min_blocks_per_sm(s));
+      kernel_max_registers(s), min_blocks_per_sm(s), s.persistent);
 }
 
 }  // namespace

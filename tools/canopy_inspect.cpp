@@ -193,7 +193,8 @@ std::vector<Option> kernel_options() {
       {"--kv-dtype", "T", "KV dtype when it differs from --dtype"},
       {"--o-dtype", "T", "output dtype of a merge kernel (default: --dtype)"},
       {"--layout", "L", "KV layout NHD or HND (default NHD)"},
-      {"--family", "F", "partial-attention family: mma or fma (default mma)"},
+      {"--family", "F", "partial-attention family: mma, wgmma or fma (default mma)"},
+      {"--persistent", "", "the queue-walking form with the fused merge (mma, wgmma)"},
       {"--tile-q", "N", "query rows per block, at most (default 64)"},
       {"--tile-kv", "N", "KV tokens per pipeline step (default 64)"},
       {"--warps", "N", "warps per block (default 4)"},
@@ -269,6 +270,7 @@ canopy::KernelSpec kernel_spec_from_args(const Args& args) {
   tile.stages = static_cast<int>(args.get_int("--stages", tile.stages, 1, 64));
 
   if (args.has("--merge")) {
+    if (args.has("--persistent")) throw UsageError("--persistent applies to partial kernels only");
     for (const char* o : {"--family", "--tile-q", "--tile-kv", "--warps", "--stages", "--layout",
                           "--soft-cap", "--kv-dtype"}) {
       if (args.has(o)) {
@@ -285,7 +287,7 @@ canopy::KernelSpec kernel_spec_from_args(const Args& args) {
   if (args.has("--lse")) {
     std::cerr << "note: partial kernels never write an lse (the merge does); --lse ignored\n";
   }
-  return canopy::partial_kernel_spec(a, tile, arch);
+  return canopy::partial_kernel_spec(a, tile, arch, args.has("--persistent"));
 }
 
 std::string sass_text(const canopy::CompiledKernel& k) {

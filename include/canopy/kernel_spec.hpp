@@ -45,7 +45,12 @@ struct KernelConfig {
 /// family equals this one). For kMergeStates, `merge_fan_in`
 /// (1..kMaxUnrolledFanIn) makes the number of partials a compile-time constant
 /// (the tree depth bounds it); 0 is the general loop used for deeper trees.
-/// Tile fields are ignored for merges.
+/// Tile fields are ignored for merges. `persistent` picks the kernel's entry
+/// form: a plain kernel runs one work item per block (items[item_begin +
+/// blockIdx.x]); a persistent one walks a queue of items per block and runs
+/// the fused merge (Plan::fused_merge). They are separate kernels because the
+/// item loop costs the plain launches registers and instructions (perf-notes
+/// v2.3, v2.4); only the families that fuse the merge have the second form.
 struct KernelSpec {
   KernelFamily family = KernelFamily::kMmaAttention;
   int head_dim = 128;
@@ -57,11 +62,12 @@ struct KernelSpec {
   bool soft_cap = false;
   bool with_lse = false;
   int merge_fan_in = 0;
-  Arch arch = kSm90;  ///< the GPU target: sm_80, sm_86, sm_89, sm_90, sm_90a, ...
+  Arch arch = kSm90;        ///< the GPU target: sm_80, sm_86, sm_89, sm_90, sm_90a, ...
+  bool persistent = false;  ///< the queue-walking, merge-fusing form (partial kernels)
 
   bool is_merge() const { return family == KernelFamily::kMergeStates; }
   /// Every field, e.g. "mma_hd128_q-fp16_kv-fp16_o-fp32_nhd_q64_kv64_w4_s3_cap0_lse0_fan0_sm90"
-  /// (an `a` target ends in "_sm90a").
+  /// (an `a` target ends in "_sm90a"; a persistent kernel adds "_persistent").
   std::string to_string() const;
   std::string kernel_name() const;  ///< the extern "C" symbol in the cubin
   std::uint64_t hash() const;
@@ -73,8 +79,10 @@ inline constexpr int kMaxUnrolledFanIn = 16;
 /// The partial-attention spec for one of a plan's configs, and its merge spec,
 /// for a device of arch `arch`: the spec's arch is the target a kernel of its
 /// family compiles for there (the device's, or its arch-specific `a` target
-/// for a family that needs one, e.g. sm_90 -> sm_90a).
-KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, Arch arch);
+/// for a family that needs one, e.g. sm_90 -> sm_90a). `persistent`: the
+/// form a plan with a fused merge launches (Plan::fused_merge).
+KernelSpec partial_kernel_spec(const AttentionSpec& spec, const KernelConfig& tile, Arch arch,
+                               bool persistent = false);
 KernelSpec merge_kernel_spec(const AttentionSpec& spec, int max_fan_in, Arch arch);
 
 }  // namespace canopy

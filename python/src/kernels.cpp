@@ -14,6 +14,7 @@
 #include "canopy/error.hpp"
 #include "canopy/kernel_spec.hpp"
 #include "canopy/planner.hpp"
+#include "families/kernel_families.hpp"
 #include "runtime/jit/cubin_cache.hpp"
 #include "runtime/jit/kernel_inspect.hpp"
 #include "runtimes.hpp"
@@ -24,7 +25,7 @@ namespace canopy::python {
 namespace {
 
 std::string kernel_source(const AttentionSpec& spec, const std::optional<std::string>& config,
-                          const std::string& arch, bool merge, int fan_in,
+                          const std::string& arch, bool merge, int fan_in, bool persistent,
                           const std::string& emit) {
   const KernelArtifact what = kernel_artifact_from_string(emit);
   const Arch target = Arch::parse(arch);
@@ -35,11 +36,15 @@ std::string kernel_source(const AttentionSpec& spec, const std::optional<std::st
                  "config ('{}') applies to partial-attention kernels; the merge kernel has none",
                  *config);
     CANOPY_CHECK(fan_in >= 0, ErrorKind::kInvalidArgument, "fan_in ({}) must be >= 0", fan_in);
+    CANOPY_CHECK(!persistent, ErrorKind::kInvalidArgument,
+                 "persistent applies to partial-attention kernels; the merge kernel has no "
+                 "persistent form");
     k = merge_kernel_spec(spec, fan_in, target);
   } else {
     CANOPY_CHECK(fan_in == 0, ErrorKind::kInvalidArgument,
                  "fan_in ({}) applies to the merge kernel only (merge=True)", fan_in);
-    k = partial_kernel_spec(spec, config ? KernelConfig::parse(*config) : KernelConfig{}, target);
+    k = partial_kernel_spec(spec, config ? KernelConfig::parse(*config) : KernelConfig{}, target,
+                            persistent);
   }
   nb::gil_scoped_release release;  // NVRTC may take seconds for ptx/summary
   return inspect_kernel(k, what);
@@ -54,10 +59,12 @@ std::vector<std::string> config_names(const std::vector<KernelConfig>& configs) 
 /// Every kernel plans of `specs` may launch on `arch`: the partial kernels of
 /// `configs` (default: each spec's default configs; all_configs: every
 /// shipped config the arch runs) and the merges of every fan-in bucket,
-/// compiled into the disk cache the runtime reads.
+/// compiled into the disk cache the runtime reads; with fused_merge also the
+/// persistent forms of those that have one (plans with fuse_merge launch them).
 nb::dict prewarm(const std::vector<AttentionSpec>& specs, const std::optional<std::string>& arch,
                  int device, const std::optional<std::vector<std::string>>& configs,
-                 bool all_configs, const std::optional<std::string>& cache_dir, unsigned threads) {
+                 bool all_configs, bool fused_merge, const std::optional<std::string>& cache_dir,
+                 unsigned threads) {
   CANOPY_CHECK(!(configs && all_configs), ErrorKind::kInvalidArgument,
                "give configs or all_configs=True, not both");
   const Arch target = arch ? Arch::parse(*arch) : runtime_for(device).arch();
@@ -74,8 +81,11 @@ nb::dict prewarm(const std::vector<AttentionSpec>& specs, const std::optional<st
     } else {
       tiles = default_kernel_configs(spec);
     }
-    for (const KernelConfig& tile : tiles)
+    for (const KernelConfig& tile : tiles) {
       kernels.push_back(partial_kernel_spec(spec, tile, target));
+      if (fused_merge && families::family_info(tile.family).fused_merge)
+        kernels.push_back(partial_kernel_spec(spec, tile, target, /*persistent=*/true));
+    }
     for (int fan_in = 1; fan_in <= 2 * kMaxUnrolledFanIn; fan_in *= 2) {  // 32: the general loop
       kernels.push_back(merge_kernel_spec(spec, fan_in, target));
     }
@@ -103,7 +113,7 @@ nb::dict prewarm(const std::vector<AttentionSpec>& specs, const std::optional<st
 void bind_kernels(nb::module_& m) {
   m.def("kernel_source", &kernel_source, nb::arg("spec"), nb::kw_only(),
         nb::arg("config").none() = nb::none(), nb::arg("arch") = "sm_90", nb::arg("merge") = false,
-        nb::arg("fan_in") = 0, nb::arg("emit") = "source",
+        nb::arg("fan_in") = 0, nb::arg("persistent") = false, nb::arg("emit") = "source",
         R"(One generated kernel of `spec`, as the runtime generates it (no GPU needed).
 
 Args:
@@ -113,14 +123,16 @@ Args:
   arch: GPU target: "sm_80", "86", "90", "sm_90a", ...
   merge: the merge-states kernel instead (config must be None).
   fan_in: merge kernels: partials per row (rounded up to 1/2/4/8/16), 0 = general loop.
+  persistent: the queue-walking form with the fused merge (mma and wgmma
+    configs), which plans with PlannerOptions.fuse_merge launch.
   emit: "source" (CUDA C++), "ptx" (NVRTC's PTX) or "summary" (compile facts).
 
 Returns the text. Raises InvalidArgumentError / NotSupportedError for bad
 fields, CompileError when NVRTC rejects the source.)");
   m.def("prewarm", &prewarm, nb::arg("specs"), nb::kw_only(), nb::arg("arch").none() = nb::none(),
         nb::arg("device") = 0, nb::arg("configs").none() = nb::none(),
-        nb::arg("all_configs") = false, nb::arg("cache_dir").none() = nb::none(),
-        nb::arg("threads") = 0,
+        nb::arg("all_configs") = false, nb::arg("fused_merge") = false,
+        nb::arg("cache_dir").none() = nb::none(), nb::arg("threads") = 0,
         R"(Compiles, in parallel, every kernel plans of `specs` may launch, into the
 disk cache plans read ($CANOPY_CACHE_DIR, else ~/.cache/canopy): call it at
 start-up so the first canopy.plan() of each spec loads instead of compiling.
@@ -131,6 +143,8 @@ Args:
   configs: partial-kernel configs (None: each spec's default_kernel_configs).
   all_configs: every shipped config the arch runs instead (a tuning
     database's recorded winners may pick any of them).
+  fused_merge: also the persistent forms of those configs that have one, for
+    plans made with PlannerOptions.fuse_merge.
   cache_dir: cache directory (None: the default the runtime uses).
   threads: compile threads (0: every core).
 

@@ -138,14 +138,8 @@ void run_gpu(const PyPlan& p, const In& q, const In& k, const In& v, Out& out,
 }
 
 std::vector<std::string> kernel_specs(const PyPlan& p) {
-  const Plan& plan = p.plan();
   std::vector<std::string> names;
-  for (const KernelConfig& c : plan.configs) {
-    names.push_back(partial_kernel_spec(plan.spec, c, p.arch).to_string());
-  }
-  if (!plan.merge_requests.empty()) {
-    names.push_back(merge_kernel_spec(plan.spec, plan.max_merge_fan_in, p.arch).to_string());
-  }
+  for (const KernelSpec& k : plan_kernel_specs(p.plan(), p.arch)) names.push_back(k.to_string());
   return names;
 }
 

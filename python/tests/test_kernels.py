@@ -17,6 +17,25 @@ def test_partial_kernel_source():
     assert "q128_kv32" in wide.splitlines()[0] and "sm80" in wide.splitlines()[0]
 
 
+def test_persistent_kernel_source():
+    src = canopy.kernel_source(SPEC, persistent=True)
+    assert src.splitlines()[0].split(":")[0].endswith("_persistent")
+    assert "kPersistent = true;" in src
+    assert "kPersistent = false;" in canopy.kernel_source(SPEC)
+    with pytest.raises(canopy.NotSupportedError, match="persistent"):
+        canopy.kernel_source(SPEC, config="fma_q16_kv64_w4_s2", persistent=True)
+
+
+def test_fused_plans_name_the_persistent_kernels():
+    pages, lens = [[0, 1, 2, 3], [0, 1, 2, 4]], [60, 60]
+    fused = canopy.plan(SPEC, pages, lens, device="cpu",
+                        options=canopy.PlannerOptions(fuse_merge=True))
+    plain = canopy.plan(SPEC, pages, lens, device="cpu")
+    assert all(k.endswith("_persistent") for k in fused.kernel_specs)
+    assert not any(k.endswith("_persistent") for k in plain.kernel_specs)
+    assert not any(k.startswith("merge_") for k in fused.kernel_specs)
+
+
 def test_merge_kernel_source():
     src = canopy.kernel_source(SPEC, merge=True, fan_in=3)
     assert "fan4" in src.splitlines()[0]  # rounded up to the unrolled bucket
@@ -41,6 +60,7 @@ def test_ptx_through_nvrtc():
         ({"emit": "sass"}, "'sass' is unknown"),
         ({"fan_in": 2}, "fan_in (2) applies to the merge kernel only"),
         ({"merge": True, "config": "mma_q64_kv64_w4_s3"}, "the merge kernel has none"),
+        ({"merge": True, "persistent": True}, "the merge kernel has no persistent form"),
     ],
 )
 def test_errors(kwargs, words):

@@ -307,7 +307,8 @@ void prepare_persistent(const Plan& plan, Arch arch, PreparedPlan::State& s) {
     const LaunchStep& step = plan.launches[k];
     if (step.family == KernelFamily::kMergeStates) continue;
     const KernelSpec spec =
-        partial_kernel_spec(plan.spec, plan.configs[static_cast<std::size_t>(step.config)], arch);
+        partial_kernel_spec(plan.spec, plan.configs[static_cast<std::size_t>(step.config)], arch,
+                            /*persistent=*/true);
     check(families::family_info(spec.family).fused_merge, ErrorKind::kInvalidArgument,
           fmt::format("plan: fused_merge is set but kernel {} cannot fuse the merge",
                       spec.to_string()));
@@ -359,12 +360,12 @@ PreparedPlan Runtime::prepare(Plan plan, std::uint64_t workspace) {
   s->sm_scale = static_cast<float>(plan.spec.effective_sm_scale());
   s->soft_cap = static_cast<float>(plan.spec.logits_soft_cap);
 
-  // Kernels: one partial kernel per config, and the merge if the plan merges
-  // outside them.
+  // Kernels: one partial kernel per config (the persistent form when the
+  // merge is fused into them), and the merge if the plan merges outside them.
   const Arch arch = dev.arch();
   for (const KernelConfig& config : plan.configs) {
     s->partial.push_back(ModuleRegistry::instance().get(
-        dev, partial_kernel_spec(plan.spec, config, arch), *impl_->cache));
+        dev, partial_kernel_spec(plan.spec, config, arch, plan.fused_merge), *impl_->cache));
   }
   if (!plan.merge_requests.empty() && !plan.fused_merge) {
     s->merge = ModuleRegistry::instance().get(

@@ -1,6 +1,7 @@
 // Which items a thread block runs, and the merge fused into the partial
-// kernels. A plain launch runs one item per block (items[item_begin +
-// blockIdx.x]); a persistent launch (PartialParams::queue_indptr set) gives
+// kernels. A plain kernel (S::kPersistent false) runs one item per block
+// (items[item_begin + blockIdx.x]) and has none of the code below compiled
+// in; a persistent kernel's launch (PartialParams::queue_indptr set) gives
 // each block slot of the GPU a queue of items, so a step is one launch per
 // kernel config whatever its item count.
 //
@@ -27,8 +28,9 @@ struct ItemRange {
   int end;
 };
 
+template <class S>
 __device__ __forceinline__ ItemRange block_items(const canopy_abi::PartialParams& p) {
-  if (p.queue_indptr == nullptr) {
+  if (!S::kPersistent || p.queue_indptr == nullptr) {
     const int i = p.item_begin + static_cast<int>(blockIdx.x);
     return {i, i + 1};
   }
@@ -36,8 +38,9 @@ __device__ __forceinline__ ItemRange block_items(const canopy_abi::PartialParams
 }
 
 /// The plan's index of the item at queue position i.
+template <class S>
 __device__ __forceinline__ int queue_item(const canopy_abi::PartialParams& p, int i) {
-  return p.queue_indptr == nullptr ? i : p.queue[i];
+  return !S::kPersistent || p.queue_indptr == nullptr ? i : p.queue[i];
 }
 
 /// Barrier among `threads` threads of the block: __syncthreads when they are
@@ -56,9 +59,10 @@ __device__ __forceinline__ void sync_threads_of(int id, int threads) {
 /// marks the group's counter -(t + 1): its block merges the group in phase 2.
 /// Cheap on purpose (a fence, a barrier, a few atomics): it runs between
 /// items, where the attention code's registers are still to be reused.
+template <class S>
 __device__ __forceinline__ void count_finished_rows(const canopy_abi::PartialParams& p, int item,
                                                     int tid, int threads, int barrier_id) {
-  if (p.merge_touches == nullptr) return;
+  if (!S::kPersistent || p.merge_touches == nullptr) return;
   const int begin = p.item_touch_indptr[item];
   const int end = p.item_touch_indptr[item + 1];
   if (begin == end) return;  // a direct item (block-uniform)
@@ -81,10 +85,10 @@ template <class S>
 __device__ __forceinline__ void merge_completed_groups(const canopy_abi::PartialParams& p,
                                                        ItemRange range, int tid, int threads,
                                                        int barrier_id, int* scratch) {
-  if (p.merge_touches == nullptr) return;
+  if (!S::kPersistent || p.merge_touches == nullptr) return;
   const int warps = threads / 32;
   for (int i = range.begin; i < range.end; ++i) {
-    const int item = queue_item(p, i);
+    const int item = queue_item<S>(p, i);
     const int begin = p.item_touch_indptr[item];
     const int end = p.item_touch_indptr[item + 1];
     for (int base = begin; base < end; base += threads) {  // block-uniform

@@ -1,7 +1,8 @@
 // Partial attention on tensor cores (mma.sync m16n8k16, sm_80+): one thread
 // block runs one work item, i.e. up to row_tile query rows of one GQA group
 // against a run of paged KV tokens, and writes one normalised partial state
-// per row (or the output row itself for a direct item).
+// per row (or the output row itself for a direct item). The persistent form
+// (S::kPersistent) runs a queue of items per block and the fused merge.
 //
 // Warps are arranged per item as kRowWarps x kKvWarps (kWarps in all): each
 // warp owns 16 query rows and a 1/kKvWarps slice of every KV tile. Wide
@@ -33,14 +34,22 @@
 
 namespace canopy_dev {
 
-/// threadIdx.x, read where it is used: a persistent block runs many items,
-/// and values derived from a plain threadIdx.x are hoisted out of the item
-/// loop and kept live across it, which the register caps cannot afford (the
-/// wide kernel at D = 64 spilled them).
+/// threadIdx.x. The persistent kernel reads it where it is used, through asm
+/// volatile: it runs many items per block, and values derived from a plain
+/// threadIdx.x are hoisted out of the item loop and kept live across it,
+/// which the register caps cannot afford (the wide kernel at D = 64 spilled
+/// them). The plain kernel runs one item, where that hoisting is what it
+/// wants (perf-notes v2.3: the volatile form costs it up to 20% more
+/// instructions).
+template <class S>
 __device__ __forceinline__ int thread_index() {
-  int t;
-  asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
-  return t;
+  if constexpr (S::kPersistent) {
+    int t;
+    asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
+    return t;
+  } else {
+    return static_cast<int>(threadIdx.x);
+  }
 }
 
 /// Compile-time facts of the specialization.
@@ -99,7 +108,7 @@ __device__ __forceinline__ void stage_q(const canopy_abi::PartialParams& p,
   constexpr int kChunks = MmaTraits<S>::kChunks;
   const Chunk16* q = static_cast<const Chunk16*>(p.q);
   const int heads = kHeadPack ? item_heads(item) : 1;
-  for (int u = thread_index(); u < rows * kChunks; u += S::kThreads) {
+  for (int u = thread_index<S>(); u < rows * kChunks; u += S::kThreads) {
     const int r = u / kChunks;
     const int c = u % kChunks;
     const int head = kHeadPack ? r / 16 : 0;
@@ -132,8 +141,8 @@ __device__ __forceinline__ void load_kv_tile(const canopy_abi::PartialParams& p,
                 "a tile is a whole number of passes of the block over 16-byte chunks");
   const unsigned short* k_src = static_cast<const unsigned short*>(p.k_cache);
   const unsigned short* v_src = static_cast<const unsigned short*>(p.v_cache);
-  const int chunk = thread_index() % kChunks;
-  const int row0 = thread_index() / kChunks;
+  const int chunk = thread_index<S>() % kChunks;
+  const int row0 = thread_index<S>() / kChunks;
   const int heads = kHeadPack ? item_heads(item) : 1;
   long long offset[kPasses];
 #pragma unroll
@@ -170,7 +179,7 @@ struct FragmentOffsets {
 template <class S>
 __device__ __forceinline__ FragmentOffsets fragment_offsets() {
   constexpr unsigned kRowBytes = S::kHeadDim * 2;
-  const unsigned lane = thread_index() % 32;
+  const unsigned lane = thread_index<S>() % 32;
   const unsigned x = lane & 7;   // the row modulo 8: the XOR of the swizzle
   const unsigned m = lane >> 3;  // which 8x8 matrix this lane addresses
   FragmentOffsets f;
@@ -288,8 +297,8 @@ __device__ __forceinline__ void combine_and_write_rows(const canopy_abi::Partial
   constexpr int kStride = T::kCombineStride;
   float* combine_o = reinterpret_cast<float*>(smem + T::kSmem.combine_o);
   float* combine_ml = reinterpret_cast<float*>(smem + T::kSmem.combine_ml);
-  const int warp = thread_index() / 32;
-  const int lane = thread_index() % 32;
+  const int warp = thread_index<S>() / 32;
+  const int lane = thread_index<S>() % 32;
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with the K/V stages the area aliases
 #pragma unroll
@@ -309,7 +318,7 @@ __device__ __forceinline__ void combine_and_write_rows(const canopy_abi::Partial
   // Row r of the item is row r % 16 of row warp r / 16, whose kKvWarps warps
   // are warps (r / 16) * kKvWarps + w.
   constexpr int kQuads = T::kD / 4;
-  for (int u = thread_index(); u < R::kRowWarps * 16 * kQuads; u += S::kThreads) {
+  for (int u = thread_index<S>(); u < R::kRowWarps * 16 * kQuads; u += S::kThreads) {
     const int r = u / kQuads;
     const int col = 4 * (u % kQuads);
     if (r >= item.row_count) continue;
@@ -356,7 +365,7 @@ __device__ __forceinline__ void attend(const canopy_abi::PartialParams& p,
   const unsigned v_tiles = shared_address(v_s);
   constexpr unsigned kStageBytes = T::kTileElems * 2;
   const FragmentOffsets f = fragment_offsets<S>();
-  const int warp = thread_index() / 32;
+  const int warp = thread_index<S>() / 32;
   const int q_row0 = kHeadPack ? 16 * warp : (warp / R::kKvWarps) * R::kRowsPerWarp;
   const int slice0 = (warp % R::kKvWarps) * R::kWarpTokens;  // its tokens of each stage
   // Tokens of the segment each stage advances by: a head pack's stage holds
@@ -499,21 +508,29 @@ __device__ __forceinline__ void partial_attention_mma(const canopy_abi::PartialP
       "__launch_bounds__ must hold the host's register cap (kernel_layouts.cuh)");
   static_assert(S::kQDtype != kDtF32 && S::kKvDtype != kDtF32, "q and KV are fp16 or bf16");
   extern __shared__ __align__(128) unsigned char canopy_smem[];
-  const ItemRange range = block_items(p);
-  // Only the position stays live across an item (the register caps are
-  // tight): the end and the item's index are read again after it.
-  for (int i = range.begin; i < block_items(p).end; ++i) {
+  if constexpr (!S::kPersistent) {
+    // One item per block, held in registers: its fields stay live through
+    // the KV loop instead of being reloaded from global memory per tile.
+    const canopy_abi::DeviceWorkItem item = p.items[p.item_begin + blockIdx.x];
     // The host validates row tiles against the kernel; an unknown one is a
     // bug that must not pass silently as unwritten rows.
-    if (!dispatch_row_tile<S, 1>(p, p.items[queue_item(p, i)], canopy_smem)) __trap();
-    // Every warp is done with this item's stages before the next item's
-    // tiles land in them.
-    __syncthreads();
-    count_finished_rows(p, queue_item(p, i), thread_index(), S::kThreads, 0);
+    if (!dispatch_row_tile<S, 1>(p, item, canopy_smem)) __trap();
+  } else {
+    const ItemRange range = block_items<S>(p);
+    // Only the position stays live across an item (the register caps are
+    // tight): the end and the item's index are read again after it, and the
+    // item is read by reference.
+    for (int i = range.begin; i < block_items<S>(p).end; ++i) {
+      if (!dispatch_row_tile<S, 1>(p, p.items[queue_item<S>(p, i)], canopy_smem)) __trap();
+      // Every warp is done with this item's stages before the next item's
+      // tiles land in them.
+      __syncthreads();
+      count_finished_rows<S>(p, queue_item<S>(p, i), thread_index<S>(), S::kThreads, 0);
+    }
+    // The stages are free: they hold the merge's scratch.
+    merge_completed_groups<S>(p, range, thread_index<S>(), S::kThreads, 0,
+                              reinterpret_cast<int*>(canopy_smem + T::kSmem.k));
   }
-  // The stages are free: they hold the merge's scratch.
-  merge_completed_groups<S>(p, range, thread_index(), S::kThreads, 0,
-                            reinterpret_cast<int*>(canopy_smem + T::kSmem.k));
 }
 
 }  // namespace canopy_dev

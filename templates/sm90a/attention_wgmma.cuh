@@ -160,7 +160,7 @@ __device__ __forceinline__ void produce_items(const canopy_abi::PartialParams& p
   int stage = 0;
   unsigned phase = 0;
   for (int i = range.begin; i < range.end; ++i) {
-    const canopy_abi::DeviceWorkItem item = p.items[queue_item(p, i)];
+    const canopy_abi::DeviceWorkItem item = p.items[queue_item<S>(p, i)];
     for (int first = item.token_begin; first < item.token_end; first += S::kTileKV) {
       mbarrier_wait(barriers + 8 * (S::kStages + stage), phase ^ 1);  // the consumers freed it
       produce_tile<S>(p, item, first, smem + T::kSmem.k + stage * T::kTileBytes,
@@ -270,7 +270,7 @@ __device__ __forceinline__ void partial_attention_wgmma(const canopy_abi::Partia
     }
   }
   __syncthreads();
-  const ItemRange range = block_items(p);
+  const ItemRange range = block_items<S>(p);
   if (warpgroup == 0) {
     if constexpr (T::kConsumers > 1) warpgroup_registers_shrink<T::kProducerRegisters>();
     produce_items<S>(p, range, smem, barriers, tid);
@@ -279,9 +279,10 @@ __device__ __forceinline__ void partial_attention_wgmma(const canopy_abi::Partia
     int stage = 0;
     unsigned phase = 0;
     for (int i = range.begin; i < range.end; ++i) {
-      const int index = queue_item(p, i);
+      const int index = queue_item<S>(p, i);
       consume_item<S>(p, index, smem, smem_base, barriers, warpgroup - 1, tid, stage, phase);
-      count_finished_rows(p, index, threadIdx.x - 128, T::kConsumerThreads, T::kConsumersBarrier);
+      count_finished_rows<S>(p, index, threadIdx.x - 128, T::kConsumerThreads,
+                             T::kConsumersBarrier);
     }
     // Every consumer is past its last wgmma: the Q region is free.
     merge_completed_groups<S>(p, range, threadIdx.x - 128, T::kConsumerThreads,

@@ -221,6 +221,25 @@ TEST(KernelFamilies, BadTileFieldsNameTheField) {
   EXPECT_EQ(expect_verdict(can_implement(mixed, kSm90), Support::kWrongFamily, "tile family"), "");
 }
 
+TEST(KernelFamilies, OnlyFamiliesThatFuseTheMergeHaveAPersistentForm) {
+  KernelSpec mma = mma_spec(128, 64, 64, 4, 3);
+  mma.persistent = true;
+  EXPECT_TRUE(can_implement(mma, kSm90).ok());
+  KernelSpec fma = partial_kernel_spec(spec_with_head_dim(128),
+                                       {KernelFamily::kFmaAttention, 16, 64, 4, 2}, kSm90, true);
+  EXPECT_EQ(expect_verdict(can_implement(fma, kSm90), Support::kNoPersistent, "persistent"), "");
+  KernelSpec merge = merge_kernel_spec(spec_with_head_dim(128), 4, kSm90);
+  merge.persistent = true;
+  EXPECT_EQ(expect_verdict(can_implement(merge, kSm90), Support::kNoPersistent, "persistent"), "");
+  try {
+    validate_kernel_spec(fma);
+    ADD_FAILURE() << "a persistent FMA spec was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kNotSupported);
+    EXPECT_NE(std::string(e.what()).find("persistent"), std::string::npos) << e.what();
+  }
+}
+
 TEST(KernelFamilies, ArchAndSharedMemoryLimits) {
   const Verdict old = can_implement(mma_spec(128, 64, 64, 4, 3), Arch{7, 5});
   EXPECT_EQ(expect_verdict(old, Support::kArchTooOld, "arch"), "");

@@ -53,6 +53,7 @@ TEST(KernelSpec, EveryFieldChangesStringNameAndHash) {
       [](KernelSpec& s) { s.merge_fan_in = 4; },
       [](KernelSpec& s) { s.arch = kSm80; },
       [](KernelSpec& s) { s.arch = kSm90a; },
+      [](KernelSpec& s) { s.persistent = true; },
   };
   std::set<std::string> strings = {base_spec().to_string()};
   std::set<std::string> names = {base_spec().kernel_name()};
@@ -83,6 +84,20 @@ TEST(KernelSpec, PartialSpecNormalisesFieldsTheKernelIgnores) {
   a.o_dtype = DType::kF16;
   a.with_lse = false;
   EXPECT_EQ(partial_kernel_spec(a, tile, kSm80), k);
+}
+
+TEST(KernelSpec, PersistentFormIsItsOwnKernel) {
+  const AttentionSpec a;
+  const KernelConfig tile{KernelFamily::kMmaAttention, 64, 64, 4, 3};
+  const KernelSpec plain = partial_kernel_spec(a, tile, kSm90);
+  const KernelSpec persistent = partial_kernel_spec(a, tile, kSm90, /*persistent=*/true);
+  EXPECT_FALSE(plain.persistent);
+  EXPECT_TRUE(persistent.persistent);
+  // The plain form keeps the string (and so the cached cubins) it always had.
+  EXPECT_EQ(plain.to_string(),
+            "mma_hd128_q-fp16_kv-fp16_o-fp32_nhd_q64_kv64_w4_s3_cap0_lse0_fan0_sm90");
+  EXPECT_EQ(persistent.to_string(), plain.to_string() + "_persistent");
+  EXPECT_NE(persistent.kernel_name(), plain.kernel_name());
 }
 
 TEST(KernelSpec, MergeSpecRoundsFanInUpToAnUnrolledBucket) {

@@ -1,6 +1,6 @@
 // Every kernel the planner can choose compiles with NVRTC for sm_80 and sm_90
-// devices (each family's kernel_arch there: sm_90a for an arch-specific one),
-// exports its kernel name, keeps to the registers its family's
+// devices (the persistent forms for a sample of specs) (each family's kernel_arch there: sm_90a for
+// an arch-specific one), exports its kernel name, keeps to the registers its family's
 // __launch_bounds__ allow (so the planner's block slots hold) and spills
 // nothing. docs/kernels.md lists the set and its timing.
 #include <gtest/gtest.h>
@@ -64,6 +64,30 @@ std::vector<KernelSpec> partial_specs(Arch arch) {
             }
           }
         }
+      }
+    }
+  }
+  return specs;
+}
+
+/// The persistent form (KernelSpec::persistent: the item queue and the fused
+/// merge) of every shipped config of the families that have one, per head
+/// dim, at fp16 NHD and at bf16 HND with a soft cap: plans with fuse_merge
+/// launch them. The other dtype and layout mixes change the same code paths
+/// as in the plain forms above, which compile them all.
+std::vector<KernelSpec> persistent_specs(Arch arch) {
+  std::vector<KernelSpec> specs;
+  for (int head_dim : {64, 128, 256}) {
+    for (bool mixed : {false, true}) {
+      AttentionSpec a;
+      a.head_dim = head_dim;
+      a.q_dtype = a.kv_dtype = mixed ? DType::kBF16 : DType::kF16;
+      a.kv_layout = mixed ? KvLayout::kHND : KvLayout::kNHD;
+      a.logits_soft_cap = mixed ? 30.0 : 0.0;
+      for (const KernelConfig& c : shipped_kernel_configs(a)) {
+        if (!families::family_info(c.family).fused_merge) continue;
+        const KernelSpec k = partial_kernel_spec(a, c, arch, /*persistent=*/true);
+        if (families::can_implement(k).ok()) specs.push_back(k);
       }
     }
   }
@@ -169,6 +193,12 @@ class KernelCompile : public ::testing::TestWithParam<Arch> {};
 
 TEST_P(KernelCompile, PartialAttentionKernels) {
   compile_all(partial_specs(GetParam()), ("partial " + GetParam().to_string()).c_str());
+}
+
+TEST_P(KernelCompile, PersistentKernels) {
+  const std::vector<KernelSpec> specs = persistent_specs(GetParam());
+  ASSERT_FALSE(specs.empty());
+  compile_all(specs, ("persistent " + GetParam().to_string()).c_str());
 }
 
 TEST_P(KernelCompile, MergeKernels) {

@@ -43,6 +43,20 @@ TEST(KernelSource, ByteIdenticalForTheSameSpec) {
   EXPECT_NE(generate_kernel_source(other), generate_kernel_source(partial_spec()));
 }
 
+TEST(KernelSource, PersistentFormIsACompileTimeConstant) {
+  KernelSpec persistent = partial_spec();
+  persistent.persistent = true;
+  EXPECT_NE(
+      generate_kernel_source(partial_spec()).find("static constexpr bool kPersistent = false;"),
+      std::string::npos);
+  const std::string src = generate_kernel_source(persistent);
+  EXPECT_NE(src.find("static constexpr bool kPersistent = true;"), std::string::npos);
+  EXPECT_NE(src.find(persistent.kernel_name() + "("), std::string::npos);
+  KernelSpec fma = fma_spec();
+  fma.persistent = true;  // no persistent FMA kernel
+  EXPECT_THROW(generate_kernel_source(fma), Error);
+}
+
 TEST(KernelSource, StartsWithProvenanceAndIsSelfContained) {
   for (const KernelSpec& s : {partial_spec(), fma_spec(), merge_spec()}) {
     const std::string src = generate_kernel_source(s);

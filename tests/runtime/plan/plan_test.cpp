@@ -268,6 +268,19 @@ int partial_launches(const Plan& plan) {
   return n;
 }
 
+TEST(Plan, FusedPlansLaunchThePersistentKernelsAndNoMerge) {
+  const FeaturePlans& f = feature_plans();
+  ASSERT_TRUE(f.two_configs.fused_merge);
+  const std::vector<KernelSpec> fused = plan_kernel_specs(f.two_configs, kSm90);
+  ASSERT_EQ(fused.size(), f.two_configs.configs.size());  // the merge runs inside them
+  for (const KernelSpec& k : fused) EXPECT_TRUE(k.persistent) << k.to_string();
+  ASSERT_FALSE(f.packed.fused_merge);
+  const std::vector<KernelSpec> plain = plan_kernel_specs(f.packed, kSm90);
+  ASSERT_EQ(plain.size(), f.packed.configs.size() + 1);
+  for (const KernelSpec& k : plain) EXPECT_FALSE(k.persistent) << k.to_string();
+  EXPECT_TRUE(plain.back().is_merge());
+}
+
 TEST(Plan, JsonRoundTripKeepsPacksDirectItemsAndTheSchedule) {
   const FeaturePlans& f = feature_plans();
   // The plans have what they are here for.
