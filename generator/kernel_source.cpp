@@ -156,11 +156,20 @@ std::string generate_kernel_source(const KernelSpec& s) {
   src += "\n// ---- the specialized entry point ----\n";
   // __launch_bounds__(threads, min blocks): ptxas keeps the registers within
   // what that many blocks leave per thread, the count occupancy() plans with.
+  // Families that fuse the merge take FusedParams too: a persistent kernel
+  // as its second parameter (the launch's queues and merge groups), a plain
+  // one as an empty constant, so the plain kernel's parameter block stays
+  // v1's (kernel_abi.cuh says why that matters).
+  std::string params = fmt::format("{} params", params_type(family.params));
+  std::string args = "params";
+  if (family.fused_merge) {
+    if (s.persistent) params += ", canopy_abi::FusedParams fused";
+    args += s.persistent ? ", fused" : ", canopy_abi::FusedParams{}";
+  }
   src += fmt::format(
-      "extern \"C\" __global__ void __launch_bounds__({}, {}) {}({} params) {{\n  "
-      "{}<CanopySpec>(params);\n}}\n",
-      kernel_threads(s), min_blocks_per_sm(s), s.kernel_name(), params_type(family.params),
-      family.device_entry);
+      "extern \"C\" __global__ void __launch_bounds__({}, {}) {}({}) {{\n  "
+      "{}<CanopySpec>({});\n}}\n",
+      kernel_threads(s), min_blocks_per_sm(s), s.kernel_name(), params, family.device_entry, args);
   return src;
 }
 

@@ -484,8 +484,9 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
     // The parameter block is the kernel's family's (the registry row; the
     // generator wrote the kernel's signature from the same field).
     canopy_abi::PartialParams p{};
+    canopy_abi::FusedParams f{};  // a persistent kernel's second parameter
     canopy_abi::MergeParams m{};
-    void* args[1] = {nullptr};
+    void* args[2] = {nullptr, nullptr};
     switch (k.params) {
       case families::ParamsBlock::kPartial:
         p.q = reinterpret_cast<const void*>(t.q);
@@ -509,20 +510,21 @@ void Runtime::run(const PreparedPlan& prepared, const DeviceTensors& t, void* st
         p.soft_cap = s->soft_cap;
         if (plan.fused_merge) {
           const CUdeviceptr sched = s->schedule.get();
-          p.queue = reinterpret_cast<const int*>(sched + s->queue_at);
+          f.queue = reinterpret_cast<const int*>(sched + s->queue_at);
           // Block b of this launch runs queue first_queue + b.
-          p.queue_indptr =
+          f.queue_indptr =
               reinterpret_cast<const int*>(sched + s->indptr_at) + persistent->first_queue;
           if (!plan.merge_requests.empty()) {
-            p.merge_touches =
+            f.merge_touches =
                 reinterpret_cast<const canopy_abi::DeviceMergeTouch*>(sched + s->touches_at);
-            p.item_touch_indptr = reinterpret_cast<const int*>(sched + s->touch_indptr_at);
-            p.merge_counters = reinterpret_cast<int*>(s->workspace + L.merge_counters);
-            p.merge_requests = reinterpret_cast<const int*>(s->metadata_at(L.merge_requests));
-            p.merge_indptr = reinterpret_cast<const int*>(s->metadata_at(L.merge_indptr));
-            p.merge_parts =
+            f.item_touch_indptr = reinterpret_cast<const int*>(sched + s->touch_indptr_at);
+            f.merge_counters = reinterpret_cast<int*>(s->workspace + L.merge_counters);
+            f.merge_requests = reinterpret_cast<const int*>(s->metadata_at(L.merge_requests));
+            f.merge_indptr = reinterpret_cast<const int*>(s->metadata_at(L.merge_indptr));
+            f.merge_parts =
                 reinterpret_cast<const canopy_abi::DeviceMergePart*>(s->metadata_at(L.merge_parts));
           }
+          args[1] = &f;  // the persistent kernels (prepare loaded them) take it
         }
         args[0] = &p;
         break;

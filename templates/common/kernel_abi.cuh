@@ -83,15 +83,22 @@ struct PartialParams {
   int out_dtype;   // DTypeCode of out
   float sm_scale;
   float soft_cap;  // used only when the spec has soft_cap
-  // Persistent launch (queue_indptr set): block b runs the items
-  // queue[queue_indptr[b] .. queue_indptr[b + 1]) (plan indices), else the
-  // single item item_begin + b.
+};
+// The plain kernels' parameter block stays at most 128 bytes: one more
+// pointer pair and nvcc/NVRTC compile v1's mma body into code a quarter
+// slower on small steps (perf-notes v2.4: the epilogue no longer specialized,
+// 2.5x the branches). What persistent launches add is a second parameter.
+static_assert(sizeof(PartialParams) <= 128, "PartialParams must stay within 128 bytes");
+
+/// The second parameter of a persistent kernel (KernelSpec::persistent).
+/// Block b runs the items queue[queue_indptr[b] .. queue_indptr[b + 1])
+/// (plan indices). Fused merge (merge_touches set): item i counts its rows
+/// into the groups merge_touches[item_touch_indptr[i] .. item_touch_indptr[i +
+/// 1]); merge_counters holds one int per (merged request, KV head), 0 between
+/// launches; the merge schedule is MergeParams'.
+struct FusedParams {
   const int* queue;
   const int* queue_indptr;
-  // Fused merge (merge_touches set): item i counts its rows into the groups
-  // merge_touches[item_touch_indptr[i] .. item_touch_indptr[i + 1]);
-  // merge_counters holds one int per (merged request, KV head), 0 between
-  // launches; the merge schedule is MergeParams'.
   const DeviceMergeTouch* merge_touches;
   const int* item_touch_indptr;
   int* merge_counters;

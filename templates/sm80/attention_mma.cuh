@@ -491,7 +491,8 @@ __device__ __forceinline__ bool dispatch_row_tile(const canopy_abi::PartialParam
 }
 
 template <class S>
-__device__ __forceinline__ void partial_attention_mma(const canopy_abi::PartialParams& p) {
+__device__ __forceinline__ void partial_attention_mma(const canopy_abi::PartialParams& p,
+                                                      const canopy_abi::FusedParams& f) {
   using T = MmaTraits<S>;
   static_assert(S::kHeadDim == 64 || S::kHeadDim == 128 || S::kHeadDim == 256,
                 "head_dim must be 64, 128 or 256");
@@ -516,19 +517,19 @@ __device__ __forceinline__ void partial_attention_mma(const canopy_abi::PartialP
     // bug that must not pass silently as unwritten rows.
     if (!dispatch_row_tile<S, 1>(p, item, canopy_smem)) __trap();
   } else {
-    const ItemRange range = block_items<S>(p);
+    const ItemRange range = block_items<S>(p, f);
     // Only the position stays live across an item (the register caps are
     // tight): the end and the item's index are read again after it, and the
     // item is read by reference.
-    for (int i = range.begin; i < block_items<S>(p).end; ++i) {
-      if (!dispatch_row_tile<S, 1>(p, p.items[queue_item<S>(p, i)], canopy_smem)) __trap();
+    for (int i = range.begin; i < block_items<S>(p, f).end; ++i) {
+      if (!dispatch_row_tile<S, 1>(p, p.items[queue_item<S>(f, i)], canopy_smem)) __trap();
       // Every warp is done with this item's stages before the next item's
       // tiles land in them.
       __syncthreads();
-      count_finished_rows<S>(p, queue_item<S>(p, i), thread_index<S>(), S::kThreads, 0);
+      count_finished_rows<S>(p, f, queue_item<S>(f, i), thread_index<S>(), S::kThreads, 0);
     }
     // The stages are free: they hold the merge's scratch.
-    merge_completed_groups<S>(p, range, thread_index<S>(), S::kThreads, 0,
+    merge_completed_groups<S>(p, f, range, thread_index<S>(), S::kThreads, 0,
                               reinterpret_cast<int*>(canopy_smem + T::kSmem.k));
   }
 }

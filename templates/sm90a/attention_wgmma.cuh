@@ -154,13 +154,14 @@ __device__ __forceinline__ void accumulate_pv_wgmma(
 
 /// Producer warpgroup: every item's tiles, in queue order, into the ring.
 template <class S>
-__device__ __forceinline__ void produce_items(const canopy_abi::PartialParams& p, ItemRange range,
+__device__ __forceinline__ void produce_items(const canopy_abi::PartialParams& p,
+                                              const canopy_abi::FusedParams& f, ItemRange range,
                                               unsigned char* smem, unsigned barriers, int tid) {
   using T = WgmmaTraits<S>;
   int stage = 0;
   unsigned phase = 0;
   for (int i = range.begin; i < range.end; ++i) {
-    const canopy_abi::DeviceWorkItem item = p.items[queue_item<S>(p, i)];
+    const canopy_abi::DeviceWorkItem item = p.items[queue_item<S>(f, i)];
     for (int first = item.token_begin; first < item.token_end; first += S::kTileKV) {
       mbarrier_wait(barriers + 8 * (S::kStages + stage), phase ^ 1);  // the consumers freed it
       produce_tile<S>(p, item, first, smem + T::kSmem.k + stage * T::kTileBytes,
@@ -237,7 +238,8 @@ __device__ __forceinline__ void consume_item(const canopy_abi::PartialParams& p,
 }
 
 template <class S>
-__device__ __forceinline__ void partial_attention_wgmma(const canopy_abi::PartialParams& p) {
+__device__ __forceinline__ void partial_attention_wgmma(const canopy_abi::PartialParams& p,
+                                                        const canopy_abi::FusedParams& f) {
   using T = WgmmaTraits<S>;
   static_assert(S::kHeadDim == 64 || S::kHeadDim == 128 || S::kHeadDim == 256,
                 "head_dim must be 64, 128 or 256");
@@ -270,22 +272,22 @@ __device__ __forceinline__ void partial_attention_wgmma(const canopy_abi::Partia
     }
   }
   __syncthreads();
-  const ItemRange range = block_items<S>(p);
+  const ItemRange range = block_items<S>(p, f);
   if (warpgroup == 0) {
     if constexpr (T::kConsumers > 1) warpgroup_registers_shrink<T::kProducerRegisters>();
-    produce_items<S>(p, range, smem, barriers, tid);
+    produce_items<S>(p, f, range, smem, barriers, tid);
   } else {
     if constexpr (T::kConsumers > 1) warpgroup_registers_grow<T::kConsumerRegisters>();
     int stage = 0;
     unsigned phase = 0;
     for (int i = range.begin; i < range.end; ++i) {
-      const int index = queue_item<S>(p, i);
+      const int index = queue_item<S>(f, i);
       consume_item<S>(p, index, smem, smem_base, barriers, warpgroup - 1, tid, stage, phase);
-      count_finished_rows<S>(p, index, threadIdx.x - 128, T::kConsumerThreads,
+      count_finished_rows<S>(p, f, index, threadIdx.x - 128, T::kConsumerThreads,
                              T::kConsumersBarrier);
     }
     // Every consumer is past its last wgmma: the Q region is free.
-    merge_completed_groups<S>(p, range, threadIdx.x - 128, T::kConsumerThreads,
+    merge_completed_groups<S>(p, f, range, threadIdx.x - 128, T::kConsumerThreads,
                               T::kConsumersBarrier, reinterpret_cast<int*>(smem + T::kSmem.q));
   }
 }
