@@ -84,7 +84,7 @@ for sha in "${shas[@]}"; do
       python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); \
 open(sys.argv[2], 'wb').write(d[d.index(b'\x7fELF'):])" "$f" /tmp/bisect-kernel.cubin
       regs=$(cuobjdump -res-usage /tmp/bisect-kernel.cubin 2>/dev/null | grep -o 'REG:[0-9]*' | head -n 1)
-      insts=$(cuobjdump -sass /tmp/bisect-kernel.cubin 2>/dev/null | grep -cE '^ +/\*[0-9a-f]{4}\*/')
+      insts=$(cuobjdump -sass /tmp/bisect-kernel.cubin 2>/dev/null | grep -cE '^ +/\*[0-9a-f]{4,}\*/')
       name=$(basename "$f" .cubin | cut -d. -f1)
       cuobjdump -sass /tmp/bisect-kernel.cubin >"$OUT/bisect-sass-$sha-$name.txt" 2>&1
       echo "$sha $name $regs SASS:$insts"
