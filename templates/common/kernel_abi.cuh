@@ -87,7 +87,7 @@ struct PartialParams {
 // The plain kernels' parameter block stays at most 128 bytes: one more
 // pointer pair and nvcc/NVRTC compile v1's mma body into code a quarter
 // slower on small steps (perf-notes v2.4: the epilogue no longer specialized,
-// 2.5x the branches). What persistent launches add is a second parameter.
+// 5x the branches). What persistent launches add is a second parameter.
 static_assert(sizeof(PartialParams) <= 128, "PartialParams must stay within 128 bytes");
 
 /// The second parameter of a persistent kernel (KernelSpec::persistent).
